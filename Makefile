@@ -1,0 +1,29 @@
+# Two commands do all set-up on a fresh clone:  make run  |  make test
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PROFILE ?= cpu
+SEED    ?= 0
+TORCH   := torch==2.13.0
+
+.PHONY: run test setup env-check clean-cache book
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# torch first, CPU build: a bare "torch" dependency would otherwise pull the multi-GB CUDA build
+setup: $(BIN)/python
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
+	@$(BIN)/python -c "import minigpt, pytest, nbmake" 2>/dev/null || $(BIN)/pip install -q -e ".[test]"
+
+run: setup
+	$(BIN)/python -m minigpt run --profile $(PROFILE) --seed $(SEED)
+
+test: setup
+	MINIGPT_PROFILE=ci $(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+
+env-check: setup
+	$(BIN)/python -m minigpt.env_check
+
+clean-cache:
+	rm -rf .cache results

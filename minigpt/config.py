@@ -1,0 +1,129 @@
+"""Configuration: the model's shape and the three run profiles (``ci``, ``cpu``, ``gpu``).
+
+One knob, ``MINIGPT_PROFILE`` (or the ``profile=`` argument), scales model, data and steps together.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+PROFILE_ENV = "MINIGPT_PROFILE"
+DEFAULT_PROFILE = "cpu"
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """GPT-2 shaped model: pre-LayerNorm blocks, GELU MLP, learned positions, tied head."""
+
+    vocab_size: int = 2048
+    block_size: int = 128  # context length T
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+    layer_norm_eps: float = 1e-5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training phase (base, specialist or monolithic): AdamW, linear warmup, cosine decay."""
+
+    steps: int = 800
+    batch_size: int = 16
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Router training: ``target`` is ``domain``, ``performance`` (softmax(-loss/temp)) or ``lm``."""
+
+    steps: int = 150
+    batch_size: int = 16
+    lr: float = 1e-2
+    target: str = "performance"
+    temp: float = 0.1
+    # share of router training windows per domain (code, medical, legal); Break 2 skews it
+    domain_mix: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    model: GPTConfig
+    base: TrainConfig
+    specialist: TrainConfig
+    router: RouterConfig
+    freeze_k: int = 2  # trunk = embeddings + first K blocks
+    tokenizer_chars: int = 3_000_000  # characters of pretrain text used to learn the BPE merges
+    eval_chunks: int = 64  # held-out windows per domain
+    eval_batch_size: int = 16  # one batch size for every model (DESIGN.md §6)
+    expected_minutes: float = 5.0  # shown to readers before long cells
+
+    @property
+    def monolithic(self) -> TrainConfig:
+        """Same total steps as the three specialists together, on mixed specialist data."""
+        return replace(self.specialist, steps=3 * self.specialist.steps)
+
+
+PROFILES: dict[str, Profile] = {
+    "ci": Profile(
+        name="ci",
+        model=GPTConfig(vocab_size=512, block_size=64, n_layer=4, n_head=2, n_embd=64),
+        base=TrainConfig(steps=150, batch_size=16, lr=3e-3, warmup=15),
+        specialist=TrainConfig(steps=60, batch_size=16, lr=2e-3, warmup=6),
+        router=RouterConfig(steps=60, batch_size=16),
+        freeze_k=2,
+        tokenizer_chars=400_000,
+        eval_chunks=24,
+        expected_minutes=0.5,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        model=GPTConfig(vocab_size=2048, block_size=128, n_layer=4, n_head=4, n_embd=128),
+        base=TrainConfig(steps=800, batch_size=16, lr=3e-3, warmup=50),
+        specialist=TrainConfig(steps=300, batch_size=16, lr=2e-3, warmup=20),
+        router=RouterConfig(steps=150, batch_size=16),
+        freeze_k=2,
+        tokenizer_chars=3_000_000,
+        eval_chunks=64,
+        expected_minutes=6.0,
+    ),
+    "gpu": Profile(
+        name="gpu",
+        model=GPTConfig(vocab_size=8192, block_size=256, n_layer=8, n_head=8, n_embd=512),
+        base=TrainConfig(steps=4000, batch_size=32, lr=1e-3, warmup=200),
+        specialist=TrainConfig(steps=1500, batch_size=32, lr=6e-4, warmup=100),
+        router=RouterConfig(steps=500, batch_size=32, lr=3e-3),
+        freeze_k=4,
+        tokenizer_chars=20_000_000,
+        eval_chunks=256,
+        eval_batch_size=32,
+        expected_minutes=20.0,
+    ),
+}
+
+
+def get_profile(name: str | Profile | None = None, **overrides) -> Profile:
+    """Profile by name (argument, else ``$MINIGPT_PROFILE``, else ``cpu``), with field overrides."""
+    if isinstance(name, Profile):
+        profile = name
+    else:
+        name = name or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
+        if name not in PROFILES:
+            raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)} "
+                             f"(argument or ${PROFILE_ENV})")
+        profile = PROFILES[name]
+    profile = replace(profile, **overrides) if overrides else profile
+    check_freeze_k(profile.freeze_k, profile.model.n_layer)
+    return profile
+
+
+def check_freeze_k(k: int, n_layer: int) -> None:
+    if not 0 <= k <= n_layer:
+        raise ValueError(f"freeze depth K={k} is outside 0..{n_layer}; "
+                         f"pick K between 0 (embeddings only) and n_layer={n_layer}")

@@ -1,0 +1,102 @@
+"""Ways to combine specialists: prediction fusion (logits, probabilities, hard, uniform) and
+weight averaging, plus :class:`FusedModel`, which computes the shared trunk once.
+
+Shapes: N specialists, router weights (B, N) per sequence or (B, T, N) per token, specialist
+logits stacked as (N, B, T, V).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .model import GPT
+
+
+def _stack(logits_list: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    return logits_list if isinstance(logits_list, torch.Tensor) else torch.stack(list(logits_list))
+
+
+def broadcast_weights(weights: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, N) or (B, T, N) router weights -> (N, B, 1, 1) or (N, B, T, 1), ready to scale logits."""
+    if weights.shape[-1] != n:
+        raise ValueError(f"router gives weights for {weights.shape[-1]} specialists but {n} are "
+                         "being fused; train a router with n_experts equal to the number of specialists")
+    w = weights.movedim(-1, 0)  # (N, B) or (N, B, T)
+    return w.reshape(*w.shape, *([1] * (4 - w.dim())))
+
+
+def fuse_logits(router_weights: torch.Tensor, logits_list) -> torch.Tensor:
+    """The chapter's soft fusion (Step 4): a weighted sum of the specialists' logits -> (B, T, V)."""
+    logits = _stack(logits_list)
+    return (broadcast_weights(router_weights, logits.shape[0]) * logits).sum(0)
+
+
+def fuse_probs(router_weights: torch.Tensor, logits_list) -> torch.Tensor:
+    """Mixture of the specialists' next-token distributions, returned as log-probabilities.
+
+    log sum_n w_n p_n, computed in log space so tiny probabilities do not underflow.
+    """
+    logits = _stack(logits_list)
+    logw = broadcast_weights(router_weights, logits.shape[0]).clamp_min(1e-30).log()
+    return torch.logsumexp(logw + F.log_softmax(logits.float(), dim=-1), dim=0)
+
+
+def hard_weights(router_weights: torch.Tensor) -> torch.Tensor:
+    """One-hot on the argmax specialist (hard routing)."""
+    return F.one_hot(router_weights.argmax(-1), router_weights.shape[-1]).to(router_weights.dtype)
+
+
+def uniform_weights(batch: int, n: int) -> torch.Tensor:
+    """Equal weight on every specialist, ignoring the input (output averaging)."""
+    return torch.full((batch, n), 1.0 / n)
+
+
+def average_weights(models: Sequence[GPT], names: Sequence[str] | None = None) -> GPT:
+    """A new model whose parameters ``names`` (default: all) are the mean of ``models``'.
+
+    With a shared frozen trunk only the crowns differ, so averaging all parameters equals
+    averaging the crowns.
+    """
+    avg = copy.deepcopy(models[0])
+    states = [dict(m.named_parameters()) for m in models]
+    with torch.no_grad():
+        for name, p in avg.named_parameters():
+            if names is None or name in names:
+                p.copy_(torch.stack([s[name].detach() for s in states]).mean(0))
+    return avg
+
+
+class FusedModel(nn.Module):
+    """N specialists sharing one frozen trunk, mixed by a router that reads the trunk output.
+
+    The trunk runs once per batch; each crown runs on the shared hidden state.
+    """
+
+    def __init__(self, specialists: Sequence[GPT], k: int, router: nn.Module | None = None,
+                 fusion: str = "logits") -> None:
+        super().__init__()
+        if fusion not in ("logits", "probs"):
+            raise ValueError(f"unknown fusion {fusion!r}; choose 'logits' or 'probs'")
+        self.specialists = nn.ModuleList(specialists)
+        self.k, self.router, self.fusion = k, router, fusion
+
+    def trunk(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.specialists[0].trunk(idx, self.k)  # identical in every specialist
+
+    def expert_logits(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) ids -> shared hidden (B, T, C) and stacked crown logits (N, B, T, V)."""
+        h = self.trunk(idx)
+        return h, torch.stack([m.crown(h, self.k) for m in self.specialists])
+
+    def forward(self, idx: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Fused log-probabilities (B, T, V). ``weights`` overrides the router (e.g. uniform)."""
+        h, logits = self.expert_logits(idx)
+        if weights is None:
+            weights = self.router(h)
+        if self.fusion == "probs":
+            return fuse_probs(weights, logits)
+        return F.log_softmax(fuse_logits(weights, logits).float(), dim=-1)

@@ -1,0 +1,74 @@
+"""Training loops: the base on mixed data, a specialist's crown on one domain, a monolithic baseline.
+
+AdamW with linear warmup and cosine decay, gradient clipping, a tqdm bar, and a seed that fixes
+both the data order and the initialisation, so the same seed gives the same weights on CPU.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .model import GPT, lm_loss
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``cfg.lr``, then cosine decay to ``cfg.lr * cfg.min_lr_ratio``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(params: dict[str, torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+    # decay matrices only; biases, LayerNorm gains and embeddings of size 1-D are left alone
+    decay = [p for p in params.values() if p.dim() >= 2]
+    no_decay = [p for p in params.values() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def train_lm(model: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: TrainConfig,
+             seed: int, freeze_k: int | None = None, desc: str = "train") -> list[float]:
+    """Train ``model`` in place and return the per-step training loss.
+
+    With ``freeze_k`` set, the trunk (embeddings + first K blocks, and so the tied head) is frozen
+    and run under ``no_grad``: no activations are kept for it and backward stops at block K.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    if freeze_k is None:
+        params = dict(model.named_parameters())
+    else:
+        for p in model.trunk_parameters(freeze_k).values():
+            p.requires_grad_(False)
+        params = model.crown_parameters(freeze_k)
+    opt = make_optimizer(params, cfg)
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(range(cfg.steps), desc=desc, leave=False, mininterval=1.0)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        x, y = next_batch(gen)
+        if freeze_k is None:
+            logits, loss = model(x, y)
+        else:
+            with torch.no_grad():
+                h = model.trunk(x, freeze_k)
+            loss = lm_loss(model.crown(h, freeze_k), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
+        opt.step()
+        losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
