@@ -3,7 +3,8 @@
 * :class:`LinearRouter` is the chapter's router (Chapter 32, Step 3): one linear map of the *last*
   token's hidden state, one weight vector per sequence. For language modelling that summary has
   seen the whole window, so the weights used at early positions depend on later tokens.
-* :class:`CausalRouter` is the honest per-token variant: the weights at position t read h_t only.
+* :class:`CausalRouter` is the honest per-token variant: the weights at position t read
+  h_1..h_t only (their running mean), never a later token.
 
 Targets (Chapter 32, Step 5): domain labels, performance-based ``softmax(-loss / temp)``, or the
 language-model loss of the fused output itself (``lm``, as KALAVAI trains its router).
@@ -34,12 +35,21 @@ class LinearRouter(nn.Module):
 
 
 class CausalRouter(nn.Module):
+    """Per-token weights from the running mean of the trunk states h_1..h_t.
+
+    A single h_t says little about the domain at the start of a window; the running mean
+    gathers the evidence seen so far without ever looking ahead. Still one linear map + softmax.
+    """
+
     def __init__(self, d_model: int, n_experts: int = 3) -> None:
         super().__init__()
         self.proj = nn.Linear(d_model, n_experts)
 
     def forward(self, shared_h: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.proj(shared_h), dim=-1)  # (B, T, N): position t sees h_t only
+        T = shared_h.shape[1]
+        steps = torch.arange(1, T + 1, device=shared_h.device, dtype=shared_h.dtype).view(1, T, 1)
+        prefix_mean = shared_h.cumsum(dim=1) / steps  # (B, T, C): position t sees h_1..h_t only
+        return F.softmax(self.proj(prefix_mean), dim=-1)  # (B, T, N)
 
 
 ROUTERS = {"last_token": LinearRouter, "per_token": CausalRouter}
