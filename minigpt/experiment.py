@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -26,7 +27,8 @@ from .cache import REPO_ROOT, cache_root, cached, config_key, write_json
 from .checkpoint import load_checkpoint, model_fingerprint as _fingerprint, read_manifest, save_checkpoint, trunk_hash
 from .config import Profile, RouterConfig, get_profile
 from .data import DOMAINS, SPLITS
-from .evaluate import HEADLINE, ORACLE, collect, cross_domain_matrix, litmus, loss_table, routing_accuracy
+from .evaluate import (HEADLINE, ORACLE, collect, cross_domain_matrix, gap_by_position, litmus, loss_table,
+                       routing_accuracy)
 from .fusion import FusedModel, average_weights
 from .model import GPT
 from .router import ROUTERS, train_router
@@ -63,7 +65,12 @@ class Experiment:
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
+        from .tokenizer import check_vocab
+
         p = self.profile
+        if p.name == "gpt2":  # GPT-2's weights only make sense with its own tokenizer (minigpt.hf)
+            from .hf import pretrained_tokenizer
+            return check_vocab(pretrained_tokenizer("gpt2"), p.model)
         key = config_key("tokenizer", p.model.vocab_size, p.tokenizer_chars, data_mod.WHEELS)
         path = cache_root() / "tokenizers" / f"{key}.json"
 
@@ -78,7 +85,7 @@ class Experiment:
                         break
             return train_tokenizer(texts, p.model.vocab_size)
 
-        return cached(path, build, save_tokenizer, load_tokenizer)
+        return check_vocab(cached(path, build, save_tokenizer, load_tokenizer), p.model)
 
     @cached_property
     def tokenizer_fingerprint(self) -> str:
@@ -126,6 +133,10 @@ class Experiment:
         """The pretrained base: all layers trained on equal parts of the three domains."""
         seed = self.seed if seed is None else seed
         p = self.profile
+        if p.name == "gpt2":  # the base is pretrained GPT-2 itself, the same for every seed (minigpt.hf)
+            from .hf import pretrained_base
+            return self._checkpoint("base", [p.model, "hf:gpt2"], lambda: (pretrained_base(p.model, "gpt2"), []),
+                                    {"role": "base", "profile": p.name, "source": "hf:gpt2"})
 
         def build():
             torch.manual_seed(derive_seed(seed, "base-init"))
@@ -192,7 +203,9 @@ class Experiment:
         p = self.profile
         specs = self.specialists(k=k)
         fused = FusedModel(specs, k)
-        key = config_key("router", kind, cfg, [_fingerprint(m) for m in specs], k, self.seed)
+        # the router's source is part of the key: editing the class retrains it instead of loading stale weights
+        key = config_key("router", kind, inspect.getsource(ROUTERS[kind]), cfg,
+                         [_fingerprint(m) for m in specs], k, self.seed)
         path = cache_root() / "routers" / f"{kind}-{key}.safetensors"
 
         def build():
@@ -224,6 +237,7 @@ class Experiment:
                 "routing_accuracy": {r: routing_accuracy(w) for r, w in weights.items()},
                 "cross_domain": cross_domain_matrix(nll),
                 "oracle_gap": float(table.loc[HEADLINE, "mixed"] - table.loc[ORACLE, "mixed"]),
+                "oracle_gap_by_position": gap_by_position(nll),
                 "litmus": litmus(table)}
 
     def run(self, out_dir: Path | None = None) -> dict:
@@ -241,6 +255,7 @@ class Experiment:
             "columns": list(table.columns),
             "routing_accuracy": _rounded(res["routing_accuracy"]),
             "oracle_gap_nats": round(res["oracle_gap"], 6),
+            "oracle_gap_by_position": _rounded(res["oracle_gap_by_position"]),
             "headline": HEADLINE,
             "litmus": res["litmus"],
             "cross_domain": json.loads(res["cross_domain"].round(6).to_json(orient="index")),
