@@ -50,6 +50,12 @@ class RouterConfig:
     # share of router training windows per domain (code, medical, legal); Break 2 skews it
     domain_mix: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
 
+    def __post_init__(self) -> None:  # fail at construction, before anything is trained
+        if self.target not in ("domain", "performance", "lm"):
+            raise ValueError(f"unknown router target {self.target!r}; choose one of domain, performance, lm")
+        if self.temp <= 0:
+            raise ValueError(f"target temperature must be > 0, got {self.temp}; use e.g. 0.1 (sharp) to 1.0 (soft)")
+
 
 @dataclass(frozen=True)
 class Profile:

@@ -393,6 +393,9 @@ def domain_texts(ds: datasets.Dataset, domain: str, split: str) -> list[str]:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     df = ds.select_columns(["domain", "split", "doc_id", "text"]).to_pandas()
     df = df[(df["domain"] == domain) & (df["split"] == split)].sort_values("doc_id")
+    if df.empty:  # an empty split would only fail later, as a stream too short for one window
+        raise ValueError(f"the corpus has no {domain!r} documents in split {split!r}; rebuild it "
+                         f"(delete {cache_root() / 'corpus'}) or use a corpus that covers every domain and split")
     return df["text"].tolist()
 
 

@@ -18,6 +18,8 @@ from .data import DOMAINS
 
 def encode_stream(tok: Tokenizer, texts: list[str], eos: int) -> np.ndarray:
     """Encode documents in order and join them with ``eos`` -> 1-D int32 array."""
+    if not texts:
+        raise ValueError("no documents to encode (empty document list); check the corpus split it came from")
     out: list[int] = []
     for enc in tok.encode_batch(texts):
         out.extend(enc.ids)
@@ -80,6 +82,9 @@ def mixed_windows(streams: DomainStreams, split: str, n: int, T: int, gen: torch
 
     Returns inputs (n, T), targets (n, T) and the domain index of each window (n,).
     """
+    if mix is not None and (len(mix) != len(DOMAINS) or min(mix) < 0 or sum(mix) <= 0):
+        raise ValueError(f"domain mix {tuple(mix)} is invalid; give {len(DOMAINS)} non-negative shares "
+                         f"({', '.join(DOMAINS)}) that are not all zero")
     probs = torch.tensor(mix if mix is not None else [1.0] * len(DOMAINS), dtype=torch.float64)
     labels = torch.multinomial(probs / probs.sum(), n, replacement=True, generator=gen)
     xs, ys = torch.empty(n, T, dtype=torch.long), torch.empty(n, T, dtype=torch.long)

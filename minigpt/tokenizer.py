@@ -11,11 +11,16 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from .config import GPTConfig
+
 EOS = "<|endoftext|>"
 
 
 def train_tokenizer(texts: list[str], vocab_size: int, seed_note: str = "") -> Tokenizer:
     """Learn byte-level BPE merges on ``texts``; token 0 is the end-of-document marker."""
+    if not any(texts):  # BPE would "succeed" with a bytes-only vocab and every model after it breaks
+        raise ValueError("no text to train the tokenizer on (empty document list); "
+                         "check the corpus build and the pretrain split")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -45,3 +50,16 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
 def eos_id(tok: Tokenizer) -> int:
     return tok.token_to_id(EOS)
+
+
+def check_vocab(tok: Tokenizer, cfg: GPTConfig) -> Tokenizer:
+    """Refuse a tokenizer whose vocabulary size differs from the model's; returns ``tok``.
+
+    Ids beyond the embedding table crash mid-training, and a smaller vocabulary means the
+    tokenizer was built for another config, so both are caught here, before any training.
+    """
+    size = tok.get_vocab_size()
+    if size != cfg.vocab_size:
+        raise ValueError(f"tokenizer has {size} tokens but the model's vocab_size is {cfg.vocab_size}; "
+                         "use the tokenizer built for this profile or set vocab_size to match")
+    return tok

