@@ -19,8 +19,9 @@ setup: $(BIN)/python
 run: setup
 	$(BIN)/python -m minigpt run --profile $(PROFILE) --seed $(SEED)
 
+# unit tests + every notebook run headless (nbmake) at the small `ci` profile; no progress bars in logs
 test: setup
-	MINIGPT_PROFILE=ci $(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	MINIGPT_PROFILE=ci TQDM_DISABLE=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup tests --nbmake chapters
 
 env-check: setup
 	$(BIN)/python -m minigpt.env_check

@@ -73,7 +73,9 @@ def average_weights(models: Sequence[GPT], names: Sequence[str] | None = None) -
 class FusedModel(nn.Module):
     """N specialists sharing one frozen trunk, mixed by a router that reads the trunk output.
 
-    The trunk runs once per batch; each crown runs on the shared hidden state.
+    The trunk runs once per batch. Without gradients to the crowns (inference, router training)
+    the crowns run batched in one pass (:class:`minigpt.stacked.StackedCrowns`) and logit fusion
+    applies the shared head once; otherwise each crown runs on the shared hidden state in turn.
     """
 
     def __init__(self, specialists: Sequence[GPT], k: int, router: nn.Module | None = None,
@@ -83,17 +85,37 @@ class FusedModel(nn.Module):
             raise ValueError(f"unknown fusion {fusion!r}; choose 'logits' or 'probs'")
         self.specialists = nn.ModuleList(specialists)
         self.k, self.router, self.fusion = k, router, fusion
+        self._stacked = None  # derived copy of the crowns, built on first use; not in state_dict
 
     def trunk(self, idx: torch.Tensor) -> torch.Tensor:
         return self.specialists[0].trunk(idx, self.k)  # identical in every specialist
 
+    def stacked(self):
+        """The batched crowns, or None when gradients must reach the crown parameters."""
+        if torch.is_grad_enabled() and any(p.requires_grad for m in self.specialists
+                                           for p in m.crown_parameters(self.k).values()):
+            return None  # stacked copies are detached: keep the per-crown autograd graph
+        from .stacked import StackedCrowns  # stacked builds on this module's fusion functions
+
+        s = self._stacked
+        if s is None or s.k != self.k or [id(m) for m in s.specialists] != [id(m) for m in self.specialists]:
+            s = self._stacked = StackedCrowns(list(self.specialists), self.k)
+        return s
+
     def expert_logits(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) ids -> shared hidden (B, T, C) and stacked crown logits (N, B, T, V)."""
         h = self.trunk(idx)
+        stacked = self.stacked()
+        if stacked is not None:
+            return h, stacked.logits(h)
         return h, torch.stack([m.crown(h, self.k) for m in self.specialists])
 
     def forward(self, idx: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Fused log-probabilities (B, T, V). ``weights`` overrides the router (e.g. uniform)."""
+        stacked = self.stacked()
+        if stacked is not None:
+            h = self.trunk(idx)
+            return stacked.fused_logprobs(h, self.router(h) if weights is None else weights, self.fusion)
         h, logits = self.expert_logits(idx)
         if weights is None:
             weights = self.router(h)
