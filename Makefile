@@ -19,9 +19,10 @@ setup: $(BIN)/python
 run: setup
 	$(BIN)/python -m minigpt run --profile $(PROFILE) --seed $(SEED)
 
-# unit tests + every notebook run headless (nbmake) at the small `ci` profile; no progress bars in logs
+# unit tests + every notebook run headless (nbmake) at the small `ci` profile; no progress bars in logs;
+# one thread per worker: two xdist workers on two cores, oversubscription makes small ops ~10x slower
 test: setup
-	MINIGPT_PROFILE=ci TQDM_DISABLE=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup tests --nbmake chapters
+	MINIGPT_PROFILE=ci TQDM_DISABLE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup tests --nbmake chapters
 
 env-check: setup
 	$(BIN)/python -m minigpt.env_check

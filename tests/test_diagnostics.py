@@ -1,0 +1,111 @@
+"""Routing and calibration diagnostics on small hand-made inputs whose answers are worked out by hand."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from minigpt import diagnostics as dg
+
+
+def _w(rows):
+    """(1, T, 3) weights for one window from a list of per-token weight triples."""
+    return torch.tensor([rows], dtype=torch.float64)
+
+
+@pytest.fixture
+def weights():
+    return {
+        # code: argmax code, code, legal -> accuracy 2/3
+        "code": _w([[0.6, 0.3, 0.1], [0.5, 0.2, 0.3], [0.2, 0.2, 0.6]]),
+        # medical: argmax code, medical, medical, medical -> 3/4
+        "medical": _w([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.4, 0.3], [0.2, 0.5, 0.3]]),
+        # legal: argmax medical, medical -> 0
+        "legal": _w([[0.1, 0.5, 0.4], [0.3, 0.4, 0.3]]),
+    }
+
+
+def test_routing_accuracy(weights):
+    acc = dg.routing_accuracy(weights)
+    assert acc == pytest.approx({"code": 2 / 3, "medical": 3 / 4, "legal": 0.0})
+
+
+def test_confusion_matrix_rows(weights):
+    cm = dg.confusion_matrix(weights)
+    assert list(cm.columns) == ["code specialist", "medical specialist", "legal specialist"]
+    assert cm.loc["code"].tolist() == pytest.approx([2 / 3, 0, 1 / 3])
+    assert cm.loc["medical"].tolist() == pytest.approx([1 / 4, 3 / 4, 0])
+    assert cm.loc["legal"].tolist() == pytest.approx([0, 1, 0])
+    # the diagonal is the routing accuracy
+    acc = dg.routing_accuracy(weights)
+    assert [cm.iloc[i, i] for i in range(3)] == pytest.approx(list(acc.values()))
+
+
+def test_mean_and_dominant_weights(weights):
+    mw = dg.mean_weights(weights)
+    assert mw.loc["legal"].tolist() == pytest.approx([0.2, 0.45, 0.35])
+    dom = dg.dominant_weight(weights)
+    assert dom["legal"] == {"specialist": "medical specialist", "weight": pytest.approx(0.45), "is_own": False}
+    assert dom["code"]["specialist"] == "code specialist" and dom["code"]["is_own"]
+    assert dg.weight_on(weights, 0)["medical"] == pytest.approx((0.7 + 0.1 + 0.3 + 0.2) / 4)
+
+
+def test_gate_histograms(weights):
+    hist = dg.gate_histograms(weights, bins=4)  # bins [0,.25) [.25,.5) [.5,.75) [.75,1]
+    assert hist["edges"] == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])
+    assert hist["counts"]["code"]["code specialist"] == [1, 0, 2, 0]  # 0.2 | 0.6, 0.5
+    assert hist["counts"]["medical"]["medical specialist"] == [1, 1, 1, 1]  # 0.2 | 0.4 | 0.5 | 0.8
+    assert all(sum(c) == w.shape[1] for d, w in weights.items() for c in hist["counts"][d].values())
+
+
+def test_ece_by_hand():
+    # 15 bins of width 1/15: 0.9 lands in (13/15, 14/15], 0.6 in (8/15, 9/15]
+    conf = torch.tensor([0.9, 0.9, 0.6, 0.6])
+    correct = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    # bin of 0.9: acc 0.5, conf 0.9 -> 2/4 * 0.4; bin of 0.6: acc 1, conf 0.6 -> 2/4 * 0.4
+    assert dg.expected_calibration_error(conf, correct) == pytest.approx(0.4)
+    # one bin for everything: |mean conf 0.75 - accuracy 0.75| = 0
+    assert dg.expected_calibration_error(conf, correct, n_bins=1) == pytest.approx(0.0)
+    # a perfectly calibrated set in one bin
+    assert dg.expected_calibration_error(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0])) == pytest.approx(0.0)
+
+
+def test_calibration_from_logits():
+    # two tokens over a 2-word vocabulary: p(top) = 0.9 for both; the first is right, the second wrong
+    z = math.log(9.0)
+    logits = torch.tensor([[[z, 0.0], [0.0, z]]])
+    targets = torch.tensor([[0, 0]])
+    cal = dg.calibration(logits, targets)
+    assert cal["mean_max_prob"] == pytest.approx(0.9)
+    assert cal["accuracy"] == pytest.approx(0.5)
+    assert cal["ece"] == pytest.approx(0.4)
+    assert cal["logit_scale"] == pytest.approx(z / 2)  # population std of (z, 0)
+    assert cal["n_tokens"] == 2
+    # scaling the logits changes the scale and the confidence, not the argmax
+    hot = dg.calibration(3 * logits, targets)
+    assert hot["accuracy"] == cal["accuracy"] and hot["logit_scale"] == pytest.approx(3 * z / 2)
+    assert hot["mean_max_prob"] > cal["mean_max_prob"]
+
+
+def test_misrouting_and_oracle_agreement():
+    # one legal window of 2 tokens, routed to code then legal
+    weights = {"legal": _w([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])}
+    # per-token losses (N=3, n=1, T=2): code is best on this window on average
+    nll = {"legal": torch.tensor([[[1.0, 1.0]], [[3.0, 3.0]], [[2.0, 1.6]]])}
+    mis = dg.misrouting(weights, nll)["legal"]
+    assert mis["misrouted"] == pytest.approx(0.5)
+    assert mis["chosen_is_window_best"] == pytest.approx(1.0)  # the misrouted token went to the window's best
+    assert mis["excess_nats"] == pytest.approx(1.0 - 2.0)  # code's loss minus legal's at that token
+    assert dg.oracle_agreement(weights, nll)["legal"] == pytest.approx(0.5)
+
+
+def test_token_routing_plot_accepts_both_router_shapes(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    dg.plot_token_routing(torch.rand(16, 3).softmax(-1), labels=torch.zeros(16, dtype=torch.long), path=tmp_path / "a.png")
+    dg.plot_token_routing(torch.tensor([0.2, 0.5, 0.3]), path=tmp_path / "b.png")
+    dg.plot_confusion(dg.confusion_matrix({"code": _w([[0.6, 0.3, 0.1]])}), path=tmp_path / "c.png")
+    dg.plot_gate_histograms(dg.gate_histograms({"code": _w([[0.6, 0.3, 0.1]])}), path=tmp_path / "d.png")
+    assert all((tmp_path / f"{n}.png").stat().st_size > 0 for n in "abcd")
