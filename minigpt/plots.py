@@ -184,3 +184,203 @@ def plot_mixed_losses(table: pd.DataFrame, highlight=(), ax=None, column: str = 
     ax.set_xlabel(f"{column} held-out loss (nats/token, lower is better; axis zoomed)")
     ax.tick_params(axis="y", labelsize=8)
     return ax
+
+
+# -- figures for notebooks 4, 6-8 ------------------------------------------------------------------
+def plot_hybrid_routing(weights, labels, names=("code", "medical", "legal"), title: str | None = None):
+    """One per-token routing heatmap per router for one window, true domain switches marked.
+
+    ``weights`` = {router: (T, N)}, ``labels`` (T,) = true domain index of each target token.
+    Dashed lines sit between the last token of one segment and the first of the next.
+    """
+    from .diagnostics import plot_token_routing
+
+    fig, axes = plt.subplots(len(weights), 1, figsize=(9, 1.9 * len(weights) + 0.4), sharex=True, squeeze=False)
+    switches = [t for t in range(1, len(labels)) if int(labels[t]) != int(labels[t - 1])]
+    for ax, (name, w) in zip(axes[:, 0], weights.items()):
+        plot_token_routing(w, labels, names=[f"{n} specialist" for n in names], ax=ax, title=f"{name} router")
+        for t in switches:
+            ax.axvline(t - 0.5, color="red", ls="--", lw=1.2)
+        if ax is not axes[-1, 0]:
+            ax.set_xlabel("")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gate_grid(hists, names=None):
+    """Gate-weight histograms for several routers: rows = routers, columns = eval domains.
+
+    ``hists`` = {router name: :func:`minigpt.diagnostics.gate_histograms` result}.
+    """
+    import numpy as np
+
+    rows = list(hists)
+    domains = list(next(iter(hists.values()))["counts"])
+    fig, axes = plt.subplots(len(rows), len(domains), figsize=(3.3 * len(domains), 1.9 * len(rows) + 0.4),
+                             sharex=True, sharey=True, squeeze=False)
+    for i, row in enumerate(rows):
+        edges = np.asarray(hists[row]["edges"])
+        for j, domain in enumerate(domains):
+            ax = axes[i, j]
+            for name, counts in hists[row]["counts"][domain].items():
+                c = np.asarray(counts, dtype=float)
+                ax.stairs(c / max(c.sum(), 1), edges, color=DOMAIN_COLORS.get(name.split()[0]), lw=1.5,
+                          label=name.replace(" specialist", ""))
+            if i == 0:
+                ax.set_title(f"{domain} text")
+            if j == 0:
+                ax.set_ylabel(f"{row}\nshare of tokens", fontsize=8)
+            if i == len(rows) - 1:
+                ax.set_xlabel("routing weight")
+    axes[0, -1].legend(fontsize=7, title="weight on", title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+VERDICT_COLORS = {"worse": "tab:red", "better": "tab:green", "no significant change": "0.6"}
+
+
+def plot_degradations(degradations, ax=None, title: str = "What breaks when the bases differ"):
+    """Horizontal bars of each metric's relative change (different bases vs shared base; + = worse),
+    coloured by its verdict (more than 2 paired standard errors)."""
+    rows = [m for m in degradations if m["relative_%"] is not None][::-1]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 0.38 * len(rows) + 1.0))
+    vals = [m["relative_%"] for m in rows]
+    ax.barh([m["metric"] for m in rows], vals, color=[VERDICT_COLORS.get(m["verdict"], "0.8") for m in rows])
+    for y, m in enumerate(rows):
+        z = "" if m["z"] is None else f" z={m['z']:+.1f}"
+        ax.text(m["relative_%"], y, f" {m['relative_%']:+.1f}%{z}", va="center", fontsize=7,
+                ha="left" if m["relative_%"] >= 0 else "right")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("change relative to the shared-base value, % (positive = worse)")
+    ax.tick_params(axis="y", labelsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in VERDICT_COLORS.values()]
+    ax.legend(handles, list(VERDICT_COLORS), fontsize=7, loc="lower right")
+    lo, hi = min(vals + [0]), max(vals + [0])
+    ax.set_xlim(lo - 0.25 * (hi - lo) - 1, hi + 0.35 * (hi - lo) + 1)
+    ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_cka_blocks(representations, keys=None, vmin: float = 0.0):
+    """One annotated linear-CKA heatmap per block of Break 1's ``representations``, mean paired cosine in the title."""
+    import seaborn as sns
+
+    keys = list(keys or representations)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.1 * len(keys), 2.9), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        blk = representations[key]
+        m = pd.DataFrame(blk["cka"])
+        m = m.loc[list(m.columns), list(m.columns)]
+        sns.heatmap(m, annot=True, fmt=".2f", vmin=vmin, vmax=1, cmap="magma", cbar=False, ax=ax,
+                    annot_kws={"fontsize": 8})
+        ax.set_title(f"{key}\ncosine {blk['mean_paired_cosine']:+.2f}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_freeze_sweep(frame: pd.DataFrame, k_profile: int | None = None, mark: int | None = None):
+    """Small multiples of the freeze-depth sweep (one row per K, as :func:`minigpt.notebook.sweep_frame`)."""
+    panels = [("mixed loss (nats)", ["best specialist mixed", "fused mixed", "oracle mixed"]),
+              ("gain, %", ["divergence %", "fused vs best specialist %"]),
+              ("oracle gap (nats)", ["oracle gap"]),
+              ("routing accuracy", ["routing accuracy"]),
+              ("crown similarity", ["crown CKA", "crown cosine"]),
+              ("trainable parameters", ["trainable params"])]
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.2), sharex=True)
+    ks = frame.index.astype(int)
+    for ax, (label, cols) in zip(axes.flat, panels):
+        for c in cols:
+            ax.plot(ks, frame[c], marker="o", label=c)
+        if k_profile is not None:
+            ax.axvline(k_profile, color="0.6", ls=":", lw=1)
+        if mark is not None:
+            ax.axvline(mark, color="tab:purple", ls="--", lw=1)
+        ax.set_title(label, fontsize=9)
+        if len(cols) > 1:
+            ax.legend(fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("freeze depth K (blocks in the shared trunk)")
+        ax.set_xticks(list(ks))
+    fig.tight_layout()
+    return fig
+
+
+def plot_freeze_grid(rep: dict, n_layer: int, counts_by_k=None, k_profile: int | None = None):
+    """What the freeze-depth slider shows, for every K at once (the built book has no kernel).
+
+    Columns = K from :func:`minigpt.breaks.freeze_sweep`'s report ``rep``. Rows: the trunk/crown cut;
+    mixed held-out loss of the key rows on one shared axis, so bar lengths compare across K; each
+    specialist's own-domain gain over the base; per-domain routing accuracy (dotted: chance).
+    ``counts_by_k`` = {K: :func:`minigpt.notebook.param_counts`} labels the diagrams.
+    """
+    import numpy as np
+
+    from .evaluate import HEADLINE, ORACLE, SPECIALIST_ROWS
+
+    ks = sorted(rep["per_k"], key=int)
+    rows = ["base", "best specialist", "weight average", "uniform mix", HEADLINE, ORACLE]
+    short = {HEADLINE: "fused (router)", ORACLE: "oracle"}
+    fig, axes = plt.subplots(4, len(ks), figsize=(2.7 * len(ks) + 0.6, 0.45 * (n_layer + 3) + 6.4),
+                             squeeze=False, gridspec_kw={"height_ratios": [0.3 * (n_layer + 3), 2.2, 1.6, 1.6]})
+    mixed = {K: dict(rep["per_k"][K]["mixed"]) for K in ks}
+    for K in ks:
+        m = mixed[K]
+        m["best specialist"] = min(m[s] for s in SPECIALIST_ROWS)
+    every = [mixed[K][r] for K in ks for r in rows if r in mixed[K]]
+    lo, hi = min(every), max(every)
+    pad = (hi - lo) * 0.12 or 0.01
+    for j, K in enumerate(ks):
+        r = rep["per_k"][K]
+        counts = (counts_by_k or {}).get(int(K)) or (counts_by_k or {}).get(K)
+        plot_trunk_crown(n_layer, int(K), tuple(DOMAIN_COLORS), ax=axes[0, j], counts=counts, compact=True)
+        if k_profile is not None and int(K) == k_profile:
+            axes[0, j].set_title(axes[0, j].get_title() + "\n(the profile's K)", fontsize=9)
+
+        ax = axes[1, j]
+        present = [q for q in rows if q in mixed[K]]
+        vals = [mixed[K][q] for q in present]
+        colors = ["0.45" if q == "base" else "tab:purple" if q == HEADLINE else "tab:olive" if q == ORACLE
+                  else "0.75" for q in present]
+        ax.barh(range(len(present)), vals, color=colors)
+        ax.set_xlim(lo - pad, hi + pad)  # one zoomed axis for all K: differences are small next to the loss
+        ax.invert_yaxis()
+        for y, v in enumerate(vals):
+            ax.text(v, y, f" {v:.3f}", va="center", fontsize=6.5)
+        ax.set_yticks(range(len(present)), [short.get(q, q) for q in present] if j == 0 else [], fontsize=7.5)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"fused vs best specialist {r['fused_gain_vs_best_specialist_%']:+.2f}%\n"
+                     f"oracle gap {r['oracle_gap']:.3f} nats", fontsize=8)
+        if j == 0:
+            ax.set_ylabel("mixed loss\n(nats/token)", fontsize=8)
+
+        domains = list(r["own_domain_gain_%"])
+        colors = [DOMAIN_COLORS.get(d, f"C{i}") for i, d in enumerate(domains)]
+        ax = axes[2, j]
+        gains = [r["own_domain_gain_%"][d] for d in domains]
+        ax.bar(domains, gains, color=colors)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(f"divergence {r['divergence_%']:.2f}%", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if j == 0:
+            ax.set_ylabel("own-domain gain\nover base, %", fontsize=8)
+
+        ax = axes[3, j]
+        acc = [r["routing_accuracy"].get(d, np.nan) for d in domains]
+        ax.bar(domains, acc, color=colors)
+        ax.axhline(1 / len(domains), color="black", ls=":", lw=1)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=7)
+        if j == 0:
+            ax.set_ylabel("routing accuracy\n(dotted: chance)", fontsize=8)
+    # gains share one y axis so bar heights compare across K
+    g_all = [v for K in ks for v in rep["per_k"][K]["own_domain_gain_%"].values()]
+    for ax in axes[2]:
+        ax.set_ylim(min(0, min(g_all)) * 1.15, max(0, max(g_all)) * 1.15 or 1)
+    fig.suptitle(f"Freeze depth K = {ks[0]}..{ks[-1]} · profile {rep['profile']}, seed {rep['seed']}", fontsize=10)
+    fig.tight_layout()
+    return fig

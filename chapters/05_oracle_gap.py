@@ -1,0 +1,201 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5 · The full table and the oracle gap
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ORG/chapter32-fusion/blob/main/chapters/05_oracle_gap.ipynb)
+#
+# Companion to Chapter 32, Steps 6–8. One number ("the fused model's loss went down") says
+# almost nothing. This notebook scores every model on the same held-out windows, puts the
+# routed fusion next to the baselines it has to beat, measures how far the learned router is
+# from a router that could see the answers (the oracle), and then runs the chapter's Step 8
+# checklist on the measured table.
+
+# %%
+# Colab only: install the companion package (torch is preinstalled there).
+# Locally: `pip install -e .` in the repository, then open this notebook.
+import subprocess
+import sys
+
+REPO = "ORG/chapter32-fusion"  # owner/name of the companion repository on GitHub
+if "google.colab" in sys.modules:  # same test as minigpt.notebook.in_colab(), before minigpt exists
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}"], check=True)
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from minigpt.data import DOMAINS
+from minigpt.evaluate import HEADLINE, ORACLE, SPECIALIST_ROWS, collect, loss_table
+from minigpt.notebook import setup, show_markdown, show_source
+from minigpt.plots import plot_mixed_losses
+
+exp = setup()
+# trains (or loads) base, specialists, monolithic baseline and both routers, then scores them all
+res = exp.evaluate()
+table = res["table"]
+
+# %% [markdown]
+# ## 1. The rows (Chapter 32, Step 6)
+#
+# | row | what it is |
+# |---|---|
+# | `base` | the pretrained model every specialist was copied from |
+# | `code / medical / legal specialist` | one crown each, used alone |
+# | `weight average` | one model whose crown is the mean of the three crowns' weights |
+# | `monolithic` | the same crown trained on all three domains for as many steps as the three specialists together |
+# | `uniform mix` | the three specialists' logits averaged with equal weights, whatever the input |
+# | `fused soft (… router)` | the router's weights applied to the specialists' logits (Step 4) |
+# | `fused hard` / `single dispatch` | only the router's top choice is used |
+# | `fused probs` | a mixture of the specialists' probabilities instead of their logits |
+# | `oracle (per sequence)` | for each window, the specialist with the lowest loss on it, chosen with hindsight |
+# | `oracle (per token)` | the same choice made separately for every token |
+#
+# The headline row is the routed soft fusion with the per-token router. "Mixed" is the
+# equal-weight mean of the three domain columns; Δ% compares the mixed loss with the best single
+# specialist and with the base (positive = better).
+
+# %%
+show_source(loss_table)
+
+
+# %%
+def highlight_rows(row):
+    if row.name == HEADLINE:
+        return ["font-weight: bold; background-color: #efe6f7"] * len(row)
+    if row.name.startswith("oracle"):
+        return ["font-style: italic; color: #666"] * len(row)
+    return [""] * len(row)
+
+
+loss_cols = [*DOMAINS, "mixed"]
+(table.style
+ .format("{:.4f}", subset=loss_cols)
+ .format("{:+.2f}%", subset=["Δ% vs best specialist", "Δ% vs base"])
+ .background_gradient(cmap="RdYlGn_r", subset=["mixed"])
+ .apply(highlight_rows, axis=1))
+
+# %%
+plot_mixed_losses(table, highlight=(HEADLINE, ORACLE, "oracle (per token)"))
+plt.title(f"Mixed held-out loss per row ({exp.profile.name} profile, seed {exp.seed})", fontsize=10)
+plt.show()
+
+# %% [markdown]
+# ## 2. The oracle gap (Chapter 32, Step 7)
+#
+# The oracle runs all three specialists on a window and keeps whichever did best — a choice no
+# deployable router can make, because it needs the answer first. It is the best any router
+# choosing one specialist per window could do with *these* specialists. The gap between the
+# learned router and the oracle separates two diagnoses: a large gap means the specialists hold
+# value the router fails to reach; a small gap means the router already gets most of what the
+# specialists offer, and further gains must come from better specialists.
+#
+# Here is where the oracle is computed, inside the evaluation harness:
+
+# %%
+show_source(collect, match=("spec = torch.stack", "best =", "ORACLE", "oracle (per token)"), context=0)
+
+# %%
+mixed = table["mixed"]
+best_spec = mixed[list(SPECIALIST_ROWS)].min()
+gap = res["oracle_gap"]
+headroom = best_spec - mixed[ORACLE]  # what perfect per-window routing gains over the best single specialist
+captured = (best_spec - mixed[HEADLINE]) / headroom if headroom > 0 else float("nan")
+print(f"headline ({HEADLINE}): {mixed[HEADLINE]:.4f}")
+print(f"oracle (per sequence):           {mixed[ORACLE]:.4f}")
+print(f"oracle gap:                      {gap:+.4f} nats")
+print(f"best single specialist:          {best_spec:.4f}  -> the oracle's headroom over it: {headroom:.4f} nats")
+print(f"share of that headroom the router captures: {captured:.0%}")
+print(f"oracle (per token), for scale:   {mixed['oracle (per token)']:.4f}")
+
+# %% [markdown]
+# The gap for every routed row, and per domain (a positive number is loss the router leaves on
+# the table):
+
+# %%
+routed = [r for r in table.index if "router" in r]
+gaps = table.loc[routed, loss_cols].sub(table.loc[ORACLE, loss_cols])
+gaps.style.format("{:+.4f}").background_gradient(cmap="Reds", axis=None)
+
+# %%
+pd.DataFrame(res["routing_accuracy"]).T.style.format("{:.1%}").set_caption(
+    "routing accuracy: share of tokens whose top-weighted specialist is the window's own domain")
+
+# %% [markdown]
+# The same numbers as one picture. The shaded band runs from the oracle to the best single
+# specialist: the room that routing between these specialists could win. The purple line is the
+# learned router; the distance from it to the band's left edge is the oracle gap.
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 1.9))
+ax.axvspan(mixed[ORACLE], best_spec, color="tab:olive", alpha=0.25, label="oracle … best specialist")
+lines = {HEADLINE: ("tab:purple", "-"), "base": ("black", "--"), "weight average": ("0.5", ":"),
+         "uniform mix": ("0.5", "-."), "monolithic": ("tab:brown", "--")}
+for row, (color, style) in lines.items():
+    ax.axvline(mixed[row], color=color, ls=style, lw=2, label=f"{row} ({mixed[row]:.3f})")
+ax.annotate("", xy=(mixed[ORACLE], 0.8), xytext=(mixed[HEADLINE], 0.8),
+            arrowprops=dict(arrowstyle="<->", color="tab:purple"))
+ax.text((mixed[ORACLE] + mixed[HEADLINE]) / 2, 0.86, f"gap {gap:+.3f}", ha="center", fontsize=8, color="tab:purple")
+values = [mixed[r] for r in lines] + [mixed[ORACLE], best_spec]
+pad = 0.08 * (max(values) - min(values)) + 1e-4
+ax.set_xlim(min(values) - pad, max(values) + pad)
+ax.set_ylim(0, 1)
+ax.set_yticks([])
+ax.set_xlabel("mixed held-out loss (nats/token, lower is better)")
+ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+plt.show()
+
+# %% [markdown]
+# ## 3. The Step 8 checklist
+#
+# Chapter 32, Step 8 lists what a table should look like when composition works. Each condition
+# below is evaluated on the numbers above — none is assumed. A ✗ is a finding about this run,
+# not an error.
+
+# %%
+show_markdown("\n".join(f"- {'✓' if c['holds'] else '✗'} **{c['condition']}** — {c['evidence']}"
+                        for c in res["litmus"]))
+print(f"{sum(c['holds'] for c in res['litmus'])} of {len(res['litmus'])} conditions hold "
+      f"at profile {exp.profile.name!r}, seed {exp.seed}")
+
+# %% [markdown]
+# Sanity checks that hold whatever the run: the oracle picks, per window, a specialist's own
+# loss, so it can never be worse than any specialist alone; choosing per token can never be
+# worse than choosing per window; and the checklist must agree with the table it was read from.
+
+# %%
+for row in SPECIALIST_ROWS:
+    assert mixed[ORACLE] <= mixed[row] + 1e-9, f"the oracle cannot lose to the {row}"
+for d in (*DOMAINS, "mixed"):
+    assert table.loc["oracle (per token)", d] <= table.loc[ORACLE, d] + 1e-9
+checklist = {c["condition"]: c["holds"] for c in res["litmus"]}
+assert checklist["routed fusion beats the base on mixed data"] == bool(mixed[HEADLINE] < mixed["base"])
+assert abs(gap - (mixed[HEADLINE] - mixed[ORACLE])) < 1e-9
+print("oracle ≤ every specialist, per-token oracle ≤ per-sequence oracle, checklist consistent with the table")
+
+# %% [markdown]
+# ## Questions to answer
+#
+# 1. Chapter 32, question 1: on mixed data, which baselines does the routed fusion beat and which
+#    still beat it? If weight averaging or the monolithic model comes out ahead, what does that say
+#    about the router, as opposed to the specialists?
+# 2. Chapter 32, question 2: how large is the oracle gap, in nats and as a share of the oracle's
+#    headroom over the best specialist? Is the bottleneck the router or the specialists, and what
+#    would you change first in each case?
+# 3. Which Step 8 conditions fail at this profile? For each, say whether you read it as a problem
+#    with the method or a property of this (small) run, and what experiment would tell the two apart.
+# 4. The per-token oracle is much stronger than the per-window one. What does that say about how
+#    often the best specialist changes inside a single window, and about routing granularity?
+# 5. Compare routing accuracy with the fused loss across the routed rows. Can a router with lower
+#    accuracy give a better fused loss? Find an example in the table or explain why not.
