@@ -224,7 +224,7 @@ class Experiment:
 
     # -- the chapter's table ---------------------------------------------------------------
     def evaluate(self, k: int | None = None, router_cfg: RouterConfig | None = None) -> dict:
-        """Score every row of the chapter's table on the held-out windows (cached per config)."""
+        """Score every row of the chapter's table on the held-out windows (models come from the cache)."""
         k = self.k if k is None else k
         specs = self.specialists(k=k)
         routers = {"per-token": self.router("per_token", router_cfg, k),
