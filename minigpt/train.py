@@ -6,6 +6,7 @@ both the data order and the initialisation, so the same seed gives the same weig
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable
 
 import torch
@@ -15,6 +16,13 @@ from .config import TrainConfig
 from .model import GPT, lm_loss
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def default_device() -> torch.device:
+    """``$MINIGPT_DEVICE`` if set, else CUDA when available, else the CPU (the models here are small
+    enough that Apple's MPS rarely beats the CPU, so it is used only when asked for)."""
+    name = os.environ.get("MINIGPT_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -47,6 +55,8 @@ def train_lm(model: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: Tr
     and run under ``no_grad``: no activations are kept for it and backward stops at block K.
     """
     gen = torch.Generator().manual_seed(seed)
+    device = default_device()
+    model.to(device)  # trained where it is fastest, handed back on the CPU
     if freeze_k is None:
         params = dict(model.named_parameters())
     else:
@@ -62,7 +72,7 @@ def train_lm(model: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: Tr
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        x, y = next_batch(gen)
+        x, y = (t.to(device) for t in next_batch(gen))
         if freeze_k is None:
             logits, loss = model(x, y)
         else:
@@ -77,5 +87,5 @@ def train_lm(model: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: Tr
         losses.append(loss.item())
         if step % 20 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    model.eval()
+    model.cpu().eval()
     return losses
