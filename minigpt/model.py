@@ -120,6 +120,7 @@ class GPT(nn.Module):
     # -- which parameters belong where ----------------------------------------------------
     def trunk_parameters(self, k: int) -> dict[str, nn.Parameter]:
         """Embeddings (and so the tied head) plus blocks 0..k-1: frozen in every specialist."""
+        check_freeze_k(k, self.config.n_layer)
         keep = ("transformer.wte.", "transformer.wpe.") + tuple(f"transformer.h.{i}." for i in range(k))
         return {n: p for n, p in self.named_parameters() if n.startswith(keep)}
 

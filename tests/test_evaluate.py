@@ -139,7 +139,7 @@ def test_litmus_each_condition_can_fail(change, broken):
 train = pytest.mark.xdist_group("train")  # may train the ci models on first use
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # xdist may interleave modules; evaluate once per worker
 def ci_results(ci_experiment):
     return ci_experiment.evaluate()
 

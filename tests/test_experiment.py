@@ -1,0 +1,181 @@
+"""The ci experiment end to end: shared trunk, manifests, training, cache and reproducibility."""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minigpt import data
+from minigpt.cache import REPO_ROOT, cache_root
+from minigpt.checkpoint import model_fingerprint, trunk_hash
+from minigpt.config import get_profile
+from minigpt.data import DOMAINS
+from minigpt.experiment import Experiment
+
+pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow]
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _identical(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+@pytest.fixture(scope="module")
+def models(ci_experiment):
+    return ci_experiment.base(), dict(zip(DOMAINS, ci_experiment.specialists()))
+
+
+def test_trunks_bit_identical_and_crowns_differ(ci_experiment, models):
+    base, specs = models
+    k = ci_experiment.k
+    assert 0 < k < base.config.n_layer  # a real cut: something frozen, something trained
+    trunk = base.trunk_parameters(k)
+    for domain, spec in specs.items():
+        spec_trunk = spec.trunk_parameters(k)
+        assert spec_trunk.keys() == trunk.keys()
+        for name, p in trunk.items():
+            assert torch.equal(spec_trunk[name], p), (domain, name)
+        for name, p in base.crown_parameters(k).items():  # every crown tensor was trained
+            assert not torch.equal(spec.crown_parameters(k)[name], p), (domain, name)
+    for (da, a), (db, b) in itertools.combinations(specs.items(), 2):
+        ca, cb = a.crown_parameters(k), b.crown_parameters(k)
+        assert not any(torch.equal(ca[n], cb[n]) for n in ca), (da, db)
+
+
+def test_specialist_manifests_pin_base_and_trunk(ci_experiment, models):
+    base, specs = models
+    k = ci_experiment.k
+    assert base.manifest["role"] == "base"
+    assert base.manifest["model_fingerprint"] == model_fingerprint(base)
+    for domain, spec in specs.items():
+        m = spec.manifest
+        assert (m["role"], m["domain"], m["freeze_k"]) == ("specialist", domain, k)
+        assert m["base_fingerprint"] == model_fingerprint(base) == base.manifest["model_fingerprint"]
+        assert m["trunk_hash"] == trunk_hash(base, k) == trunk_hash(spec, k)
+        assert m["tokenizer_fingerprint"] == ci_experiment.tokenizer_fingerprint
+        assert m["model_fingerprint"] == model_fingerprint(spec) != model_fingerprint(base)
+
+
+def test_training_losses_decrease(ci_experiment, models):
+    base, specs = models
+    p = ci_experiment.profile
+    runs = [(base, p.base.steps)] + [(s, p.specialist.steps) for s in specs.values()]
+    runs.append((ci_experiment.monolithic(), p.monolithic.steps))
+    for model, steps in runs:
+        losses = np.asarray(model.manifest["train_losses"])
+        assert len(losses) == steps and np.isfinite(losses).all()
+        fifth = steps // 5
+        assert losses[-fifth:].mean() < losses[:fifth].mean(), model.manifest["role"]
+
+
+def test_second_experiment_loads_identical_weights(ci_experiment, models):
+    base, specs = models
+    again = Experiment("ci", seed=0)
+    assert again is not ci_experiment
+    assert again.tokenizer_fingerprint == ci_experiment.tokenizer_fingerprint
+    base2 = again.base()
+    assert base2 is not base and _identical(_state(base2), _state(base))
+    for domain, spec in specs.items():
+        assert _identical(_state(again.specialist(domain)), _state(spec)), domain
+    r1, r2 = ci_experiment.router("per_token"), again.router("per_token")
+    assert r1 is not r2 and _identical(dict(r1.named_parameters()), dict(r2.named_parameters()))
+    # and what was loaded is what is on disk (safetensors keeps one name of the tied wte/lm_head pair)
+    path = cache_root() / "checkpoints" / f"base-{base.manifest['cache_key']}"
+    on_disk = load_file(str(path / "model.safetensors"))
+    state = base.state_dict()
+    assert len(on_disk) >= len(state) - 1
+    assert all(torch.equal(t, state[name]) for name, t in on_disk.items())
+
+
+# -- reproducibility from an empty cache --------------------------------------------------------
+
+
+def _fresh_experiment(root, monkeypatch, default_cache, seed):
+    """An Experiment whose cache is ``root``: tokenizer and models are rebuilt there.
+
+    Only the corpus (tested in test_data) and the token streams are shared with the default
+    cache: encoding the corpus takes longer than everything else here. The streams are keyed by
+    the tokenizer's fingerprint, so they are only found if the rebuilt tokenizer is identical.
+    """
+    if not root.exists():
+        root.mkdir()
+        for shared in ("corpus", "streams"):
+            (root / shared).symlink_to(default_cache / shared, target_is_directory=True)
+    monkeypatch.setenv("MINIGPT_CACHE_DIR", str(root))
+    profile = get_profile("ci")
+    small = replace(profile, base=replace(profile.base, steps=20),
+                    specialist=replace(profile.specialist, steps=8))
+    return Experiment(small, seed=seed)
+
+
+def test_same_seed_same_weights_from_empty_caches(ci_experiment, tmp_path, monkeypatch):
+    ci_experiment.streams  # noqa: B018 - make sure the default cache holds what is shared below
+    default_cache = cache_root()
+    # the wheel folder defaults to <cache>/wheels: pin the real one so nothing is downloaded again
+    monkeypatch.setenv("MINIGPT_WHEEL_DIR", str(data.wheel_dir()))
+
+    a = _fresh_experiment(tmp_path / "a", monkeypatch, default_cache, seed=0)
+    assert cache_root() == tmp_path / "a"
+    # a tokenizer rebuilt from scratch equals the cached one (checked before its streams are used)
+    assert a.tokenizer_fingerprint == ci_experiment.tokenizer_fingerprint
+    assert (tmp_path / "a" / "tokenizers").is_dir()
+    base_a, legal_a = _state(a.base()), _state(a.specialist("legal"))
+    losses_a = a.base().manifest["train_losses"]
+    # trained just now (not loaded), so this checks the freezing code as it is today
+    trunk = set(a.base().trunk_parameters(a.k))
+    assert all(torch.equal(legal_a[n], base_a[n]) for n in trunk)
+    assert all(not torch.equal(legal_a[n], base_a[n]) for n in legal_a if n not in trunk)
+    assert len(losses_a) == 20
+    assert len(list((tmp_path / "a" / "checkpoints").glob("base-*/model.safetensors"))) == 1  # trained here
+
+    b = _fresh_experiment(tmp_path / "b", monkeypatch, default_cache, seed=0)
+    assert b.tokenizer_fingerprint == ci_experiment.tokenizer_fingerprint
+    assert _identical(_state(b.base()), base_a)
+    assert _identical(_state(b.specialist("legal")), legal_a)
+    assert b.base().manifest["train_losses"] == losses_a
+    assert len(list((tmp_path / "b" / "checkpoints").glob("base-*/model.safetensors"))) == 1
+
+    other = _fresh_experiment(tmp_path / "b", monkeypatch, default_cache, seed=1).base()
+    assert not any(torch.equal(p, base_a[n]) for n, p in _state(other).items())
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def _run_cli(results_dir):
+    env = {**os.environ, "MINIGPT_RESULTS_DIR": str(results_dir)}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    env.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))  # share the cores like this worker
+    proc = subprocess.run([sys.executable, "-m", "minigpt", "run", "--profile", "ci", "--seed", "0"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = results_dir / "ci" / "seed-0"
+    png = out / "cross_domain.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((out / "table.json").read_text())
+    assert report["wall_seconds"] >= 0
+    return proc.stdout, {k: v for k, v in report.items() if k != "wall_seconds"}
+
+
+def test_cli_twice_gives_identical_report(ci_experiment, tmp_path):
+    ci_experiment.specialists()  # train (or load) before the subprocesses, under this worker's lock
+    out1, first = _run_cli(tmp_path / "r1")
+    out2, second = _run_cli(tmp_path / "r2")
+    assert first == second
+    assert (first["profile"], first["seed"], first["freeze_k"]) == ("ci", 0, ci_experiment.k)
+    assert first["tokenizer_fingerprint"] == ci_experiment.tokenizer_fingerprint
+    assert first["base_fingerprint"] == model_fingerprint(ci_experiment.base())
+    assert len(first["litmus"]) == 7
+    assert set(first["table"]) >= {"base", "oracle (per sequence)", *(f"{d} specialist" for d in DOMAINS)}
+    assert "Step 8 litmus" in out1 and "table.json" in out2
