@@ -252,6 +252,7 @@ class Experiment:
         report = {
             "profile": self.profile.name, "seed": self.seed, "freeze_k": self.k,
             "table": json.loads(table.round(6).to_json(orient="index")),
+            "rows": list(table.index),
             "columns": list(table.columns),
             "routing_accuracy": _rounded(res["routing_accuracy"]),
             "oracle_gap_nats": round(res["oracle_gap"], 6),
