@@ -29,3 +29,9 @@ env-check: setup
 
 clean-cache:
 	rm -rf .cache results
+
+# the HTML book (jupyter_book/): every notebook executed once at BOOK_PROFILE, warnings fail the build
+BOOK_PROFILE ?= ci
+book: setup
+	@$(BIN)/python -c "import jupyter_book" 2>/dev/null || $(BIN)/pip install -q "jupyter-book<2"
+	BOOK_PROFILE=$(BOOK_PROFILE) PY=$(BIN)/python jupyter_book/build.sh

@@ -310,28 +310,30 @@ def plot_freeze_sweep(frame: pd.DataFrame, k_profile: int | None = None, mark: i
     return fig
 
 
-def plot_freeze_grid(rep: dict, n_layer: int, counts_by_k=None, k_profile: int | None = None):
+def plot_freeze_grid(rep: dict, n_layer: int, counts_by_k=None, k_profile: int | None = None, ks=None):
     """What the freeze-depth slider shows, for every K at once (the built book has no kernel).
 
     Columns = K from :func:`minigpt.breaks.freeze_sweep`'s report ``rep``. Rows: the trunk/crown cut;
     mixed held-out loss of the key rows on one shared axis, so bar lengths compare across K; each
     specialist's own-domain gain over the base; per-domain routing accuracy (dotted: chance).
-    ``counts_by_k`` = {K: :func:`minigpt.notebook.param_counts`} labels the diagrams.
+    ``counts_by_k`` = {K: :func:`minigpt.notebook.param_counts`} labels the diagrams. ``ks`` draws only
+    those depths (several images for a deep model) with the axes still scaled to every K in ``rep``.
     """
     import numpy as np
 
     from .evaluate import HEADLINE, ORACLE, SPECIALIST_ROWS
 
-    ks = sorted(rep["per_k"], key=int)
+    every_k = sorted(rep["per_k"], key=int)
+    ks = every_k if ks is None else [str(K) for K in ks]
     rows = ["base", "best specialist", "weight average", "uniform mix", HEADLINE, ORACLE]
     short = {HEADLINE: "fused (router)", ORACLE: "oracle"}
     fig, axes = plt.subplots(4, len(ks), figsize=(2.7 * len(ks) + 0.6, 0.45 * (n_layer + 3) + 6.4),
                              squeeze=False, gridspec_kw={"height_ratios": [0.3 * (n_layer + 3), 2.2, 1.6, 1.6]})
-    mixed = {K: dict(rep["per_k"][K]["mixed"]) for K in ks}
-    for K in ks:
+    mixed = {K: dict(rep["per_k"][K]["mixed"]) for K in every_k}
+    for K in every_k:
         m = mixed[K]
         m["best specialist"] = min(m[s] for s in SPECIALIST_ROWS)
-    every = [mixed[K][r] for K in ks for r in rows if r in mixed[K]]
+    every = [mixed[K][r] for K in every_k for r in rows if r in mixed[K]]
     lo, hi = min(every), max(every)
     pad = (hi - lo) * 0.12 or 0.01
     for j, K in enumerate(ks):
@@ -378,7 +380,7 @@ def plot_freeze_grid(rep: dict, n_layer: int, counts_by_k=None, k_profile: int |
         if j == 0:
             ax.set_ylabel("routing accuracy\n(dotted: chance)", fontsize=8)
     # gains share one y axis so bar heights compare across K
-    g_all = [v for K in ks for v in rep["per_k"][K]["own_domain_gain_%"].values()]
+    g_all = [v for K in every_k for v in rep["per_k"][K]["own_domain_gain_%"].values()]
     for ax in axes[2]:
         ax.set_ylim(min(0, min(g_all)) * 1.15, max(0, max(g_all)) * 1.15 or 1)
     fig.suptitle(f"Freeze depth K = {ks[0]}..{ks[-1]} · profile {rep['profile']}, seed {rep['seed']}", fontsize=10)
