@@ -251,3 +251,25 @@ def plot_token_routing(weights: torch.Tensor, labels: torch.Tensor | None = None
     if fig is not None:
         _finish(fig, path)
     return ax
+
+
+def misrouting_margins(weights: WeightsByDomain) -> dict[str, dict]:
+    """How far behind the chosen specialist is the own-domain one, on misrouted tokens?
+
+    Per domain: ``margin`` (tensor) = weight on the chosen specialist − weight on the own one for
+    every token whose argmax is not its domain; ``median_margin``; ``own_is_second`` = share of
+    those tokens where the own specialist has the second-largest weight. Small margins with the own
+    specialist second mean a router torn between two; large margins mean a confidently wrong domain.
+    """
+    out = {}
+    for domain, w in weights.items():
+        own = DOMAINS.index(domain)
+        flat = w.reshape(-1, w.shape[-1]).double()
+        wrong = flat.argmax(-1) != own
+        chosen = flat.max(-1).values[wrong]
+        margin = chosen - flat[wrong, own]
+        second = flat[wrong].topk(min(2, flat.shape[-1]), dim=-1).indices[:, -1] == own
+        out[domain] = {"margin": margin, "misrouted": float(wrong.double().mean()),
+                       "median_margin": float(margin.median()) if margin.numel() else float("nan"),
+                       "own_is_second": float(second.double().mean()) if margin.numel() else float("nan")}
+    return out

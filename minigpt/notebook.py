@@ -544,3 +544,22 @@ def true_weight_by_distance(weights: torch.Tensor, labels: torch.Tensor, min_tok
     return pd.Series({int(d): float(on_true[since == d].mean()) for d in since.unique()
                       if int((since == d).sum()) >= min_tokens},
                      name="weight on the true domain").rename_axis("tokens since switch")
+
+
+def break1_prediction_fusion(rep: dict) -> dict:
+    """Does logit fusion survive different bases? Read off a :func:`minigpt.breaks.break1` report.
+
+    ``beats_best``: with different bases, logit fusion still beats its own best specialist.
+    ``in_control_range``: its mixed loss lies within the shared-base controls' range on the same
+    bases (so a weaker base explains it as well as a lost shared geometry). ``verdict`` is
+    ``"survives"`` (both), ``"within base-quality range"`` (only the second) or ``"degrades"``.
+    ``bites``: within-set contrasts that get significantly worse, largest change first.
+    """
+    c = {x["contrast"]: x for x in rep["within_set_contrasts"]}
+    dv = rep["different_vs_controls"]
+    behind = c["fused logits minus best specialist"]["different"]  # < 0: fusion beats its best specialist
+    beats, in_range = behind < 0, not dv["outside_control_range"]
+    return {"beats_best": bool(beats), "behind_best_nats": float(behind), "in_control_range": bool(in_range),
+            "fused": dv["different_fused_logits_mixed"], "controls": (dv["controls_min"], dv["controls_max"]),
+            "verdict": "survives" if beats and in_range else "within base-quality range" if in_range else "degrades",
+            "bites": [(x["contrast"], x["change_nats"]) for x in rep["within_set_contrasts"] if x["verdict"] == "worse"]}

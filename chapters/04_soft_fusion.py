@@ -1,0 +1,344 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 4 · Soft fusion: mixing logits, mixing probabilities, or picking one
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ORG/chapter32-fusion/blob/main/chapters/04_soft_fusion.ipynb)
+#
+# Companion to Chapter 32, Step 4. The router of notebook 3 hands out one weight per specialist;
+# this notebook is about what to *do* with those weights. Three rules are compared on the same
+# held-out windows: a weighted sum of the specialists' logits (the chapter's choice), a weighted
+# mixture of their probability distributions, and hard routing to the top-weighted specialist.
+# Then the question of *where the weights come from*: the chapter's router summarises a window
+# by its last token, which is fine for classifying a window but peeks at the future when the
+# fused model predicts every token. We compare it with a causal router, on ordinary windows and
+# on windows that switch domain half-way through.
+
+# %%
+# Colab only: install the companion package (torch is preinstalled there).
+# Locally: `pip install -e .` in the repository, then open this notebook.
+import subprocess
+import sys
+
+REPO = "ORG/chapter32-fusion"  # owner/name of the companion repository on GitHub
+if "google.colab" in sys.modules:  # same test as minigpt.notebook.in_colab(), before minigpt exists
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}"], check=True)
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from minigpt.data import DOMAINS
+from minigpt.evaluate import ORACLE, SPECIALIST_ROWS
+from minigpt.fusion import FusedModel, fuse_logits, fuse_probs, hard_weights
+from minigpt.hybrid import hybrid_windows, run_hybrid
+from minigpt.model import token_nll_from_logprobs
+from minigpt.notebook import (accuracy_since_switch, fusion_comparison, future_leak, hybrid_set, hybrid_table,
+                              router_weights, segment_snippets, setup, show_source, slider, switch_lag,
+                              true_weight_by_distance)
+from minigpt.plots import DOMAIN_COLORS, plot_hybrid_routing, plot_mixed_losses
+from minigpt.router import CausalRouter
+
+exp = setup()
+specialists, k = exp.specialists(), exp.k
+routers = {"last-token": exp.router("last_token"), "per-token": exp.router("per_token")}
+res = exp.evaluate()  # the full table of notebook 5, from cached models
+table = res["table"]
+
+# %% [markdown]
+# ## 1. Three rules for combining predictions (Chapter 32, Step 4)
+#
+# Each specialist produces logits $z_i$ over the same vocabulary; the router produces weights
+# $w_i \ge 0$ that sum to one.
+#
+# * **Logit fusion** (the chapter's `fuse_logits`): $z = \sum_i w_i z_i$. After the softmax this is
+#   proportional to $\prod_i p_i^{w_i}$, a *weighted geometric mean* of the specialists'
+#   distributions. A token ends up likely only if every specialist with real weight finds it
+#   plausible; one specialist that rules a token out drags it down for everyone.
+# * **Probability mixture** (`fuse_probs`): $p = \sum_i w_i p_i$, a weighted *arithmetic* mean. A
+#   token is likely if any weighted specialist likes it; a specialist can only add probability,
+#   never veto.
+# * **Hard routing** (`hard_weights`): all weight on the top-scoring specialist, the others are
+#   ignored (and need not even run when the choice is made once per window).
+
+# %%
+show_source(fuse_logits)
+show_source(fuse_probs)
+show_source(hard_weights)
+
+# %% [markdown]
+# A toy vocabulary of five tokens makes the difference visible. Specialist A is sure the next
+# token is `a`, specialist B is sure it is `b`, and the router cannot decide (0.5 / 0.5):
+
+# %%
+vocab = ["a", "b", "c", "d", "e"]
+toy = torch.tensor([[[[4.0, 0.0, 1.0, 0.0, 0.0]]], [[[0.0, 4.0, 1.0, 0.0, 0.0]]]])  # (N=2, B=1, T=1, V=5)
+w_toy = torch.tensor([[0.5, 0.5]])
+dists = {"specialist A": F.softmax(toy[0, 0, 0], -1), "specialist B": F.softmax(toy[1, 0, 0], -1),
+         "logit fusion": F.softmax(fuse_logits(w_toy, toy)[0, 0], -1),
+         "probability mixture": fuse_probs(w_toy, toy)[0, 0].exp(),
+         "hard (A wins the tie)": F.softmax(fuse_logits(hard_weights(w_toy), toy)[0, 0], -1)}
+toy_df = pd.DataFrame({name: p.numpy() for name, p in dists.items()}, index=vocab)
+fig, axes = plt.subplots(1, len(dists), figsize=(12, 2.2), sharey=True)
+for ax, (name, col) in zip(axes, toy_df.items()):
+    ax.bar(vocab, col, color="tab:purple" if "fusion" in name or "mixture" in name else "0.55")
+    ax.set_title(name, fontsize=9)
+axes[0].set_ylabel("probability")
+fig.suptitle("Two confident specialists that disagree, weighted 0.5 / 0.5", fontsize=10)
+fig.tight_layout()
+plt.show()
+toy_df.round(3).T
+
+# %% [markdown]
+# The geometric mean spreads its mass over `a`, `b` *and* the compromise `c`; the mixture keeps
+# two peaks. Which behaviour is better depends on whether the specialists' disagreements are
+# informative. Two facts hold whatever the specialists are, and the cell below checks them on real
+# held-out text with the trained per-token router:
+#
+# 1. logit fusion really is the normalised weighted geometric mean of the distributions
+#    (adding a constant to a specialist's logits changes nothing after the softmax);
+# 2. both soft rules lose, per token, *at most* the router-weighted average of the specialists'
+#    own losses (Jensen's inequality for the mixture, Hölder's for the geometric mean). Soft
+#    fusion can only fail to be better than a weighted average of its members, never worse.
+
+# %%
+x = torch.cat([exp.eval_sets[d][0][:4] for d in DOMAINS])  # 4 held-out windows per domain
+y = torch.cat([exp.eval_sets[d][1][:4] for d in DOMAINS])
+with torch.no_grad():
+    h, logits = FusedModel(specialists, k).expert_logits(x)  # (B, T, C), (N, B, T, V)
+    w = routers["per-token"](h)  # (B, T, N)
+logp = F.log_softmax(logits.float(), -1)
+geo = F.log_softmax((w.movedim(-1, 0).unsqueeze(-1) * logp).sum(0), -1)  # normalised Σ w_i log p_i
+fused_logits_lp = F.log_softmax(fuse_logits(w, logits).float(), -1)
+nll_logits = token_nll_from_logprobs(fused_logits_lp, y)
+nll_probs = token_nll_from_logprobs(fuse_probs(w, logits), y)
+nll_each = torch.stack([token_nll_from_logprobs(lp, y) for lp in logp])  # (N, B, T)
+weighted_avg = (w.movedim(-1, 0) * nll_each).sum(0)
+identity_err = float((geo - fused_logits_lp).abs().max())
+print(f"{y.numel()} tokens: max |log-prob difference| between logit fusion and the normalised geometric mean "
+      f"{identity_err:.2e}")
+print(f"mean loss: logit fusion {nll_logits.mean():.4f}, probability mixture {nll_probs.mean():.4f}, "
+      f"router-weighted average of the specialists {weighted_avg.mean():.4f}")
+print(f"the mixture beats logit fusion on {(nll_probs < nll_logits).float().mean():.0%} of tokens")
+assert identity_err < 1e-3
+assert bool((nll_probs <= weighted_avg + 1e-4).all()) and bool((nll_logits <= weighted_avg + 1e-4).all())
+
+# %% [markdown]
+# ## 2. The three rules on the held-out table
+#
+# The same rules, now scored on every held-out window by the evaluation harness of notebook 5.
+# Rows are the fusion rule; columns the router that supplied the weights. (With the chapter's
+# last-token router, hard routing means *single dispatch*: one specialist for the whole window.
+# The harness scores the probability mixture with the per-token router only.)
+
+# %%
+comparison = fusion_comparison(table)
+refs = pd.Series({"uniform mix (no router)": table.loc["uniform mix", "mixed"],
+                  "best single specialist": table.loc[list(SPECIALIST_ROWS), "mixed"].min(),
+                  "oracle (per sequence)": table.loc[ORACLE, "mixed"]}, name="mixed")
+display_table = comparison.style.format("{:.4f}", na_rep="—").highlight_min(axis=None, props="font-weight: bold")
+display_table
+
+# %%
+refs.to_frame().style.format("{:.4f}")
+
+# %%
+rows = ["base", *SPECIALIST_ROWS, "uniform mix", "fused soft (per-token router)", "fused probs (per-token router)",
+        "fused hard (per-token router)", "fused soft (last-token router)", "single dispatch (last-token router)", ORACLE]
+plot_mixed_losses(table.loc[rows], highlight=("fused soft (per-token router)", "fused probs (per-token router)",
+                                              "fused hard (per-token router)", ORACLE))
+plt.title(f"Fusion rules on mixed held-out data ({exp.profile.name} profile)", fontsize=10)
+plt.show()
+
+# %%
+per_tok = comparison["per-token"]
+best_rule = per_tok.idxmin()
+spread = per_tok.max() - per_tok.min()
+print(f"per-token router: lowest mixed loss with {best_rule} ({per_tok[best_rule]:.4f}); "
+      f"the three rules span {spread:.4f} nats, against an oracle gap of {res['oracle_gap']:+.4f} nats")
+print("per domain (per-token router):")
+print(table.loc[[r for r in rows if "per-token" in r], list(DOMAINS)].round(4).to_string())
+
+# %% [markdown]
+# ## 3. Where the weights come from: the last token, or only the past
+#
+# The chapter's router (Step 3) reads the trunk output at the *last* position and returns one
+# weight vector for the whole window. For choosing a specialist for a finished document that is
+# reasonable. For language modelling it is a leak: the fused prediction of token $t+1$ uses
+# weights computed from a summary that has already read tokens $t+1, \dots, T$, including the
+# very token being predicted. At generation time those weights could not exist yet.
+#
+# The package's `CausalRouter` gives weights per position from the running mean of the trunk
+# states seen so far, still a single linear map and a softmax:
+
+# %%
+show_source(CausalRouter)
+
+# %% [markdown]
+# The leak can be measured directly. Take code windows, keep their first half, and replace the
+# second half with legal text. Causal computations must give the same numbers on the first half
+# (up to float rounding); anything that moves there has seen the future.
+
+# %%
+t_cut = exp.profile.model.block_size // 2
+x_code = exp.eval_sets["code"][0][:8]
+x_swap = x_code.clone()
+x_swap[:, t_cut:] = exp.eval_sets["legal"][0][:8, t_cut:]
+leak = future_leak(specialists[0], k, routers, x_code, x_swap, t_cut)
+pd.Series(leak, name=f"max |change| at positions < {t_cut}").to_frame().style.format("{:.2e}")
+
+# %%
+assert leak["trunk output"] < 1e-5, "the trunk's attention is causal: later tokens cannot change earlier states"
+assert leak["per-token"] < 1e-5, "the causal router must not see later tokens"
+assert leak["last-token"] > 1e-3, "the last-token router's weights depend on the last token"
+print(f"last-token router: weights at early positions moved by up to {leak['last-token']:.3f} "
+      "when only later tokens changed; causal router and trunk: unchanged")
+
+# %% [markdown]
+# ## 4. Hybrid windows: text that switches domain
+#
+# On a window from a single domain the last token's summary and the running mean tell the same
+# story, so the two routers should look alike. The difference shows up when the domain changes
+# inside the window, for example code pasted into a legal document. `run_hybrid` builds such windows
+# from the held-out streams (two or three segments from different domains, random lengths), labels
+# every target token with its true domain, and scores both routers on them and on the ordinary
+# single-domain windows. Routing accuracy here is per token: the share of target tokens whose
+# top-weighted specialist is the domain that token really comes from.
+
+# %%
+show_source(hybrid_windows, match="cuts = ", context=3)
+
+# %%
+hyb = run_hybrid(exp)
+ht = hybrid_table(hyb)
+ht.style.format("{:.4f}").format("{:.1%}", subset=["routing accuracy"])
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.0))
+ht["routing accuracy"].unstack().plot.bar(ax=ax1, rot=0, color=["0.55", "tab:purple"])
+ax1.axhline(1 / len(DOMAINS), color="black", ls=":", lw=1, label="chance")
+ax1.set_ylabel("per-token routing accuracy")
+ax1.legend(fontsize=8)
+gain = ht["gain vs best specialist"].unstack()
+gain.plot.bar(ax=ax2, rot=0, color=["0.55", "tab:purple"], legend=False)
+ax2.axhline(0, color="black", lw=0.8)
+ax2.set_ylabel("best specialist − fused loss (nats)")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# How quickly does each router catch up after a switch? Accuracy by the number of tokens since
+# the last change of domain (0 = the first token of a new segment):
+
+# %%
+since = accuracy_since_switch(hyb)
+since.plot(marker="o", figsize=(6, 2.8), color=["0.55", "tab:purple"])
+plt.axhline(1 / len(DOMAINS), color="black", ls=":", lw=1)
+plt.ylabel("routing accuracy")
+plt.title("Hybrid windows: accuracy after a domain switch", fontsize=10)
+plt.show()
+since.style.format("{:.1%}")
+
+# %%
+for kind in ("single-domain", "hybrid"):
+    a, b = ht.loc[(kind, "last-token")], ht.loc[(kind, "per-token")]
+    lower = "last-token" if a["fused loss"] < b["fused loss"] else "per-token"
+    print(f"{kind:13s}: fused loss last-token {a['fused loss']:.4f} vs per-token {b['fused loss']:.4f} "
+          f"(lower: {lower}); accuracy {a['routing accuracy']:.1%} vs {b['routing accuracy']:.1%}")
+
+# %% [markdown]
+# ## 5. One hybrid window, token by token
+#
+# The weights every router gives every specialist along one window: brighter = more weight. White
+# dots mark the true domain of each target token; red dashed lines mark the switches. First, all
+# hybrid windows at once: the average weight on the *true* domain's specialist, by distance from
+# the last switch.
+
+# %%
+hs = hybrid_set(exp, hyb)  # the same windows run_hybrid scored
+w_hyb = router_weights(specialists[0], k, routers, hs.x)  # {router: (n, T, N)}
+by_dist = pd.DataFrame({name: true_weight_by_distance(w_, hs.labels) for name, w_ in w_hyb.items()})
+by_dist.plot(figsize=(6.4, 2.8), color=["0.55", "tab:purple"])
+plt.axhline(1 / len(DOMAINS), color="black", ls=":", lw=1, label="uniform")
+plt.xlabel("tokens since the last domain switch")
+plt.ylabel("mean weight on the true domain")
+plt.legend(fontsize=8)
+plt.show()
+
+# %%
+for name, w_ in w_hyb.items():  # the windows must be the ones the report scored
+    acc = float((w_.argmax(-1) == hs.labels).double().mean())
+    # run_hybrid scored in batches; a rare near-tie may flip a token's argmax, nothing more
+    assert abs(acc - hyb["hybrid"]["routers"][name]["routing_accuracy"]) < 2e-3, name
+    assert torch.allclose(w_.sum(-1), torch.ones(w_.shape[:2]), atol=1e-5)
+print(f"{hs.x.shape[0]} hybrid windows regenerated; routing accuracy matches the report for both routers")
+
+
+# %% [markdown]
+# Pick a window (in Jupyter or Colab the slider redraws; run headless, it shows window 0):
+
+# %%
+def show_window(i):
+    print("\n".join(segment_snippets(exp.tokenizer, hs, i)))
+    ws = {name: w_[i] for name, w_ in w_hyb.items()}
+    for name, w_ in ws.items():
+        print(f"{name:10s} tokens until the argmax reaches the new domain after each switch: "
+              f"{switch_lag(w_, hs.labels[i])}")
+    plot_hybrid_routing(ws, hs.labels[i], title=f"hybrid window {i}")
+    plt.show()
+
+
+slider(show_window, value=0, min=0, max=hs.x.shape[0] - 1, step=1, description="hybrid window")
+
+# %% [markdown]
+# The specialists' own losses along the same window tell whether the router's choice mattered:
+# where the three lines are close, any weighting gives about the same prediction.
+
+# %%
+i0 = 0
+with torch.no_grad():
+    _, lg = FusedModel(specialists, k).expert_logits(hs.x[i0:i0 + 1])
+tok_nll = torch.stack([token_nll_from_logprobs(F.log_softmax(l.float(), -1), hs.y[i0:i0 + 1])[0] for l in lg])
+plt.figure(figsize=(9, 2.4))
+for j, d in enumerate(DOMAINS):
+    smooth = pd.Series(tok_nll[j].numpy()).rolling(5, center=True, min_periods=1).mean()
+    plt.plot(smooth, color=DOMAIN_COLORS[d], label=f"{d} specialist")
+for t in range(1, hs.labels.shape[1]):
+    if hs.labels[i0, t] != hs.labels[i0, t - 1]:
+        plt.axvline(t - 0.5, color="red", ls="--", lw=1.2)
+plt.xlabel("position in window")
+plt.ylabel("token loss (5-token average)")
+plt.legend(fontsize=8, ncol=3)
+plt.show()
+
+# %% [markdown]
+# ## Questions to answer
+#
+# 1. With the per-token router, which rule gives the lowest mixed loss: logits, probabilities or
+#    hard routing? Compare the spread between the rules with the oracle gap. Is the choice of rule
+#    a first-order decision at this scale?
+# 2. Logit fusion is a geometric mean, the mixture an arithmetic one. On which tokens would you
+#    expect the mixture to win, and on which logit fusion? Use the toy example and the share of
+#    tokens each rule wins on real text.
+# 3. On single-domain windows, does the chapter's last-token router beat the causal router? Given
+#    the leak measured in §3, how much of that advantage would you trust, and what experiment would
+#    separate a genuine advantage from the leak?
+# 4. On hybrid windows, which router has the higher per-token routing accuracy, and how does each
+#    router's accuracy change with the distance from a switch? Is either router better than chance
+#    right after a switch?
+# 5. The causal router averages *all* earlier trunk states. Use the heatmaps to explain what that
+#    does in the third segment of a window, and propose a change to the router (still causal) that
+#    would react faster.

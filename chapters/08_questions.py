@@ -1,0 +1,312 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 8 · The chapter's five questions, with their evidence
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ORG/chapter32-fusion/blob/main/chapters/08_questions.ipynb)
+#
+# Chapter 32 closes with five questions. Each is restated below in our own words, followed by the
+# cells that produce the evidence for an answer on *this* run: the profile and seed printed by the
+# set-up cell. The answers themselves are left to you (an instructor's key computed from the same
+# numbers lives in `chapters/answers/`). Everything comes from the package's cached models, so this
+# notebook runs on its own, in any order relative to the others.
+
+# %%
+# Colab only: install the companion package (torch is preinstalled there).
+# Locally: `pip install -e .` in the repository, then open this notebook.
+import subprocess
+import sys
+
+REPO = "ORG/chapter32-fusion"  # owner/name of the companion repository on GitHub
+if "google.colab" in sys.modules:  # same test as minigpt.notebook.in_colab(), before minigpt exists
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}"], check=True)
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from minigpt.analysis import kalavai_line
+from minigpt.breaks import break1, freeze_sweep
+from minigpt.data import DOMAINS
+from minigpt.diagnostics import confusion_matrix, misrouting, misrouting_margins, plot_confusion
+from minigpt.evaluate import HEADLINE, ORACLE, SPECIALIST_ROWS
+from minigpt.notebook import (baseline_comparison, oracle_headroom, param_counts, setup, slider, specialist_nll,
+                              sweep_frame)
+from minigpt.plots import DOMAIN_COLORS, plot_degradations, plot_freeze_grid, plot_freeze_sweep, plot_mixed_losses
+
+exp = setup()
+res = exp.evaluate()  # the full table of notebook 5
+table, mixed = res["table"], res["table"]["mixed"]
+
+# %% [markdown]
+# ## Question 1 · Which baselines does fusion beat, and which still beat it?
+#
+# *Against which baselines does the routed fusion win on mixed held-out text, and which remain
+# better than it? Suppose merging the specialists' weights outperforms routing between them: what
+# would that reveal about the router — not about the specialists?* (Chapter 32, Steps 6 and 8.)
+#
+# The headline row is soft logit fusion with the causal per-token router. `margin` is the
+# baseline's loss minus the headline's: positive where fusion wins.
+
+# %%
+vs = baseline_comparison(table)
+vs.style.format({"mixed": "{:.4f}", "margin": "{:+.4f}"}).background_gradient(cmap="RdYlGn", subset=["margin"])
+
+# %%
+plot_mixed_losses(table, highlight=(HEADLINE, ORACLE, "oracle (per token)"))
+plt.title(f"Every row of the table, mixed held-out loss ({exp.profile.name}, seed {exp.seed})", fontsize=10)
+plt.show()
+
+# %%
+beaten, ahead = list(vs.index[vs["fusion better"]]), list(vs.index[~vs["fusion better"]])
+print(f"{HEADLINE} ({mixed[HEADLINE]:.4f}) beats: {', '.join(beaten) or 'none'}")
+print(f"still ahead of it: {', '.join(ahead) or 'none'}")
+router_effect = mixed["uniform mix"] - mixed[HEADLINE]  # same specialists, only the weights differ
+print(f"what the router adds over equal weights (uniform mix − fused): {router_effect:+.4f} nats")
+print(f"weight average − fused: {mixed['weight average'] - mixed[HEADLINE]:+.4f} nats")
+
+# %% [markdown]
+# ## Question 2 · The oracle gap: a weak router, or weak specialists?
+#
+# *How far is the learned router from an oracle that picks the best specialist with hindsight?
+# Is the weak link the router, or are the specialists too alike to leave room — and what remedy
+# fits each diagnosis?*
+# (Chapter 32, Step 7.)
+#
+# Three numbers frame it: the oracle gap (learned − oracle), the oracle's *headroom* over the best
+# single specialist (what perfect per-window routing could win at all), and the share of that
+# headroom the router captures.
+
+# %%
+oh = oracle_headroom(table)
+pd.Series({"headline (fused, per-token)": oh["method"], "oracle (per sequence)": oh["oracle"],
+           "oracle gap": oh["gap"], f"best specialist ({oh['best_specialist']})": oh["best_specialist_mixed"],
+           "oracle headroom over it": oh["headroom"], "share of headroom captured": oh["captured"]},
+          name="value").to_frame().style.format("{:.4f}")
+
+# %% [markdown]
+# Where in the window is the gap? A causal router starts each window knowing nothing, while the
+# per-window oracle has seen the whole window. If the gap is concentrated in the first positions,
+# much of it is the price of routing causally rather than a weak router:
+
+# %%
+by_pos = pd.Series(res["oracle_gap_by_position"], name="oracle gap (nats)")
+by_pos.plot.bar(rot=0, color="tab:purple", figsize=(5.5, 2.6))
+plt.axhline(oh["gap"], color="black", ls="--", lw=1, label=f"whole window {oh['gap']:+.4f}")
+plt.xlabel("token positions in the window")
+plt.ylabel("fused − oracle (nats)")
+plt.legend(fontsize=8)
+plt.show()
+by_pos.to_frame().style.format("{:+.4f}")
+
+# %%
+per_domain_gap = (table.loc[HEADLINE, list(DOMAINS)] - table.loc[ORACLE, list(DOMAINS)]).rename("oracle gap")
+pd.DataFrame({"oracle gap": per_domain_gap, "routing accuracy": pd.Series(res["routing_accuracy"]["per-token"])}) \
+    .style.format({"oracle gap": "{:+.4f}", "routing accuracy": "{:.1%}"})
+
+# %%
+for row in SPECIALIST_ROWS:
+    assert mixed[ORACLE] <= mixed[row] + 1e-9, f"the oracle cannot lose to the {row}"
+assert mixed["oracle (per token)"] <= mixed[ORACLE] + 1e-9
+print("oracle ≤ every specialist, per-token oracle ≤ per-window oracle")
+
+# %% [markdown]
+# ## Question 3 · When the shared base is gone, what fails first?
+#
+# *Once each specialist starts from its own base, which of these gives way first: routing
+# accuracy, the fused loss, how well calibrated the outputs are, or weight averaging? And which of
+# them shows up in the headline mixed loss at all?* (Chapter 32, Break 1; notebook 6 has the full
+# analysis.)
+
+# %%
+b1 = break1(exp)
+degr = pd.DataFrame(b1["degradations"]).set_index("metric")[["shared", "different", "relative_%", "z", "verdict"]]
+degr.style.format({"shared": "{:.4f}", "different": "{:.4f}", "relative_%": "{:+.2f}", "z": "{:+.1f}"}, na_rep="—")
+
+# %%
+plot_degradations(b1["degradations"])
+plt.show()
+
+# %%
+print(f"ranked first (relative change): {b1['what_fails_first'] or 'nothing degrades significantly'}")
+print(f"ranked first among within-set contrasts (nats): {b1['what_fails_first_within_set'] or 'none'}")
+print(f"the headline mixed loss registers the break: {b1['headline_catches_it']}"
+      + (f"; it would miss: {', '.join(b1['missed_by_headline'])}" if b1["missed_by_headline"] else ""))
+if b1["confounded_by_base_quality"]:
+    print(f"caution: {b1['confound_note']}")
+dv = b1["different_vs_controls"]
+print(f"logit fusion with different bases {dv['different_fused_logits_mixed']:.4f}; shared-base controls on the same "
+      f"bases {dv['controls_min']:.4f}–{dv['controls_max']:.4f} (outside that range: {dv['outside_control_range']})")
+assert b1["compat"]["refusal"] is not None, "the compatibility check must refuse specialists from different bases"
+
+# %% [markdown]
+# ## Question 4 · Does freezing more of the trunk help fusion or hurt it?
+#
+# *A deeper frozen trunk gives the router a stronger shared interface but leaves the specialists
+# less room to adapt. Which effect wins, and where is the boundary in this run?* (Chapter 32,
+# Step 2.)
+#
+# `freeze_sweep` trains specialists and a per-token router at every freeze depth K (K blocks plus
+# the embeddings frozen) and evaluates each set the same way. *Divergence* is how much the
+# specialists improved on their own domain over the base (in %, averaged over domains); the fused
+# gain is the headline's improvement over the best specialist (in %).
+
+# %%
+sw = freeze_sweep(exp)
+frame = sweep_frame(sw)
+frame.style.format("{:.4f}").format("{:,.0f}", subset=["trainable params"]).format(
+    "{:+.2f}", subset=["divergence %", "fused vs best specialist %", "fused vs base %"]).format(
+    "{:.1%}", subset=["routing accuracy"])
+
+# %%
+best_k = int(sw["best_k_by_fused_gain"])
+plot_freeze_sweep(frame, k_profile=exp.k, mark=best_k)
+plt.suptitle(f"Freeze-depth sweep (dotted: the profile's K = {exp.k}; dashed: best fused gain, K = {best_k})",
+             fontsize=10, y=1.02)
+plt.show()
+
+
+# %% [markdown]
+# Every depth side by side: where the cut sits, the mixed loss of the key rows (one shared axis
+# across K), each specialist's gain on its own domain, and routing accuracy per domain:
+
+# %%
+base = exp.base()
+counts = {K: param_counts(base, K) for K in sw["ks"]}
+n_layer = exp.profile.model.n_layer
+for i in range(0, len(sw["ks"]), 4):  # at most four depths per figure
+    plot_freeze_grid(sw, n_layer, counts, k_profile=exp.k, ks=sw["ks"][i:i + 4])
+    plt.show()
+
+
+# %% [markdown]
+# The same view one depth at a time (in Jupyter or Colab the slider redraws; run headless, it shows
+# the profile's K):
+
+# %%
+def show_depth(K):
+    plot_freeze_grid(sw, n_layer, counts, k_profile=exp.k, ks=[K])
+    plt.show()
+
+
+slider(show_depth, value=min(max(exp.k, min(sw["ks"])), max(sw["ks"])), min=min(sw["ks"]), max=max(sw["ks"]), step=1,
+       description="freeze depth K")
+
+# %% [markdown]
+# KALAVAI reports that the fused gain grows with the specialists' divergence, roughly
+# gain = 0.82 × divergence − 2.72 (both in %). Our points (every K of this sweep, plus any other
+# seeds and Break 1 controls already on disk for this profile) with a least-squares line:
+
+# %%
+fit = sw["fit"]
+d_all, g_all = np.array(fit["divergence"]), np.array(fit["gain"])
+xs = np.linspace(min(d_all.min(), 0), d_all.max() * 1.1 + 1e-6, 50)
+plt.figure(figsize=(6, 3.2))
+plt.scatter(d_all, g_all, color="0.6", label="all points")
+for p in sw["points"]:
+    plt.annotate(f"K={p['k']}", (p["divergence"], p["gain"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+if fit["slope"] is not None:
+    plt.plot(xs, fit["slope"] * xs + fit["intercept"], color="tab:purple",
+             label=f"fit: {fit['slope']:.2f}·d {fit['intercept']:+.2f}")
+plt.plot(xs, kalavai_line(xs), color="black", ls="--", label="KALAVAI: 0.82·d − 2.72")
+plt.axhline(0, color="0.7", lw=0.8)
+plt.xlabel("divergence (own-domain gain over base), %")
+plt.ylabel("fused gain over best specialist, %")
+plt.legend(fontsize=7)
+plt.show()
+
+# %%
+gains = frame["fused vs best specialist %"]
+print(f"best K by fused gain over the best specialist: {sw['best_k_by_fused_gain']} ({gains.max():+.2f}%); "
+      f"by fused mixed loss: {sw['best_k_by_fused_mixed']}")
+print("K where fusion still beats the best specialist: " + (", ".join(str(k) for k in gains.index[gains > 0]) or "none"))
+params = frame["trainable params"].values
+assert np.all(np.diff(params) < 0), "each extra frozen block must leave fewer trainable parameters"
+
+# %% [markdown]
+# ## Question 5 · When the router gets it wrong, how wrong?
+#
+# *Look at the router's mistakes. Does it send text to the specialist of an unrelated domain, or
+# does it hesitate between two specialists that each suit the text in part? Each kind of mistake
+# has its own remedy.* (Chapter 32, question 5.)
+#
+# Three views of the per-token router's mistakes on held-out text: where each domain's tokens go
+# (confusion matrix); whether the chosen specialist was nevertheless the best one for that window
+# and what the mistake costs in nats (`misrouting`); and how close the call was — the chosen
+# specialist's weight minus the own specialist's weight on misrouted tokens (`misrouting_margins`).
+
+# %%
+weights = res["weights"]["per-token"]
+plot_confusion(confusion_matrix(weights), title="per-token router: where each domain's tokens go")
+plt.show()
+
+# %%
+mis = pd.DataFrame(misrouting(weights, specialist_nll(res["nll"]))).T
+margins = misrouting_margins(weights)
+mis["median margin"] = pd.Series({d: v["median_margin"] for d, v in margins.items()})
+mis["own specialist is 2nd"] = pd.Series({d: v["own_is_second"] for d, v in margins.items()})
+mis.style.format("{:.3f}").format("{:.1%}", subset=["misrouted", "chosen_is_window_best", "own specialist is 2nd"])
+
+# %%
+fig, ax = plt.subplots(figsize=(6.4, 2.8))
+for d, v in margins.items():
+    if v["margin"].numel():
+        ax.hist(v["margin"].numpy(), bins=np.linspace(0, 1, 26), histtype="step", lw=1.8, color=DOMAIN_COLORS[d],
+                density=True, label=f"{d} text ({v['misrouted']:.0%} misrouted)")
+ax.set_xlabel("weight on chosen specialist − weight on own specialist (misrouted tokens)")
+ax.set_ylabel("density")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# Does the wrongly chosen specialist still *partly fit*? Compare its loss on that domain with the
+# base's and with the own specialist's (the cross-domain matrix of notebook 2):
+
+# %%
+cm, cd = confusion_matrix(weights), res["cross_domain"]
+fit_rows = {}
+for d in DOMAINS:
+    wrong = cm.loc[d].drop(f"{d} specialist")
+    dest = wrong.idxmax()
+    fit_rows[d] = {"most frequent wrong choice": dest, "share of tokens": wrong.max(),
+                   "its loss here": cd.loc[dest, d], "own specialist": cd.loc[f"{d} specialist", d],
+                   "base": cd.loc["base", d], "beats the base here": bool(cd.loc[dest, d] < cd.loc["base", d])}
+pd.DataFrame(fit_rows).T.style.format({"share of tokens": "{:.1%}", "its loss here": "{:.4f}",
+                                       "own specialist": "{:.4f}", "base": "{:.4f}"})
+
+# %%
+acc = res["routing_accuracy"]["per-token"]
+for d in DOMAINS:  # the three diagnostics must agree on how many tokens are misrouted
+    assert abs(mis.loc[d, "misrouted"] - (1 - acc[d])) < 1e-5
+    assert abs(margins[d]["misrouted"] - (1 - acc[d])) < 1e-5
+    assert bool((margins[d]["margin"] >= 0).all()), "the chosen specialist has the largest weight by definition"
+print("misrouted shares agree with routing accuracy: " + ", ".join(f"{d} {1 - acc[d]:.1%}" for d in DOMAINS))
+
+# %% [markdown]
+# ## Questions to answer
+#
+# 1. List the baselines the routed fusion beats on mixed held-out data and those still ahead of
+#    it. If merged weights win, what would that reveal about the router?
+# 2. Measure the oracle gap and the share of the oracle's headroom the router captures. Which is
+#    holding the system back here, router or specialists, and what would you change first in either
+#    case? Does the gap by position alter your diagnosis?
+# 3. Without a shared base, which of the four gives way first (routing accuracy, the fused loss,
+#    output calibration, weight averaging), and which of them does the headline number alone show?
+#    Take the base-quality controls into account.
+# 4. Along the freeze-depth sweep, which wins: a stronger shared interface or more room for the
+#    specialists to adapt? Name the depth where the balance tips in this run, and compare your points
+#    with KALAVAI's line.
+# 5. Are the router's mistakes confident picks of an unrelated specialist, or near-ties between
+#    two specialists that each suit the text in part? Which remedy does your answer point to?
