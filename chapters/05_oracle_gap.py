@@ -73,7 +73,8 @@ show_source(loss_table)
 # %%
 def highlight_rows(row):
     if row.name == HEADLINE:
-        return ["font-weight: bold; background-color: #efe6f7"] * len(row)
+        # dark text: the colour scale may have chosen white for this cell
+        return ["font-weight: bold; background-color: #efe6f7; color: #111"] * len(row)
     if row.name.startswith("oracle"):
         return ["font-style: italic; color: #666"] * len(row)
     return [""] * len(row)
