@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import sys
-import time
 import warnings
 
 import torch
 import torch.nn.functional as F
 
+from timing import Timings, timed  # benchmarks/timing.py (run as a script from the repo root)
 from minigpt.config import PROFILES, GPTConfig
 from minigpt.fusion import fuse_logits, fuse_probs
 from minigpt.model import GPT
@@ -68,35 +67,6 @@ def head_bound(cfg: GPTConfig, k: int, n: int, T: int) -> float:
     blk, head = matmul_flops(cfg, T)
     L = cfg.n_layer
     return (k * blk + n * (L - k) * blk + head) / (n * (L * blk + head))
-
-
-class Timings(dict):
-    """name -> list of seconds, one per repetition; repetition i of every variant ran back to back."""
-
-    def median(self, name: str) -> float:
-        return statistics.median(self[name])
-
-    def ratio(self, a: str, b: str) -> float:
-        """Median over repetitions of t_a / t_b: pairs runs that saw the same background load."""
-        return statistics.median(x / y for x, y in zip(self[a], self[b]))
-
-
-def timed(fns: dict, reps: int, budget_s: float, warmup: int = 1) -> Timings:
-    """Run every variant ``reps`` times, interleaved in rotating order so they share the load."""
-    names = list(fns)
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()  # allocator, first-call dispatch
-    times = Timings({n: [] for n in names})
-    start = time.perf_counter()
-    for r in range(reps):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
-        if r >= 2 and time.perf_counter() - start > budget_s:
-            break
-    return times
 
 
 def variants(specs: list[GPT], k: int, idx: torch.Tensor, w: torch.Tensor, probs_too: bool) -> dict:

@@ -25,7 +25,6 @@ import atexit
 import copy
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -33,41 +32,13 @@ from dataclasses import replace
 
 import torch
 
+from timing import timed  # benchmarks/timing.py (run as a script from the repo root)
 from minigpt.config import PROFILES, GPTConfig, TrainConfig
 from minigpt.model import GPT, lm_loss
 from minigpt.train import make_optimizer
 
 TRAIN = PROFILES["cpu"].base
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-
-
-class Timings(dict):
-    """name -> list of seconds, one per repetition; repetition i of every variant ran back to back."""
-
-    def median(self, name: str) -> float:
-        return statistics.median(self[name])
-
-    def ratio(self, a: str, b: str) -> float:
-        """Median over repetitions of t_a / t_b: pairs runs that saw the same background load."""
-        return statistics.median(x / y for x, y in zip(self[a], self[b]))
-
-
-def timed(fns: dict, reps: int, budget_s: float, warmup: int = 1) -> Timings:
-    """Run every variant ``reps`` times, interleaved in rotating order so they share the load."""
-    names = list(fns)
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()  # allocator, first-call dispatch
-    times = Timings({n: [] for n in names})
-    start = time.perf_counter()
-    for r in range(reps):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
-        if r >= 2 and time.perf_counter() - start > budget_s:
-            break
-    return times
 
 
 def hf_twin(model: GPT):

@@ -510,16 +510,9 @@ def alt_tokenizer(exp):
     key = config_key("alt-tokenizer", p.model.vocab_size, p.tokenizer_chars, data_mod.WHEELS)
     path = cache_root() / "tokenizers" / f"alt-{key}.json"
 
-    def build():
-        texts = []
-        for domain in DOMAINS:
-            budget = p.tokenizer_chars // len(DOMAINS)
-            for text in data_mod.domain_texts(exp.corpus, domain, "specialist"):
-                texts.append(text[:budget])
-                budget -= len(texts[-1])
-                if budget <= 0:
-                    break
-        return train_tokenizer(texts, p.model.vocab_size)
+    def build():  # same recipe as the shared tokenizer, but learned on the specialist split
+        return train_tokenizer(data_mod.balanced_texts(exp.corpus, "specialist", p.tokenizer_chars),
+                               p.model.vocab_size)
 
     return cached(path, build, save_tokenizer, load_tokenizer)
 

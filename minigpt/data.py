@@ -399,6 +399,19 @@ def domain_texts(ds: datasets.Dataset, domain: str, split: str) -> list[str]:
     return df["text"].tolist()
 
 
+def balanced_texts(ds: datasets.Dataset, split: str, total_chars: int) -> list[str]:
+    """About ``total_chars`` characters of ``split``, the same amount from each domain (in doc order)."""
+    texts = []
+    for domain in DOMAINS:
+        budget = total_chars // len(DOMAINS)
+        for text in domain_texts(ds, domain, split):
+            texts.append(text[:budget])
+            budget -= len(texts[-1])
+            if budget <= 0:
+                break
+    return texts
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Build (or load) the three-domain corpus.")
     parser.add_argument("--stats", action="store_true", help="print documents and MB per domain and split")

@@ -13,7 +13,7 @@ import inspect
 import json
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -74,16 +74,9 @@ class Experiment:
         key = config_key("tokenizer", p.model.vocab_size, p.tokenizer_chars, data_mod.WHEELS)
         path = cache_root() / "tokenizers" / f"{key}.json"
 
-        def build() -> Tokenizer:
-            texts = []
-            for domain in DOMAINS:  # the same number of characters from each domain
-                budget = p.tokenizer_chars // len(DOMAINS)
-                for text in data_mod.domain_texts(self.corpus, domain, "pretrain"):
-                    texts.append(text[:budget])
-                    budget -= len(texts[-1])
-                    if budget <= 0:
-                        break
-            return train_tokenizer(texts, p.model.vocab_size)
+        def build() -> Tokenizer:  # equal characters from each domain's pretrain split
+            return train_tokenizer(data_mod.balanced_texts(self.corpus, "pretrain", p.tokenizer_chars),
+                                   p.model.vocab_size)
 
         return check_vocab(cached(path, build, save_tokenizer, load_tokenizer), p.model)
 
