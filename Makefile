@@ -33,5 +33,6 @@ clean-cache:
 # the HTML book (jupyter_book/): every notebook executed once at BOOK_PROFILE, warnings fail the build
 BOOK_PROFILE ?= ci
 book: setup
-	@$(BIN)/python -c "import jupyter_book" 2>/dev/null || $(BIN)/pip install -q "jupyter-book<2"
+	@# not "import jupyter_book": the jupyter_book/ folder here would import as a namespace package
+	@test -x $(BIN)/jupyter-book || $(BIN)/pip install -q "jupyter-book<2"
 	BOOK_PROFILE=$(BOOK_PROFILE) PY=$(BIN)/python jupyter_book/build.sh
