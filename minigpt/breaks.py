@@ -142,7 +142,8 @@ def _router(exp, sset: SpecialistSet, feature: str, cfg: RouterConfig, tag: str)
 
     n, dim = len(sset.models), sset.feature_dim(feature)
     key = config_key("break-router", feature, inspect.getsource(CausalRouter), cfg,
-                     [model_fingerprint(m) for m in sset.models], sset.k, sset.shared, exp.seed)
+                     [model_fingerprint(m) for m in sset.models], sset.k, sset.shared, exp.seed,
+                     exp.corpus_fingerprint)
     path = cache_root() / "routers" / f"break-{key}.safetensors"
 
     def build():
@@ -507,7 +508,7 @@ def alt_tokenizer(exp):
     """A BPE tokenizer of the same size learned on different text (the specialist split instead of
     the pretrain split, same character budget): same shapes, different merges and ids."""
     p = exp.profile
-    key = config_key("alt-tokenizer", p.model.vocab_size, p.tokenizer_chars, data_mod.WHEELS)
+    key = config_key("alt-tokenizer", p.model.vocab_size, p.tokenizer_chars, exp.corpus_fingerprint)
     path = cache_root() / "tokenizers" / f"alt-{key}.json"
 
     def build():  # same recipe as the shared tokenizer, but learned on the specialist split
@@ -518,7 +519,7 @@ def alt_tokenizer(exp):
 
 
 def _alt_stream(exp, tok, domain: str, split: str) -> np.ndarray:
-    path = cache_root() / "streams" / f"alt-{fingerprint(tok)[:16]}-{domain}-{split}.npy"
+    path = cache_root() / "streams" / f"alt-{fingerprint(tok)[:16]}-{exp.corpus_fingerprint[:16]}-{domain}-{split}.npy"
     return cached(path, lambda: encode_stream(tok, data_mod.domain_texts(exp.corpus, domain, split), eos_id(tok)),
                   lambda a, tmp: np.save(tmp, a), lambda q: np.load(q, allow_pickle=False))
 
@@ -532,7 +533,8 @@ def alt_tokenizer_specialist(exp, domain: str = "legal") -> tuple[GPT, object]:
     tok = alt_tokenizer(exp)
     base = exp.base()
     alt_fp = fingerprint(tok)
-    key = config_key("alt-tok-specialist", exp.tokenizer_fingerprint, alt_fp, p.model, p.base, p.specialist, domain, k, exp.seed)
+    key = config_key("alt-tok-specialist", exp.tokenizer_fingerprint, exp.corpus_fingerprint, alt_fp, p.model, p.base,
+                     p.specialist, domain, k, exp.seed)
     path = cache_root() / "checkpoints" / f"alt-tok-specialist-{key}"
 
     def make():

