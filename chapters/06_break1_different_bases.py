@@ -56,7 +56,7 @@ from minigpt.evaluate import ORACLE, SPECIALIST_ROWS
 from minigpt.notebook import break1_prediction_fusion, setup, show_markdown, show_source
 from minigpt.plots import VERDICT_COLORS, plot_cka_blocks, plot_degradations
 
-exp = setup()
+exp = setup(extra=("break1",))  # announces the extra training time too
 k = exp.k
 # trains (or loads) three bases, their specialists, the controls and every router, then measures
 rep = break1(exp)

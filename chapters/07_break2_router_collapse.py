@@ -50,7 +50,7 @@ from minigpt.diagnostics import mean_weights, weight_on
 from minigpt.notebook import grid_frame, setup, show_markdown, slider
 from minigpt.plots import DOMAIN_COLORS, plot_gate_grid
 
-exp = setup()
+exp = setup(extra=("break2",))  # announces the extra training time too
 # one per-token router per setting (12 in the grid), trained once and cached, all scored on the held-out windows
 rep = break2(exp)
 settings, grid = rep["settings"], rep["grid"]

@@ -46,7 +46,7 @@ from minigpt.notebook import (baseline_comparison, oracle_headroom, param_counts
                               sweep_frame)
 from minigpt.plots import DOMAIN_COLORS, plot_degradations, plot_freeze_grid, plot_freeze_sweep, plot_mixed_losses
 
-exp = setup()
+exp = setup(extra=("break1", "sweep"))  # announces the extra training time too
 res = exp.evaluate()  # the full table of notebook 5
 table, mixed = res["table"], res["table"]["mixed"]
 

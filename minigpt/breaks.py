@@ -461,7 +461,7 @@ def break1(exp, base_seeds: Sequence[int] | None = None, tokenizer_case: bool = 
     diff_fused = reports["different"]["mixed"][f"fused logits [{feature}]"]
     ctrl_fused = [c["fused_logits_mixed"] for c in controls.values()]
     report = {
-        "profile": p.name, "seed": exp.seed, "freeze_k": k, "base_seeds": base_seeds,
+        "profile": p.name, **exp.provenance(), "seed": exp.seed, "freeze_k": k, "base_seeds": base_seeds,
         "base_x_seed": base_seeds[0], "router_config": cfg,
         "seeds_note": "specialist training seeds derive from the experiment seed; each base from its own seed; "
                       "every router of the comparison uses the same init and data seed",
@@ -690,7 +690,7 @@ def break2(exp, mixes: Sequence[Sequence[float]] = DEFAULT_MIXES, temps: Sequenc
     silent = [n for n, g in grid_rep.items() if g["silent_collapse"] and n != h_name]
     strict = [n for n, g in grid_rep.items() if g["silent_collapse"] and g["newly_below_50"]]
     report = {
-        "profile": p.name, "seed": exp.seed, "freeze_k": k, "router_kind": "per_token",
+        "profile": p.name, **exp.provenance(), "seed": exp.seed, "freeze_k": k, "router_kind": "per_token",
         "router_seed_note": "router data/init seeds derive from the experiment seed (same for every setting)",
         "healthy_config": healthy, "healthy_setting": h_name, "tolerance_pct": tolerance_pct,
         "healthy_mixed": h_mixed, "healthy_routing_accuracy": h_acc,
@@ -751,31 +751,10 @@ def freeze_sweep(exp, ks: Sequence[int] | None = None, out_dir: Path | None = No
             "trainable_params": sum(v.numel() for v in specs[0].crown_parameters(K).values()),
         }
         points.append({"seed": exp.seed, "base_seed": exp.seed, "k": K, "divergence": div, "gain": gain})
-    others = []
     here = _out_dir(exp, out_dir)
-    for f in sorted(glob.glob(str(here.parent / "seed-*" / "freeze_sweep.json"))):
-        if Path(f).parent == here:
-            continue
-        try:
-            others += [{**q, "source": "freeze sweep"} for q in json.loads(Path(f).read_text())["points"]
-                       if q["seed"] != exp.seed]
-        except (OSError, KeyError, ValueError):
-            continue  # a half-written or older file is skipped, not trusted
-    # Break 1's controls are shared-base runs on other base seeds at the profile's K: the same
-    # divergence and gain definitions, so they are points too
-    for f in sorted(glob.glob(str(here.parent / "seed-*" / "break1.json"))):
-        try:
-            b1 = json.loads(Path(f).read_text())
-            for bseed, c in b1["controls"].items():
-                if int(bseed) == b1["seed"]:
-                    continue  # the experiment's own base: already a sweep point at its K
-                others.append({"seed": b1["seed"], "base_seed": int(bseed), "k": b1["freeze_k"],
-                               "divergence": float(np.mean(list(c["own_domain_gain_over_own_base_%"].values()))),
-                               "gain": c["fusion_gain_vs_best_specialist_%"], "source": "break1 control"})
-        except (OSError, KeyError, ValueError):
-            continue
+    others = points_from_other_runs(here.parent, exp.seed, exp.provenance())
     report = {
-        "profile": p.name, "seed": exp.seed, "ks": ks, "router_config": p.router,
+        "profile": p.name, **exp.provenance(), "seed": exp.seed, "ks": ks, "router_config": p.router,
         "per_k": per_k, "points": points, "points_from_other_runs": others,
         "fit": fit_gain_vs_divergence(points + others),
         "fit_note": "gain = fused (per-token router) improvement over the best specialist on mixed data, %; "
@@ -788,6 +767,34 @@ def freeze_sweep(exp, ks: Sequence[int] | None = None, out_dir: Path | None = No
     _write(report, out)
     report["out_path"] = str(out)
     return report
+
+
+def points_from_other_runs(profile_dir: Path, seed: int, provenance: Mapping[str, str]) -> list[dict]:
+    """(divergence, gain) points already on disk under ``profile_dir/seed-*``: other seeds' freeze
+    sweeps, and Break 1's controls (shared-base runs on other base seeds at the profile's K, same
+    definitions). Files recording other data fingerprints than ``provenance`` (another corpus or
+    tokenizer, or written before fingerprints were recorded) are skipped, as are unreadable ones."""
+    def read(f: str) -> dict | None:
+        try:
+            rep = json.loads(Path(f).read_text())
+        except (OSError, ValueError):
+            return None  # a half-written file is skipped, not trusted
+        return rep if all(rep.get(key) == v for key, v in provenance.items()) else None
+
+    others = []
+    for f in sorted(glob.glob(str(Path(profile_dir) / "seed-*" / "freeze_sweep.json"))):
+        rep = read(f)
+        if rep and rep.get("seed") != seed:
+            others += [{**q, "source": "freeze sweep"} for q in rep.get("points", []) if q["seed"] != seed]
+    for f in sorted(glob.glob(str(Path(profile_dir) / "seed-*" / "break1.json"))):
+        b1 = read(f)
+        for bseed, c in (b1 or {}).get("controls", {}).items():
+            if int(bseed) == b1["seed"]:
+                continue  # the run's own base: already a sweep point at its K
+            others.append({"seed": b1["seed"], "base_seed": int(bseed), "k": b1["freeze_k"],
+                           "divergence": float(np.mean(list(c["own_domain_gain_over_own_base_%"].values()))),
+                           "gain": c["fusion_gain_vs_best_specialist_%"], "source": "break1 control"})
+    return others
 
 
 # -- readable summaries (CLI and notebooks) --------------------------------------------------------

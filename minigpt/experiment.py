@@ -69,6 +69,11 @@ class Experiment:
         never be paired with a tokenizer, token stream or checkpoint built from an older one."""
         return data_mod.corpus_fingerprint(self.corpus)
 
+    def provenance(self) -> dict[str, str]:
+        """The data fingerprints every results JSON records; results with other ones come from
+        another corpus or tokenizer and must not be pooled with this run's."""
+        return {"corpus_fingerprint": self.corpus_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint}
+
     @cached_property
     def tokenizer(self) -> Tokenizer:
         from .tokenizer import check_vocab
@@ -259,8 +264,7 @@ class Experiment:
             "headline": HEADLINE,
             "litmus": res["litmus"],
             "cross_domain": json.loads(res["cross_domain"].round(6).to_json(orient="index")),
-            "corpus_fingerprint": self.corpus_fingerprint,
-            "tokenizer_fingerprint": self.tokenizer_fingerprint,
+            **self.provenance(),
             "base_fingerprint": self.base_fingerprint(),
             "tokens": self.streams.tokens(),
             "config": asdict(self.profile),

@@ -156,7 +156,7 @@ def run_hybrid(exp, n: int | None = None, seed: int | None = None, out_dir: Path
     routers = {"last-token": exp.router("last_token"), "per-token": exp.router("per_token")}
     hybrid = hybrid_windows({d: exp.streams.get(d, "eval") for d in DOMAINS}, n, p.model.block_size, seed)
     report = {
-        "profile": p.name, "seed": exp.seed, "hybrid_seed": seed, "freeze_k": exp.k,
+        "profile": p.name, **exp.provenance(), "seed": exp.seed, "hybrid_seed": seed, "freeze_k": exp.k,
         "router_config": p.router,
         "label_convention": "a token's label is the domain of the target y[t] the router's weights at t predict",
         "single_domain": score_routers(specs, exp.k, routers, single_domain_set(exp.eval_sets), p.eval_batch_size),

@@ -58,15 +58,33 @@ def running_headless() -> bool:
 
 
 # -- set-up ----------------------------------------------------------------------------------------
-def setup(profile: str | None = None, seed: int = 0, **overrides) -> "Experiment":
+# Training some notebooks need on top of the shared models, in minutes on a fresh cache, measured
+# with the CLI commands on 2 CPU cores (see README); other profiles print no estimate.
+EXTRA_WORK: dict[str, str] = {
+    "break1": "Break 1 (two more bases, their specialists and routers)",
+    "break2": "Break 2 (twelve routers)",
+    "sweep": "the freeze sweep (specialists and a router at every K)",
+}
+EXTRA_MINUTES: dict[str, dict[str, float]] = {
+    "ci": {"break1": 1.5, "break2": 0.7, "sweep": 0.7},
+    "cpu": {"break1": 14, "break2": 6, "sweep": 9},
+}
+
+
+def setup(profile: str | None = None, seed: int = 0, extra: Sequence[str] = (), **overrides) -> "Experiment":
     """Print the profile and the expected run time, and return the chapter's :class:`Experiment`.
 
     Everything the notebook asks the experiment for is loaded from the cache, or trained once
-    and cached, so each notebook runs on its own and in any order.
+    and cached, so each notebook runs on its own and in any order. ``extra`` names the work beyond
+    the shared models that the notebook triggers (keys of :data:`EXTRA_WORK`), so its time is
+    announced before the long cell too.
     """
     from .cache import cache_root
     from .experiment import Experiment
 
+    unknown = [w for w in extra if w not in EXTRA_WORK]
+    if unknown:
+        raise ValueError(f"unknown extra work {unknown}; choose from {', '.join(EXTRA_WORK)}")
     exp = Experiment(profile, seed, **overrides)
     p, m = exp.profile, exp.profile.model
     threads = os.environ.get(THREADS_ENV)
@@ -81,8 +99,13 @@ def setup(profile: str | None = None, seed: int = 0, **overrides) -> "Experiment
           f"{torch.get_num_threads()} torch thread(s)")
     print(f"  model: {m.n_layer} blocks, d={m.n_embd}, {m.n_head} heads, context {m.block_size}, "
           f"vocab {m.vocab_size}; trunk = embeddings + first K={exp.k} blocks")
+    where = "2 CPU cores" if p.name in EXTRA_MINUTES else "one GPU, estimated"
     print(f"  expected run time: up to ~{p.expected_minutes:g} min of training on a fresh cache "
-          f"(2 CPU cores), a few seconds once the models are cached in {cache_root()}")
+          f"({where}), a few seconds once the models are cached in {cache_root()}")
+    for work in extra:
+        minutes = EXTRA_MINUTES.get(p.name, {}).get(work)
+        print(f"  plus {f'~{minutes:g} min' if minutes else 'more training'} for {EXTRA_WORK[work]} "
+              "on a fresh cache")
     return exp
 
 

@@ -19,6 +19,7 @@ from minigpt.data import MissingWheelsError, domain_texts, fetch_wheels
 from minigpt.experiment import Experiment
 from minigpt.fusion import FusedModel, fuse_logits
 from minigpt.model import GPT
+from minigpt.notebook import setup as notebook_setup
 from minigpt.router import LinearRouter, performance_targets, train_router
 from minigpt.streams import DomainStreams, encode_stream, eval_windows, mixed_windows, random_windows
 from minigpt.tokenizer import check_vocab, train_tokenizer
@@ -104,6 +105,8 @@ CASES = [
      ["room for 2 windows of 17 tokens but 24 were asked for", "lower eval_chunks"]),
     ("tokenizer/vocab mismatch", lambda: check_vocab(train_tokenizer(TEXTS, 300), GPTConfig(vocab_size=512)),
      ValueError, ["tokenizer has", "vocab_size is 512", "use the tokenizer built for this profile"]),
+    ("unknown notebook extra work", lambda: notebook_setup("ci", extra=("break3",)), ValueError,
+     ["unknown extra work ['break3']", "choose from break1, break2, sweep"]),
 ]
 FIXTURE_CASES = [
     ("missing wheels (offline)", _offline_fetch, MissingWheelsError,

@@ -26,7 +26,10 @@ def _run(cmd: str, tmp_path, capsys) -> tuple[dict, str]:
     out = capsys.readouterr().out
     assert code == 0, out
     name = {"sweep-freeze": "freeze_sweep"}.get(cmd, cmd)
-    return json.loads((tmp_path / "ci" / "seed-0" / f"{name}.json").read_text()), out
+    rep = json.loads((tmp_path / "ci" / "seed-0" / f"{name}.json").read_text())
+    # every report records which corpus and tokenizer it was measured on
+    assert len(rep["corpus_fingerprint"]) == len(rep["tokenizer_fingerprint"]) == 64
+    return rep, out
 
 
 def test_break1(tmp_path, capsys):
@@ -81,3 +84,31 @@ def test_hybrid(tmp_path, capsys):
         assert r["oracle (per token)"] <= min(r["specialists"].values())
         for v in r["routers"].values():
             assert 0 <= v["routing_accuracy"] <= 1
+
+
+def test_points_from_other_runs_pool_only_runs_on_the_same_data(tmp_path):
+    from minigpt.breaks import points_from_other_runs
+
+    mine = {"corpus_fingerprint": "c1", "tokenizer_fingerprint": "t1"}
+
+    def write(seed: int, name: str, report: dict) -> None:
+        folder = tmp_path / f"seed-{seed}"
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_text(json.dumps({"seed": seed, **report}))
+
+    point = lambda seed, gain: {"seed": seed, "base_seed": seed, "k": 2, "divergence": 5.0, "gain": gain}  # noqa: E731
+    write(0, "freeze_sweep.json", {**mine, "points": [point(0, 1.0)]})  # this run's own sweep: not "other"
+    write(1, "freeze_sweep.json", {**mine, "points": [point(1, 2.0)]})
+    write(2, "freeze_sweep.json", {**mine, "tokenizer_fingerprint": "t0", "points": [point(2, 3.0)]})  # stale
+    write(3, "freeze_sweep.json", {"points": [point(3, 4.0)]})  # written before fingerprints were recorded
+    (tmp_path / "seed-4").mkdir()
+    (tmp_path / "seed-4" / "freeze_sweep.json").write_text('{"seed": 4, "poi')  # half-written
+    controls = {str(b): {"own_domain_gain_over_own_base_%": {"code": 4.0, "medical": 6.0}, "fusion_gain_vs_best_specialist_%": 9.0}
+                for b in (1, 2, 3)}
+    write(1, "break1.json", {**mine, "freeze_k": 2, "controls": controls})
+    write(2, "break1.json", {"corpus_fingerprint": "c0", "tokenizer_fingerprint": "t1", "freeze_k": 2, "controls": controls})
+
+    got = points_from_other_runs(tmp_path, seed=0, provenance=mine)
+    assert [(q["source"], q["seed"], q["base_seed"]) for q in got] == [
+        ("freeze sweep", 1, 1), ("break1 control", 1, 2), ("break1 control", 1, 3)]  # base 1 is the run's own
+    assert got[1]["divergence"] == 5.0 and got[1]["gain"] == 9.0
