@@ -181,8 +181,9 @@ print(table.loc[[r for r in rows if "per-token" in r], list(DOMAINS)].round(4).t
 # weights computed from a summary that has already read tokens $t+1, \dots, T$, including the
 # very token being predicted. At generation time those weights could not exist yet.
 #
-# The package's `CausalRouter` gives weights per position from the running mean of the trunk
-# states seen so far, still a single linear map and a softmax:
+# The package's `CausalRouter` gives weights per position from a decaying average of the trunk
+# states seen so far (recent tokens count most, older ones fade), still a single linear map and a
+# softmax:
 
 # %%
 show_source(CausalRouter)
@@ -210,7 +211,7 @@ print(f"last-token router: weights at early positions moved by up to {leak['last
 # %% [markdown]
 # ## 4. Hybrid windows: text that switches domain
 #
-# On a window from a single domain the last token's summary and the running mean tell the same
+# On a window from a single domain the last token's summary and the decaying average tell the same
 # story, so the two routers should look alike. The difference shows up when the domain changes
 # inside the window, for example code pasted into a legal document. `run_hybrid` builds such windows
 # from the held-out streams (two or three segments from different domains, random lengths), labels

@@ -93,7 +93,7 @@ PROFILES: dict[str, Profile] = {
         model=GPTConfig(vocab_size=2048, block_size=128, n_layer=4, n_head=4, n_embd=128),
         base=TrainConfig(steps=800, batch_size=16, lr=3e-3, warmup=50),
         # tuned (issue 5): 400 steps at 4e-3 let the crowns specialise enough that fusion pays
-        # (+9.8 +- 0.7% vs best specialist over seeds 0-2, against +6% with 300 steps at 2e-3)
+        # (+9.9 +- 0.6% vs best specialist over seeds 0-2, against +6% with 300 steps at 2e-3)
         specialist=TrainConfig(steps=400, batch_size=16, lr=4e-3, warmup=20),
         router=RouterConfig(steps=200, batch_size=16),
         freeze_k=2,

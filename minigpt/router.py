@@ -4,7 +4,7 @@
   token's hidden state, one weight vector per sequence. For language modelling that summary has
   seen the whole window, so the weights used at early positions depend on later tokens.
 * :class:`CausalRouter` is the honest per-token variant: the weights at position t read
-  h_1..h_t only (their running mean), never a later token.
+  h_1..h_t only (a decaying average of them), never a later token.
 
 Targets (Chapter 32, Step 5): domain labels, performance-based ``softmax(-loss / temp)``, or the
 language-model loss of the fused output itself (``lm``, as KALAVAI trains its router).
@@ -35,21 +35,30 @@ class LinearRouter(nn.Module):
 
 
 class CausalRouter(nn.Module):
-    """Per-token weights from the running mean of the trunk states h_1..h_t.
+    """Per-token weights from a decaying average of the trunk states h_1..h_t.
 
-    A single h_t says little about the domain at the start of a window; the running mean
-    gathers the evidence seen so far without ever looking ahead. Still one linear map + softmax.
+    A single h_t says little about the domain at the start of a window, so the router averages
+    the evidence seen so far, never looking ahead. The average forgets with ``decay`` per token
+    (about 1 / (1 - decay) tokens of memory), so after a switch of domain inside a window the
+    weights follow within a few tokens; a plain running mean would be dominated by the first
+    domain for the rest of the window. Still one linear map + softmax.
     """
 
-    def __init__(self, d_model: int, n_experts: int = 3) -> None:
+    def __init__(self, d_model: int, n_experts: int = 3, decay: float = 0.9) -> None:
         super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}; 0.9 remembers about 10 tokens")
+        self.decay = decay
         self.proj = nn.Linear(d_model, n_experts)
 
     def forward(self, shared_h: torch.Tensor) -> torch.Tensor:
         T = shared_h.shape[1]
-        steps = torch.arange(1, T + 1, device=shared_h.device, dtype=shared_h.dtype).view(1, T, 1)
-        prefix_mean = shared_h.cumsum(dim=1) / steps  # (B, T, C): position t sees h_1..h_t only
-        return F.softmax(self.proj(prefix_mean), dim=-1)  # (B, T, N)
+        t = torch.arange(T, device=shared_h.device, dtype=shared_h.dtype)
+        age = t.view(T, 1) - t.view(1, T)  # (T, T): how many tokens ago position s was, seen from t
+        w = torch.where(age >= 0, self.decay ** age.clamp(min=0), torch.zeros_like(age))  # causal: s <= t
+        w = w / w.sum(-1, keepdim=True)  # rows sum to 1: a weighted mean of h_1..h_t
+        summary = torch.einsum("ts,bsc->btc", w, shared_h)  # (B, T, C)
+        return F.softmax(self.proj(summary), dim=-1)  # (B, T, N)
 
 
 ROUTERS = {"last_token": LinearRouter, "per_token": CausalRouter}

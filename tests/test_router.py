@@ -106,6 +106,34 @@ def test_causal_router_never_looks_ahead():
         assert not torch.allclose(router(now_changed)[:, t], w[:, t])
 
 
+
+@pytest.mark.parametrize("decay", [0.0, 0.5, 0.9])
+def test_causal_router_reads_a_decaying_average(decay):
+    # m_t = decay * m_(t-1) + (1 - decay) * h_t, divided by (1 - decay^(t+1)) so early positions
+    # are a true average (weights sum to 1) rather than biased toward zero
+    torch.manual_seed(0)
+    router = CausalRouter(8, 3, decay=decay)
+    h = torch.randn(2, 6, 8)
+    m, summaries = torch.zeros(2, 8), []
+    for t in range(h.shape[1]):
+        m = decay * m + (1 - decay) * h[:, t]
+        summaries.append(m / (1 - decay ** (t + 1)))
+    expected = torch.softmax(router.proj(torch.stack(summaries, 1)), -1)
+    torch.testing.assert_close(router(h), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_causal_router_forgets_an_old_domain():
+    # after a switch, the decaying average reaches the new state; a plain running mean would sit halfway
+    router = CausalRouter(2, 2, decay=0.5)
+    with torch.no_grad():
+        router.proj.weight.copy_(torch.eye(2) * 10)
+        router.proj.bias.zero_()
+    h = torch.cat([torch.tensor([1.0, 0.0]).expand(1, 20, 2), torch.tensor([0.0, 1.0]).expand(1, 20, 2)], 1)
+    w = router(h)
+    assert w[0, 19].argmax() == 0 and w[0, 39].argmax() == 1 and w[0, 39, 1] > 0.99
+    with pytest.raises(ValueError, match="decay must be in"):
+        CausalRouter(2, 2, decay=1.0)
+
 # -- training on a toy problem ------------------------------------------------------------------
 
 C, N, V, T = 8, 3, 5, 6

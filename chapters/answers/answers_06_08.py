@@ -128,7 +128,7 @@ if first > last and first > 0:
                    if last > 0 else "at the end it is gone."))
 else:
     pos_note = ("The advantage is not larger at the start, where the leak is largest, so the leak does not explain it; "
-                "the last token's state is simply a better summary than a running mean here.")
+                "the last token's state is simply a better summary than the causal router's average here.")
 show_markdown(f"""**4.3** On single-domain windows the last-token router's fused loss is {sd['last-token']['fused_loss']:.4f}
 against {sd['per-token']['fused_loss']:.4f} for the causal router (nb 4 §4):
 {f'the last-token router is ahead by {adv:.4f} nats' if adv > 0 else f'the causal router is ahead by {-adv:.4f} nats, despite the leak'}.
@@ -171,14 +171,17 @@ w_h = w_hyb["per-token"]
 lags = [lag for i in range(hs.x.shape[0]) for lag in switch_lag(w_h[i], hs.labels[i])]
 reached = [lag for lag in lags if lag is not None]
 seg_acc = hy["per-token"]["accuracy_by_segment"]
-show_markdown(f"""**4.5** The causal router's input at position t is the mean of all trunk states so far, so a new
-segment's evidence enters with weight 1/t: the later a switch happens, the more of the old segments the mean still
-carries. Its accuracy by segment is {', '.join(f'segment {s} {a:.0%}' for s, a in seg_acc.items())} (nb 4 §4). Over
+decay = exp.router("per_token").decay
+show_markdown(f"""**4.5** The causal router's input at position t is a decaying average of the trunk states so far:
+a state j tokens old weighs {decay:g}^j, so about {1 / (1 - decay):.0f} tokens of memory, and a new segment's states
+outweigh the old ones within a few tokens. Its accuracy by segment is
+{', '.join(f'segment {s} {a:.0%}' for s, a in seg_acc.items())} (nb 4 §4). Over
 {len(lags)} switches in the hybrid set, its argmax reached the new domain within the segment after
 {len(reached)} of them ({len(reached) / max(len(lags), 1):.0%}){f', after a median of {int(np.median(reached))} tokens (0 = its argmax already pointed there)' if reached else ''}.
-A causal router that reacts faster forgets: an exponential moving average of the trunk states (weight α on h_t),
-a mean over the last W tokens only, or a small gated recurrence that can reset. Each still reads only the past; the
-decay rate trades reaction speed against noise on single-domain text, and can be chosen on hybrid router data.""")
+What still slows it down is upstream of the router: the trunk's attention mixes the earlier segment into every later
+state, and the router was trained on single-domain windows only, so it never saw a switch. Ways to react faster:
+a shorter memory (a smaller decay, at the price of noisier weights on single-domain text), training the router on
+hybrid windows, or a small gated recurrence that learns when to reset. Each still reads only the past.""")
 
 # %% [markdown]
 # ## Notebook 6 · Break 1: different bases
