@@ -34,5 +34,6 @@ clean-cache:
 BOOK_PROFILE ?= ci
 book: setup
 	@# not "import jupyter_book": the jupyter_book/ folder here would import as a namespace package
-	@test -x $(BIN)/jupyter-book || $(BIN)/pip install -q "jupyter-book<2"
+	@# jupyter-server-mathjax: a local MathJax, so formulas render without a network
+	@test -x $(BIN)/jupyter-book || $(BIN)/pip install -q "jupyter-book<2" jupyter-server-mathjax
 	BOOK_PROFILE=$(BOOK_PROFILE) PY=$(BIN)/python jupyter_book/build.sh

@@ -106,6 +106,29 @@ import yaml
 src, dst, cache = sys.argv[1:4]
 cfg = yaml.safe_load(open(src))
 cfg["execute"]["cache"] = cache
+# MathJax from a local copy when one is installed (jupyter-server-mathjax ships MathJax 2), so
+# formulas render without a network; otherwise the theme's default CDN copy is used
+try:
+    import shutil
+    from pathlib import Path
+
+    import jupyter_server_mathjax
+
+    # not under the book's _static/: every .js there would be loaded as a page script. Extra files
+    # land at the site root; mathjax_path is relative to _static/
+    extra = Path(dst).parent / "extra"
+    if not (extra / "mathjax" / "MathJax.js").exists():
+        shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", extra / "mathjax", dirs_exist_ok=True)
+    cfg["sphinx"]["config"]["html_extra_path"] = [str(extra)]
+    cfg["sphinx"]["config"]["mathjax_path"] = "../mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+    # Sphinx writes this dict as window.MathJax whatever the version; the same classes MyST-NB
+    # gives MathJax 3 (pages are marked ignore, formulas process), in MathJax 2's words
+    cfg["sphinx"]["config"]["mathjax3_config"] = {"tex2jax": {
+        "processClass": "tex2jax_process|mathjax_process|math|output_area",
+        "ignoreClass": "tex2jax_ignore|mathjax_ignore"},
+        "HTML-CSS": {"webFont": "STIX-Web", "availableFonts": ["STIX-Web"], "imageFont": None}}  # the fonts it ships
+except ImportError:
+    print("book: jupyter-server-mathjax not installed; formulas need MathJax from its CDN (network)")
 with open(dst, "w") as fh:
     yaml.safe_dump(cfg, fh, sort_keys=False)
 EOF
