@@ -35,7 +35,7 @@ import torch
 from timing import timed  # benchmarks/timing.py (run as a script from the repo root)
 from minigpt.config import PROFILES, GPTConfig, TrainConfig
 from minigpt.model import GPT, lm_loss
-from minigpt.train import make_optimizer
+from minigpt.train import make_optimizer, trainable_parameters
 
 TRAIN = PROFILES["cpu"].base
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -74,12 +74,7 @@ def step_fn(model: torch.nn.Module, forward, x: torch.Tensor, y: torch.Tensor, c
             freeze_k: int | None = None, no_grad_trunk: bool = True, opt_kwargs: dict | None = None,
             clip_foreach: bool | None = True):
     """One train_lm step as a closure. ``opt_kwargs`` replaces train.make_optimizer's AdamW."""
-    if freeze_k is None:
-        params = dict(model.named_parameters())
-    else:
-        for p in model.trunk_parameters(freeze_k).values():
-            p.requires_grad_(False)
-        params = model.crown_parameters(freeze_k)
+    params = trainable_parameters(model, freeze_k)
     opt = optimizer(params, cfg, opt_kwargs)
     plist = list(params.values())
     model.train()

@@ -18,6 +18,7 @@ import glob
 import inspect
 import json
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -364,6 +365,19 @@ def _domain_losses(model: GPT, eval_sets: Mapping[str, tuple], batch_size: int) 
                 for d, (x, y) in eval_sets.items()}
 
 
+def _refuse_then_force(specs: Sequence[GPT], k: int) -> tuple[str | None, dict]:
+    """What :func:`compat.check` says about ``specs`` (its refusal, or None), and its full report
+    when told to let the mismatch through, as a deliberate break does."""
+    try:
+        compat.check(specs, k)
+        refusal = None
+    except compat.CompatibilityError as err:
+        refusal = str(err)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", compat.CompatibilityWarning)
+        return refusal, compat.check(specs, k, allow_mismatch=True)
+
+
 def break1(exp, base_seeds: Sequence[int] | None = None, tokenizer_case: bool = True,
            out_dir: Path | None = None) -> dict:
     """Specialists from differently seeded bases vs the shared-base pipeline, measured side by side.
@@ -390,15 +404,7 @@ def break1(exp, base_seeds: Sequence[int] | None = None, tokenizer_case: bool = 
     base_losses = {s: _domain_losses(b, exp.eval_sets, p.eval_batch_size) for s, b in bases.items()}
 
     # 1. the check refuses, then we opt out explicitly
-    try:
-        compat.check(diff_specs, k)
-        refusal = None
-    except compat.CompatibilityError as err:
-        refusal = str(err)
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", compat.CompatibilityWarning)
-        forced = compat.check(diff_specs, k, allow_mismatch=True)
+    refusal, forced = _refuse_then_force(diff_specs, k)
     healthy = compat.check(shared_specs, k)
 
     # 2. routers: the same three inputs, same config and batches, for both sets
@@ -574,15 +580,7 @@ def tokenizer_mismatch(exp, domain: str = "legal") -> dict:
     healthy = exp.specialists()
     specs = [bad if i == j else m for i, m in enumerate(healthy)]
     shared_vocab = sum(tok.id_to_token(i) == exp.tokenizer.id_to_token(i) for i in range(p.model.vocab_size))
-    try:
-        compat.check(specs, k)
-        refusal = None
-    except compat.CompatibilityError as err:
-        refusal = str(err)
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", compat.CompatibilityWarning)
-        forced = compat.check(specs, k, allow_mismatch=True)
+    refusal, forced = _refuse_then_force(specs, k)
 
     T, n = p.model.block_size, p.eval_chunks
     own_x, own_y = eval_windows(_alt_stream(exp, tok, domain, "eval"), n, T)

@@ -47,6 +47,15 @@ def make_optimizer(params: dict[str, torch.nn.Parameter], cfg: TrainConfig) -> t
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=fused or None)
 
 
+def trainable_parameters(model: GPT, freeze_k: int | None) -> dict[str, torch.nn.Parameter]:
+    """Every parameter, or with ``freeze_k`` only the crown's, after switching the trunk's gradients off."""
+    if freeze_k is None:
+        return dict(model.named_parameters())
+    for p in model.trunk_parameters(freeze_k).values():
+        p.requires_grad_(False)
+    return model.crown_parameters(freeze_k)
+
+
 def train_lm(model: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: TrainConfig,
              seed: int, freeze_k: int | None = None, desc: str = "train") -> list[float]:
     """Train ``model`` in place and return the per-step training loss.
@@ -57,12 +66,7 @@ def train_lm(model: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: Tr
     gen = torch.Generator().manual_seed(seed)
     device = default_device()
     model.to(device)  # trained where it is fastest, handed back on the CPU
-    if freeze_k is None:
-        params = dict(model.named_parameters())
-    else:
-        for p in model.trunk_parameters(freeze_k).values():
-            p.requires_grad_(False)
-        params = model.crown_parameters(freeze_k)
+    params = trainable_parameters(model, freeze_k)
     opt = make_optimizer(params, cfg)
     plist = list(params.values())
     foreach = all(p.device.type in ("cpu", "cuda") for p in plist) or None
