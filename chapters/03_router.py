@@ -44,7 +44,7 @@ from minigpt.data import DOMAINS
 from minigpt.notebook import (best_specialist_share, compare_router_targets, router_windows, routing_confusion, setup,
                               show_source, slider, target_sharpness)
 from minigpt.plots import plot_targets
-from minigpt.router import LinearRouter, performance_targets, router_loss, train_router
+from minigpt.router import LinearRouter, normalized, performance_targets, router_loss, train_router
 
 exp = setup()
 specialists = exp.specialists()  # loaded (or trained) as in notebook 2
@@ -55,9 +55,12 @@ k = exp.k
 #
 # One linear map from the hidden size to the number of specialists, then a softmax. It reads
 # the trunk output at the *last* position of the window, a summary that has seen every token,
-# and gives one weight vector per window:
+# and gives one weight vector per window. The hidden state is first normalised (`normalized`: a
+# LayerNorm like the one before the model's head, without its learned scale and shift), so the
+# router sees the state's direction and not its size, which differs from position to position:
 
 # %%
+show_source(normalized)
 show_source(LinearRouter)
 
 # %% [markdown]

@@ -182,8 +182,8 @@ print(table.loc[[r for r in rows if "per-token" in r], list(DOMAINS)].round(4).t
 # very token being predicted. At generation time those weights could not exist yet.
 #
 # The package's `CausalRouter` gives weights per position from a decaying average of the trunk
-# states seen so far (recent tokens count most, older ones fade), still a single linear map and a
-# softmax:
+# states seen so far (recent tokens count most, older ones fade), each normalised as in notebook 3,
+# still a single linear map and a softmax:
 
 # %%
 show_source(CausalRouter)

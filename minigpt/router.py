@@ -8,6 +8,11 @@
 
 Targets (Chapter 32, Step 5): domain labels, performance-based ``softmax(-loss / temp)``, or the
 language-model loss of the fused output itself (``lm``, as KALAVAI trains its router).
+
+Both routers read the trunk state through a LayerNorm without parameters, as the model's own head
+reads ``ln_f``'s output. The residual stream's scale varies by position and by base, and the
+normalised state gave a lower oracle gap on the cpu seeds 1 and 2 and the same on seed 0
+(0.019 / 0.025 / 0.026 nats against 0.019 / 0.029 / 0.033 unnormalised, when this was added).
 """
 from __future__ import annotations
 
@@ -24,13 +29,18 @@ from .model import token_nll_from_logprobs
 TARGETS = ("domain", "performance", "lm")
 
 
+def normalized(shared_h: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over channels with no learned scale or shift: the router sees direction, not size."""
+    return F.layer_norm(shared_h, shared_h.shape[-1:])
+
+
 class LinearRouter(nn.Module):
     def __init__(self, d_model: int, n_experts: int = 3) -> None:
         super().__init__()
         self.proj = nn.Linear(d_model, n_experts)
 
     def forward(self, shared_h: torch.Tensor) -> torch.Tensor:
-        x = shared_h[:, -1, :]  # (B, C): the last token summarises the window
+        x = normalized(shared_h[:, -1, :])  # (B, C): the last token summarises the window
         return F.softmax(self.proj(x), dim=-1)  # (B, N)
 
 
@@ -52,12 +62,13 @@ class CausalRouter(nn.Module):
         self.proj = nn.Linear(d_model, n_experts)
 
     def forward(self, shared_h: torch.Tensor) -> torch.Tensor:
-        T = shared_h.shape[1]
+        h = normalized(shared_h)  # (B, T, C)
+        T = h.shape[1]
         t = torch.arange(T, device=shared_h.device, dtype=shared_h.dtype)
         age = t.view(T, 1) - t.view(1, T)  # (T, T): how many tokens ago position s was, seen from t
         w = torch.where(age >= 0, self.decay ** age.clamp(min=0), torch.zeros_like(age))  # causal: s <= t
         w = w / w.sum(-1, keepdim=True)  # rows sum to 1: a weighted mean of h_1..h_t
-        summary = torch.einsum("ts,bsc->btc", w, shared_h)  # (B, T, C)
+        summary = torch.einsum("ts,bsc->btc", w, h)  # (B, T, C)
         return F.softmax(self.proj(summary), dim=-1)  # (B, T, N)
 
 

@@ -102,7 +102,7 @@ def test_causal_router_never_looks_ahead():
         w2 = router(later_changed)
         torch.testing.assert_close(w2[:, :t + 1], w[:, :t + 1], atol=1e-6, rtol=0)
         now_changed = h.clone()
-        now_changed[:, t] += 1.0  # ...but it does read position t itself
+        now_changed[:, t] += torch.randn(B, 8)  # ...but it does read position t itself
         assert not torch.allclose(router(now_changed)[:, t], w[:, t])
 
 
@@ -116,10 +116,21 @@ def test_causal_router_reads_a_decaying_average(decay):
     h = torch.randn(2, 6, 8)
     m, summaries = torch.zeros(2, 8), []
     for t in range(h.shape[1]):
-        m = decay * m + (1 - decay) * h[:, t]
+        h_t = (h[:, t] - h[:, t].mean(-1, keepdim=True)) / (h[:, t].var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+        m = decay * m + (1 - decay) * h_t
         summaries.append(m / (1 - decay ** (t + 1)))
     expected = torch.softmax(router.proj(torch.stack(summaries, 1)), -1)
     torch.testing.assert_close(router(h), expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", sorted(ROUTERS))
+def test_router_reads_the_direction_of_the_hidden_state_not_its_size(kind):
+    # the residual stream's scale differs by position and by base; the routers normalise it away
+    torch.manual_seed(0)
+    router = ROUTERS[kind](8, 3)
+    h = torch.randn(2, 6, 8)
+    torch.testing.assert_close(router(3.0 * h + 0.5), router(h), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(router(h.flip(-1)), router(h))  # ...but the direction matters
 
 
 def test_causal_router_forgets_an_old_domain():
