@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import glob
-import inspect
 import json
 import time
 import warnings
@@ -43,7 +42,7 @@ from .diagnostics import (calibration_from_stats, calibration_stats, confusion_m
 from .evaluate import HEADLINE, ORACLE, SPECIALIST_ROWS, collect, gap_by_position, litmus, loss_table
 from .fusion import average_weights, broadcast_weights, fuse_logits, fuse_probs, hard_weights, uniform_weights
 from .model import GPT, token_nll_from_logprobs
-from .router import CausalRouter, train_router
+from .router import CausalRouter, router_code_fingerprint, train_router
 from .streams import encode_stream, eval_windows, mixed_windows, random_windows
 from .tokenizer import eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 from .train import train_lm
@@ -142,7 +141,7 @@ def _router(exp, sset: SpecialistSet, feature: str, cfg: RouterConfig, tag: str)
     from .experiment import derive_seed
 
     n, dim = len(sset.models), sset.feature_dim(feature)
-    key = config_key("break-router", feature, inspect.getsource(CausalRouter), cfg,
+    key = config_key("break-router", feature, router_code_fingerprint(), cfg,
                      [model_fingerprint(m) for m in sset.models], sset.k, sset.shared, exp.seed,
                      exp.corpus_fingerprint)
     path = cache_root() / "routers" / f"break-{key}.safetensors"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import json
 import os
 import time
@@ -31,7 +30,7 @@ from .evaluate import (HEADLINE, ORACLE, collect, cross_domain_matrix, gap_by_po
                        routing_accuracy)
 from .fusion import FusedModel, average_weights
 from .model import GPT
-from .router import ROUTERS, train_router
+from .router import ROUTERS, router_code_fingerprint, train_router
 from .streams import DomainStreams, encode_stream, eval_windows, mixed_windows, random_windows
 from .tokenizer import eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 from .train import train_lm
@@ -70,9 +69,10 @@ class Experiment:
         return data_mod.corpus_fingerprint(self.corpus)
 
     def provenance(self) -> dict[str, str]:
-        """The data fingerprints every results JSON records; results with other ones come from
-        another corpus or tokenizer and must not be pooled with this run's."""
-        return {"corpus_fingerprint": self.corpus_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint}
+        """The fingerprints every results JSON records; results with other ones come from another
+        corpus, tokenizer or router code and must not be pooled with this run's."""
+        return {"corpus_fingerprint": self.corpus_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
+                "router_code": router_code_fingerprint()}
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
@@ -207,8 +207,8 @@ class Experiment:
         p = self.profile
         specs = self.specialists(k=k)
         fused = FusedModel(specs, k)
-        # the router's source is part of the key: editing the class retrains it instead of loading stale weights
-        key = config_key("router", kind, inspect.getsource(ROUTERS[kind]), cfg,
+        # the router code is part of the key: editing it retrains the router instead of loading stale weights
+        key = config_key("router", kind, router_code_fingerprint(), cfg,
                          [_fingerprint(m) for m in specs], k, self.seed, self.corpus_fingerprint)
         path = cache_root() / "routers" / f"{kind}-{key}.safetensors"
 

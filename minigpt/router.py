@@ -16,6 +16,8 @@ normalised state gave a lower oracle gap on the cpu seeds 1 and 2 and the same o
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 from typing import Callable
 
 import torch
@@ -73,6 +75,14 @@ class CausalRouter(nn.Module):
 
 
 ROUTERS = {"last_token": LinearRouter, "per_token": CausalRouter}
+
+
+def router_code_fingerprint() -> str:
+    """Hash of the code that turns trunk states into weights. Router cache keys and results JSONs
+    carry it, so editing a router (or ``normalized``) retrains cached routers and keeps results
+    measured with the old code out of pooled fits."""
+    src = "".join(inspect.getsource(obj) for obj in (normalized, LinearRouter, CausalRouter))
+    return hashlib.sha256(src.encode()).hexdigest()[:16]
 
 
 def performance_targets(losses: torch.Tensor, temp: float) -> torch.Tensor:

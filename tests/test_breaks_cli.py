@@ -9,6 +9,7 @@ import pytest
 
 from minigpt.cli import main
 from minigpt.data import DOMAINS, MissingWheelsError
+from minigpt.router import router_code_fingerprint
 
 pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow]
 
@@ -29,6 +30,7 @@ def _run(cmd: str, tmp_path, capsys) -> tuple[dict, str]:
     rep = json.loads((tmp_path / "ci" / "seed-0" / f"{name}.json").read_text())
     # every report records which corpus and tokenizer it was measured on
     assert len(rep["corpus_fingerprint"]) == len(rep["tokenizer_fingerprint"]) == 64
+    assert rep["router_code"] == router_code_fingerprint()  # ...and with which router code
     return rep, out
 
 
@@ -89,7 +91,7 @@ def test_hybrid(tmp_path, capsys):
 def test_points_from_other_runs_pool_only_runs_on_the_same_data(tmp_path):
     from minigpt.breaks import points_from_other_runs
 
-    mine = {"corpus_fingerprint": "c1", "tokenizer_fingerprint": "t1"}
+    mine = {"corpus_fingerprint": "c1", "tokenizer_fingerprint": "t1", "router_code": "r1"}
 
     def write(seed: int, name: str, report: dict) -> None:
         folder = tmp_path / f"seed-{seed}"
@@ -101,6 +103,7 @@ def test_points_from_other_runs_pool_only_runs_on_the_same_data(tmp_path):
     write(1, "freeze_sweep.json", {**mine, "points": [point(1, 2.0)]})
     write(2, "freeze_sweep.json", {**mine, "tokenizer_fingerprint": "t0", "points": [point(2, 3.0)]})  # stale
     write(3, "freeze_sweep.json", {"points": [point(3, 4.0)]})  # written before fingerprints were recorded
+    write(5, "freeze_sweep.json", {**mine, "router_code": "r0", "points": [point(5, 5.0)]})  # routers since edited
     (tmp_path / "seed-4").mkdir()
     (tmp_path / "seed-4" / "freeze_sweep.json").write_text('{"seed": 4, "poi')  # half-written
     controls = {str(b): {"own_domain_gain_over_own_base_%": {"code": 4.0, "medical": 6.0}, "fusion_gain_vs_best_specialist_%": 9.0}

@@ -227,3 +227,17 @@ def test_unknown_target_raises():
     toy = _ToyExperts()
     with pytest.raises(ValueError, match="domain, performance, lm"):
         train_router(CausalRouter(C, N), toy.next_batch, toy.expert_logits, cfg, seed=0)
+
+
+def _unnormalized(shared_h):
+    return shared_h
+
+
+def test_router_code_fingerprint_follows_the_helper_the_routers_call(monkeypatch):
+    # cached routers are keyed by this fingerprint: editing `normalized` alone must retrain them
+    import minigpt.router as router_mod
+
+    before = router_mod.router_code_fingerprint()
+    assert router_mod.router_code_fingerprint() == before  # stable between calls
+    monkeypatch.setattr(router_mod, "normalized", _unnormalized)
+    assert router_mod.router_code_fingerprint() != before
