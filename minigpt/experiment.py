@@ -208,11 +208,14 @@ class Experiment:
         specs = self.specialists(k=k)
         fused = FusedModel(specs, k)
         # the router code is part of the key: editing it retrains the router instead of loading stale weights
-        key = config_key("router", kind, router_code_fingerprint(), cfg,
+        key = config_key("router", kind, router_code_fingerprint(), "seeded-init", cfg,
                          [_fingerprint(m) for m in specs], k, self.seed, self.corpus_fingerprint)
         path = cache_root() / "routers" / f"{kind}-{key}.safetensors"
 
         def build():
+            # seeded here, not by whatever ran before in this process: the same key gives the same
+            # router whether the models before it were trained or loaded from the cache
+            torch.manual_seed(derive_seed(self.seed, "router-init", kind, k))
             router = ROUTERS[kind](p.model.n_embd, len(specs))
             batch = lambda g: mixed_windows(self.streams, "router", cfg.batch_size, p.model.block_size, g, cfg.domain_mix)  # noqa: E731
             train_router(router, batch, fused.expert_logits, cfg, derive_seed(self.seed, "router", kind),

@@ -179,3 +179,20 @@ def test_cli_twice_gives_identical_report(ci_experiment, tmp_path):
     assert len(first["litmus"]) == 7
     assert set(first["table"]) >= {"base", "oracle (per sequence)", *(f"{d} specialist" for d in DOMAINS)}
     assert "Step 8 litmus" in out1 and "table.json" in out2
+
+
+def test_router_does_not_depend_on_what_ran_before_it(ci_experiment, monkeypatch):
+    # a router built from scratch twice, with the global RNG in different states each time, must
+    # come out identical: otherwise results depend on which models happened to be cached
+    import minigpt.experiment as experiment_mod
+
+    ci_experiment.specialists()  # load the models first, so only the router is built below
+    real_cached = experiment_mod.cached
+    monkeypatch.setattr(experiment_mod, "cached", lambda path, build, save, load:
+                        build() if "routers" in str(path) else real_cached(path, build, save, load))
+    cfg = replace(ci_experiment.profile.router, steps=2)
+    torch.manual_seed(1)
+    first = ci_experiment.router("per_token", cfg).state_dict()
+    torch.rand(1000)  # move the global RNG on
+    second = ci_experiment.router("per_token", cfg).state_dict()
+    assert _identical(first, second)
