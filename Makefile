@@ -6,7 +6,7 @@ PROFILE ?= cpu
 SEED    ?= 0
 TORCH   := torch==2.13.0
 
-.PHONY: run test setup env-check clean-cache book
+.PHONY: run seeds test setup env-check clean-cache book
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,11 @@ setup: $(BIN)/python
 
 run: setup
 	$(BIN)/python -m minigpt run --profile $(PROFILE) --seed $(SEED)
+
+# the same for several seeds, then mean and std of gain, oracle gap and routing accuracy
+SEEDS ?= 0,1,2
+seeds: setup
+	$(BIN)/python -m minigpt seeds --profile $(PROFILE) --seeds $(SEEDS)
 
 # unit tests + every notebook run headless (nbmake) at the small `ci` profile; no progress bars in logs;
 # one thread per worker: two xdist workers on two cores, oversubscription makes small ops ~10x slower

@@ -121,3 +121,28 @@ def fit_gain_vs_divergence(points: Sequence) -> dict:
         out.update(slope=float(slope), intercept=float(intercept),
                    r2=float(1 - ((g - pred) ** 2).sum() / ss_tot) if ss_tot > 0 else None)
     return out
+
+
+def seed_summary(reports: Sequence[Mapping], router: str = "per-token") -> pd.DataFrame:
+    """The headline numbers of several ``table.json`` reports, one row per seed plus mean and std.
+
+    Columns: the headline fusion's gain over the best specialist on mixed data (%), its oracle gap
+    (nats), the ``router``'s routing accuracy per domain (%) and the lowest of those. The std row is
+    the sample standard deviation (ddof=1), so it needs at least two seeds; with one it is NaN.
+    """
+    if not reports:
+        raise ValueError("no results to summarise; run `python -m minigpt run --seed N` for some seeds first")
+    seeds = [r["seed"] for r in reports]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds} repeat; give each seed once")
+    rows = {}
+    for rep in reports:
+        table = pd.DataFrame.from_dict(rep["table"], orient="index")
+        acc = {d: 100 * rep["routing_accuracy"][router][d] for d in DOMAINS}
+        rows[f"seed {rep['seed']}"] = {"gain vs best specialist %": fusion_gain(table, rep.get("headline", HEADLINE)),
+                                       "oracle gap nats": rep["oracle_gap_nats"],
+                                       **{f"routing {d} %": a for d, a in acc.items()},
+                                       "routing min %": min(acc.values())}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    stats = pd.DataFrame({"mean": out.mean(), "std": out.std(ddof=1)}).T
+    return pd.concat([out, stats])

@@ -114,3 +114,33 @@ def test_fit_needs_two_distinct_divergences():
     fit = an.fit_gain_vs_divergence([(3.0, 1.0), (3.0, 2.0)])
     assert fit["slope"] is None and fit["n"] == 2
     assert an.kalavai_line(10.0) == pytest.approx(5.48)
+
+
+def _report(seed: int, fused_mixed: float, gap: float, acc: dict) -> dict:
+    t = _table()
+    t.loc["fused soft (per-token router)", "mixed"] = fused_mixed
+    return {"seed": seed, "table": {r: t.loc[r].to_dict() for r in t.index}, "oracle_gap_nats": gap,
+            "routing_accuracy": {"per-token": acc}}
+
+
+def test_seed_summary_by_hand():
+    accs = [{"code": 0.99, "medical": 0.96, "legal": 0.94}, {"code": 0.97, "medical": 0.98, "legal": 0.95}]
+    reps = [_report(0, 4.0, 0.02, accs[0]), _report(3, 4.2, 0.03, accs[1])]
+    s = an.seed_summary(reps)
+    assert list(s.index) == ["seed 0", "seed 3", "mean", "std"]
+    best = _table().loc[["code specialist", "medical specialist", "legal specialist"], "mixed"].min()
+    gains = [(best - 4.0) / best * 100, (best - 4.2) / best * 100]
+    assert s.loc["seed 3", "gain vs best specialist %"] == pytest.approx(gains[1])
+    assert s.loc["mean", "gain vs best specialist %"] == pytest.approx(np.mean(gains))
+    assert s.loc["std", "oracle gap nats"] == pytest.approx(np.std([0.02, 0.03], ddof=1))
+    assert s.loc["seed 0", "routing min %"] == pytest.approx(94.0)  # legal, the weakest domain of seed 0
+    assert s.loc["mean", "routing min %"] == pytest.approx(94.5)  # mean of the per-seed minimums
+    assert s.loc["mean", "routing medical %"] == pytest.approx(97.0)
+
+
+def test_seed_summary_rejects_repeated_or_missing_seeds():
+    rep = _report(0, 4.0, 0.02, {"code": 1.0, "medical": 1.0, "legal": 1.0})
+    with pytest.raises(ValueError, match="repeat"):
+        an.seed_summary([rep, rep])
+    with pytest.raises(ValueError, match="no results"):
+        an.seed_summary([])

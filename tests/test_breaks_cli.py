@@ -115,3 +115,32 @@ def test_points_from_other_runs_pool_only_runs_on_the_same_data(tmp_path):
     assert [(q["source"], q["seed"], q["base_seed"]) for q in got] == [
         ("freeze sweep", 1, 1), ("break1 control", 1, 2), ("break1 control", 1, 3)]  # base 1 is the run's own
     assert got[1]["divergence"] == 5.0 and got[1]["gain"] == 9.0
+
+
+def test_seeds_summarises_the_runs_it_made(tmp_path, capsys):
+    from minigpt.analysis import fusion_gain
+    import pandas as pd
+
+    try:
+        code = main(["seeds", "--profile", "ci", "--seeds", "0"])
+    except MissingWheelsError as err:
+        pytest.skip(f"corpus unavailable: {err}")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    summary = json.loads((tmp_path / "ci" / "seeds.json").read_text())
+    table = json.loads((tmp_path / "ci" / "seed-0" / "table.json").read_text())
+    row = summary["summary"]["seed 0"]
+    # the summary is computed from the table that run wrote, not from anything else
+    gain = fusion_gain(pd.DataFrame.from_dict(table["table"], orient="index"))
+    assert row["gain vs best specialist %"] == pytest.approx(gain, abs=1e-5)
+    assert row["oracle gap nats"] == pytest.approx(table["oracle_gap_nats"])
+    assert row["routing min %"] == pytest.approx(100 * min(table["routing_accuracy"]["per-token"].values()), abs=1e-5)
+    assert summary["provenance"]["seed-0"]["router_code"] == router_code_fingerprint()
+    assert "gain vs best specialist %" in out and "mean" in out
+
+
+@pytest.mark.parametrize("seeds, problem", [("0,x", "comma-separated integers"), ("1,1", "repeats a seed")])
+def test_seeds_rejects_bad_lists_in_one_line(seeds, problem, capsys):
+    assert main(["seeds", "--profile", "ci", "--seeds", seeds]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and err.count("\n") == 1
