@@ -165,8 +165,8 @@ assert (drift.loc[["ln_f"]] > 0).all().all(), "every crown should have trained"
 #    domains?
 # 2. Which specialist loses most against the base outside its own domain, and on which domain?
 #    Suggest why that pair of domains in particular pulls apart.
-# 3. Is the base "decent everywhere but best nowhere" (Chapter 32, Step 8)? Which cells of the
-#    heatmap answer that?
+# 3. Does the base do reasonably on every domain without winning any (Chapter 32, Step 8)?
+#    Which cells of the heatmap answer that?
 # 4. The trunks are bit-identical. What does that guarantee the router (Chapter 32, Step 3), and
 #    what does it leave unguaranteed about the crowns' outputs?
 # 5. Look at the end of the training curves and at the drift per block. Would more crown steps

@@ -181,7 +181,7 @@ for row in SPECIALIST_ROWS:
 for d in (*DOMAINS, "mixed"):
     assert table.loc["oracle (per token)", d] <= table.loc[ORACLE, d] + 1e-9
 checklist = {c["condition"]: c["holds"] for c in res["litmus"]}
-assert checklist["routed fusion beats the base on mixed data"] == bool(mixed[HEADLINE] < mixed["base"])
+assert checklist["the fused model has a lower mixed loss than the base"] == bool(mixed[HEADLINE] < mixed["base"])
 assert abs(gap - (mixed[HEADLINE] - mixed[ORACLE])) < 1e-9
 print("oracle ≤ every specialist, per-token oracle ≤ per-sequence oracle, checklist consistent with the table")
 
@@ -192,7 +192,7 @@ print("oracle ≤ every specialist, per-token oracle ≤ per-sequence oracle, ch
 #    still beat it? If weight averaging or the monolithic model comes out ahead, what does that say
 #    about the router, as opposed to the specialists?
 # 2. Chapter 32, question 2: how large is the oracle gap, in nats and as a share of the oracle's
-#    headroom over the best specialist? Is the bottleneck the router or the specialists, and what
+#    headroom over the best specialist? Which limits it more, routing or specialisation, and what
 #    would you change first in each case?
 # 3. Which Step 8 conditions fail at this profile? For each, say whether you read it as a problem
 #    with the method or a property of this (small) run, and what experiment would tell the two apart.

@@ -92,24 +92,23 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     try:
-        exp = None if args.command == "seeds" else Experiment(args.profile, args.seed)
         if args.command == "seeds":
             _run_seeds(args.profile, _parse_seeds(args.seeds))
         elif args.command == "run":
-            _print_run(exp.run())
+            _print_run(Experiment(args.profile, args.seed).run())
         elif args.command in ("break1", "break2", "sweep-freeze"):
             from . import breaks
 
             fn, summary = {"break1": (breaks.break1, breaks.summarize_break1),
                            "break2": (breaks.break2, breaks.summarize_break2),
                            "sweep-freeze": (breaks.freeze_sweep, breaks.summarize_freeze_sweep)}[args.command]
-            rep = fn(exp)
+            rep = fn(Experiment(args.profile, args.seed))
             print(summary(rep))
             print(f"\nwrote {rep['out_path']}")
         elif args.command == "hybrid":
             from .hybrid import run_hybrid, summarize_hybrid
 
-            rep = run_hybrid(exp)
+            rep = run_hybrid(Experiment(args.profile, args.seed))
             print(summarize_hybrid(rep))
             print(f"\nwrote {rep['out_path']}")
     except (ValueError, RuntimeError) as err:  # our errors are one line that says what to do

@@ -207,7 +207,8 @@ class Experiment:
         p = self.profile
         specs = self.specialists(k=k)
         fused = FusedModel(specs, k)
-        # the router code is part of the key: editing it retrains the router instead of loading stale weights
+        # the router code is part of the key: editing it retrains the router instead of loading stale weights;
+        # "seeded-init" retires routers cached before their initialisation was seeded (see build)
         key = config_key("router", kind, router_code_fingerprint(), "seeded-init", cfg,
                          [_fingerprint(m) for m in specs], k, self.seed, self.corpus_fingerprint)
         path = cache_root() / "routers" / f"{kind}-{key}.safetensors"

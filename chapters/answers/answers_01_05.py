@@ -319,12 +319,12 @@ oracle {mixed[ORACLE]:.4f}; nb 5 §2). The oracle's headroom over the best singl
 
 # %%
 fixes = {
-    "each specialist wins on its own domain": "train the crowns longer or freeze less (K lower) and re-check the heatmap",
-    "each specialist loses on at least one other domain (worse than base)": "nothing is wrong if specialists generalise; compare with a longer crown schedule",
-    "base is decent everywhere but best nowhere": "a base that is best somewhere means a specialist failed to improve on it: check that crown's curve",
-    "weight averaging is mediocre or worse (no better than the best specialist)": "crowns close to the base average well; rerun with more crown steps and see whether averaging degrades",
-    "routed fusion beats the base on mixed data": "check routing accuracy and the oracle gap to see whether the router or the specialists fail",
-    "routed fusion beats every single specialist on mixed data": "if the oracle also fails to beat them, the specialists are too similar; otherwise the router is weak",
+    "every specialist has the lowest loss on its own domain": "train the crowns longer or freeze less (K lower) and re-check the heatmap",
+    "every specialist is worse than the base on some other domain": "nothing is wrong if specialists generalise; compare with a longer crown schedule",
+    "the base is beaten by some specialist on every domain": "a base that is best somewhere means a specialist failed to improve on it: check that crown's curve",
+    "averaged crowns do no better than the best single specialist": "crowns close to the base average well; rerun with more crown steps and see whether averaging degrades",
+    "the fused model has a lower mixed loss than the base": "check routing accuracy and the oracle gap to see whether the router or the specialists fail",
+    "the fused model has a lower mixed loss than every specialist": "if the oracle also fails to beat them, the specialists are too similar; otherwise the router is weak",
 }
 failed = [c for c in res["litmus"] if not c["holds"]]
 if not failed:
