@@ -127,8 +127,11 @@ def seed_summary(reports: Sequence[Mapping], router: str = "per-token") -> pd.Da
     """The headline numbers of several ``table.json`` reports, one row per seed plus mean and std.
 
     Columns: the headline fusion's gain over the best specialist on mixed data (%), its oracle gap
-    (nats), the ``router``'s routing accuracy per domain (%) and the lowest of those. The std row is
-    the sample standard deviation (ddof=1), so it needs at least two seeds; with one it is NaN.
+    (nats), the ``router``'s routing accuracy per domain (%) and the lowest of those. Reports that
+    carry a ``routing_ceiling`` (``Experiment.routing_ceiling``) add that router's oracle gap and
+    lowest routing accuracy: the best a router of this form reading these features could reach.
+    The std row is the sample standard deviation (ddof=1), so it needs at least two seeds; with
+    one it is NaN.
     """
     if not reports:
         raise ValueError("no results to summarise; run `python -m minigpt run --seed N` for some seeds first")
@@ -143,6 +146,11 @@ def seed_summary(reports: Sequence[Mapping], router: str = "per-token") -> pd.Da
                                        "oracle gap nats": rep["oracle_gap_nats"],
                                        **{f"routing {d} %": a for d, a in acc.items()},
                                        "routing min %": min(acc.values())}
+        if "routing_ceiling" in rep:
+            ceiling = rep["routing_ceiling"]
+            rows[f"seed {rep['seed']}"].update({
+                "ceiling gap nats": ceiling["oracle_gap_nats"],
+                "ceiling routing min %": 100 * min(ceiling["routing_accuracy"][d] for d in DOMAINS)})
     out = pd.DataFrame.from_dict(rows, orient="index")
     stats = pd.DataFrame({"mean": out.mean(), "std": out.std(ddof=1)}).T
     return pd.concat([out, stats])

@@ -9,6 +9,8 @@ returns): for each eval domain, the weight every token gave each of the N specia
   prediction, mean max-probability, accuracy and logit scale (std of the logits over the vocab);
 * misrouting: when the argmax is not the window's domain, was the chosen specialist still the
   best one for that window (two specialists both fit) or a worse one (a wrong domain)?
+* the routing ceiling: a router of the same form fitted on the evaluation windows themselves, an
+  optimistic reference for what reading these trunk features allows;
 * matplotlib helpers for the confusion matrix, the histograms and a per-token routing heatmap.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .data import DOMAINS
 from .evaluate import routing_accuracy  # noqa: F401  (re-exported: one definition of accuracy)
@@ -174,6 +177,41 @@ def oracle_agreement(weights: WeightsByDomain, specialist_nll: Mapping[str, torc
         best = specialist_nll[domain].double().mean(-1).argmin(0)  # (n,)
         out[domain] = float((w.argmax(-1) == best.unsqueeze(1)).double().mean())
     return out
+
+
+# -- the routing ceiling -----------------------------------------------------------------------
+def fit_to_eval_labels(router: torch.nn.Module, states: Mapping[str, torch.Tensor], steps: int = 300,
+                       lr: float = 1e-2) -> torch.nn.Module:
+    """Fit ``router`` in place on trunk states ``{domain: (n, T, C)}``, every window's own domain as target.
+
+    Full batch, Adam, cross-entropy (``router.router_loss``) against one-hot labels at every
+    position. Given the *evaluation* windows, this router has seen the test and its answers, so it
+    is an optimistic reference for any router of the same form reading the same features. (Not a
+    strict bound: cross-entropy is not accuracy, and on a weak trunk a trained router can beat it
+    on one domain.) A trained router close to it has little left to gain from more router steps
+    or other targets; closing the rest needs trunk features that separate the domains better.
+    """
+    from .router import router_loss  # the router's own loss; router imports nothing from here
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    unknown = [d for d in states if d not in DOMAINS]
+    if unknown:
+        raise ValueError(f"unknown domains {unknown}; states must be keyed by {', '.join(DOMAINS)}")
+    x = torch.cat([states[d] for d in states])  # (n_all, T, C)
+    labels = torch.cat([torch.full((s.shape[0],), DOMAINS.index(d)) for d, s in states.items()])
+    opt = torch.optim.Adam(router.parameters(), lr=lr)
+    router.train()
+    for _ in tqdm(range(steps), desc="router fitted on eval", leave=False, mininterval=1.0):
+        w = router(x)  # (n_all, N) or (n_all, T, N)
+        targets = F.one_hot(labels, w.shape[-1]).to(w.dtype)
+        if w.dim() == 3:  # per-token router: the window's label at every position
+            targets = targets.unsqueeze(1).expand_as(w)
+        loss = router_loss(w, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return router.eval()
 
 
 # -- plots -------------------------------------------------------------------------------------

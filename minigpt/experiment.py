@@ -230,6 +230,36 @@ class Experiment:
 
         return cached(path, build, lambda r, tmp: save_model(r, str(tmp)), load)
 
+    def routing_ceiling(self, kind: str = "per_token", steps: int = 300) -> dict:
+        """A ``kind`` router fitted on the evaluation windows themselves (domain labels): its
+        routing accuracy per domain and oracle gap are an optimistic reference for what a router
+        reading these trunk features can reach (``diagnostics.fit_to_eval_labels``). Cached as JSON."""
+        from .diagnostics import fit_to_eval_labels
+
+        if kind not in ROUTERS:
+            raise ValueError(f"unknown router kind {kind!r}; choose one of {', '.join(ROUTERS)}")
+        specs, k, p = self.specialists(), self.k, self.profile
+        key = config_key("ceiling", kind, steps, router_code_fingerprint(), [_fingerprint(m) for m in specs],
+                         k, self.seed, self.corpus_fingerprint, p.eval_chunks)
+        path = cache_root() / "ceilings" / f"{kind}-{key}.json"
+
+        def build() -> dict:
+            with torch.no_grad():
+                states = {d: torch.cat([specs[0].trunk(x[i:i + p.eval_batch_size], k)
+                                        for i in range(0, x.shape[0], p.eval_batch_size)])
+                          for d, (x, _) in self.eval_sets.items()}
+            torch.manual_seed(derive_seed(self.seed, "ceiling-init", kind, k))
+            router = fit_to_eval_labels(ROUTERS[kind](p.model.n_embd, len(specs)), states, steps)
+            nll, weights = collect(self.eval_sets, self.base(), specs, k, {"eval-fitted": router},
+                                   batch_size=p.eval_batch_size)
+            mixed = loss_table(nll)["mixed"]
+            return {"kind": kind, "steps": steps, "seed": self.seed, "freeze_k": k,
+                    "routing_accuracy": _rounded(routing_accuracy(weights["eval-fitted"])),
+                    "oracle_gap_nats": round(float(mixed["fused soft (eval-fitted router)"] - mixed[ORACLE]), 6)}
+
+        return cached(path, build, lambda obj, tmp: tmp.write_text(json.dumps(obj, indent=2)),
+                      lambda path: json.loads(path.read_text()))
+
     # -- the chapter's table ---------------------------------------------------------------
     def evaluate(self, k: int | None = None, router_cfg: RouterConfig | None = None) -> dict:
         """Score every row of the chapter's table on the held-out windows (models come from the cache)."""

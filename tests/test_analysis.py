@@ -138,6 +138,18 @@ def test_seed_summary_by_hand():
     assert s.loc["mean", "routing medical %"] == pytest.approx(97.0)
 
 
+def test_seed_summary_adds_the_ceiling_only_where_reports_carry_one():
+    acc = {"code": 0.99, "medical": 0.96, "legal": 0.94}
+    with_ceiling = {**_report(0, 4.0, 0.02, acc),
+                    "routing_ceiling": {"oracle_gap_nats": 0.015,
+                                        "routing_accuracy": {"code": 0.995, "medical": 0.97, "legal": 0.955}}}
+    s = an.seed_summary([with_ceiling, _report(1, 4.1, 0.03, acc)])
+    assert s.loc["seed 0", "ceiling gap nats"] == pytest.approx(0.015)
+    assert s.loc["seed 0", "ceiling routing min %"] == pytest.approx(95.5)  # legal, the weakest
+    assert np.isnan(s.loc["seed 1", "ceiling gap nats"])  # an older report without one: left blank, not zero
+    assert "ceiling gap nats" not in an.seed_summary([_report(1, 4.1, 0.03, acc)]).columns
+
+
 def test_seed_summary_rejects_repeated_or_missing_seeds():
     rep = _report(0, 4.0, 0.02, {"code": 1.0, "medical": 1.0, "legal": 1.0})
     with pytest.raises(ValueError, match="repeat"):

@@ -9,6 +9,7 @@ import pytest
 
 from minigpt.cli import main
 from minigpt.data import DOMAINS, MissingWheelsError
+from minigpt.experiment import Experiment
 from minigpt.router import router_code_fingerprint
 
 pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow]
@@ -137,6 +138,9 @@ def test_seeds_summarises_the_runs_it_made(tmp_path, capsys):
     assert row["routing min %"] == pytest.approx(100 * min(table["routing_accuracy"]["per-token"].values()), abs=1e-5)
     assert summary["provenance"]["seed-0"]["router_code"] == router_code_fingerprint()
     assert "gain vs best specialist %" in out and "mean" in out
+    ceiling = Experiment("ci", seed=0).routing_ceiling()  # cached by the command: loads, does not refit
+    assert row["ceiling gap nats"] == pytest.approx(ceiling["oracle_gap_nats"])
+    assert row["ceiling routing min %"] == pytest.approx(100 * min(ceiling["routing_accuracy"].values()), abs=1e-5)
 
 
 @pytest.mark.parametrize("seeds, problem", [("0,x", "comma-separated integers"), ("1,1", "repeats a seed")])

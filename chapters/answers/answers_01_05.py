@@ -313,9 +313,16 @@ else:
     diag = (f"The router captures only {captured:.0%} of the headroom, so the bottleneck is the router: the "
             "specialists hold value it does not reach. Train it longer, on balanced data, with performance or "
             "LM-loss targets, or route per token.")
+ceiling_gap = exp.routing_ceiling()["oracle_gap_nats"]  # same router form, fitted on the eval windows
+router_room = gap - ceiling_gap
+reference = (f"A router of the same form fitted on the evaluation windows themselves still leaves {ceiling_gap:+.4f} "
+             f"nats (nb 5 §2), so better router training could win at most about {max(router_room, 0):.4f} of the "
+             f"{gap:.4f}; " + ("the rest comes from trunk features that do not separate the domains, and from "
+                               "the first tokens of each window." if router_room < gap / 2 else
+                               "most of the gap is the router's, so train it better before touching the trunk."))
 show_markdown(f"""**5.2** The oracle gap is {gap:+.4f} nats ({HEADLINE} {mixed[HEADLINE]:.4f} against the per-window
 oracle {mixed[ORACLE]:.4f}; nb 5 §2). The oracle's headroom over the best single specialist ({best_spec:.4f}) is
-{headroom:.4f} nats{', little room to begin with' if 0 < headroom < 0.05 else ''}. {diag}""")
+{headroom:.4f} nats{', little room to begin with' if 0 < headroom < 0.05 else ''}. {diag} {reference}""")
 
 # %%
 fixes = {
