@@ -204,10 +204,7 @@ def fit_to_eval_labels(router: torch.nn.Module, states: Mapping[str, torch.Tenso
     router.train()
     for _ in tqdm(range(steps), desc="router fitted on eval", leave=False, mininterval=1.0):
         w = router(x)  # (n_all, N) or (n_all, T, N)
-        targets = F.one_hot(labels, w.shape[-1]).to(w.dtype)
-        if w.dim() == 3:  # per-token router: the window's label at every position
-            targets = targets.unsqueeze(1).expand_as(w)
-        loss = router_loss(w, targets)
+        loss = router_loss(w, F.one_hot(labels, w.shape[-1]).to(w.dtype))  # the window's label at every position
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

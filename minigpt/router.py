@@ -96,7 +96,12 @@ def performance_targets(losses: torch.Tensor, temp: float) -> torch.Tensor:
 
 
 def router_loss(weights: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy between target distributions and router weights, both (..., N)."""
+    """Cross-entropy between target distributions and router weights, both (..., N).
+
+    Per-sequence targets (B, N) for a per-token router's weights (B, T, N) apply at every position.
+    """
+    if weights.dim() == 3 and targets.dim() == 2:
+        targets = targets.unsqueeze(1).expand_as(weights)
     return -(targets * weights.clamp_min(1e-9).log()).sum(dim=-1).mean()
 
 
@@ -134,9 +139,7 @@ def train_router(router: nn.Module, next_batch: Callable[[torch.Generator], tupl
                     nll = torch.stack([token_nll_from_logprobs(F.log_softmax(l.float(), -1), y)
                                        for l in logits])  # (N, B, T)
                 targets = performance_targets(nll.mean(-1).T, cfg.temp)  # (B, N) per sequence
-            if weights.dim() == 3:  # per-token router: the sequence's target at every position
-                targets = targets.unsqueeze(1).expand_as(weights)
-            loss = router_loss(weights, targets)
+            loss = router_loss(weights, targets)  # a per-token router gets the sequence's target everywhere
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -241,3 +241,13 @@ def test_router_code_fingerprint_follows_the_helper_the_routers_call(monkeypatch
     assert router_mod.router_code_fingerprint() == before  # stable between calls
     monkeypatch.setattr(router_mod, "normalized", _unnormalized)
     assert router_mod.router_code_fingerprint() != before
+
+
+def test_router_loss_applies_sequence_targets_at_every_position():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.softmax(torch.randn(2, 5, 3, generator=gen), -1)  # (B, T, N) per-token weights
+    t = torch.softmax(torch.randn(2, 3, generator=gen), -1)  # (B, N) one target per sequence
+    expanded = t.unsqueeze(1).expand(-1, 5, -1)
+    assert router_loss(w, t).item() == pytest.approx(router_loss(w, expanded).item())
+    # and it is the mean over positions of the per-position loss, not the loss of one position
+    assert router_loss(w, t).item() == pytest.approx(sum(router_loss(w[:, i], t).item() for i in range(5)) / 5)
