@@ -129,7 +129,7 @@ def seed_summary(reports: Sequence[Mapping], router: str = "per-token") -> pd.Da
     Columns: the headline fusion's gain over the best specialist on mixed data (%), its oracle gap
     (nats), the ``router``'s routing accuracy per domain (%) and the lowest of those. Reports that
     carry a ``routing_ceiling`` (``Experiment.routing_ceiling``) add that router's oracle gap and
-    lowest routing accuracy: the best a router of this form reading these features could reach.
+    lowest routing accuracy: an optimistic reference for a router of this form on these features.
     The std row is the sample standard deviation (ddof=1), so it needs at least two seeds; with
     one it is NaN.
     """

@@ -195,6 +195,8 @@ def fit_to_eval_labels(router: torch.nn.Module, states: Mapping[str, torch.Tenso
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if not states:
+        raise ValueError("no trunk states to fit on; pass {domain: (n, T, C) tensor} for at least one domain")
     unknown = [d for d in states if d not in DOMAINS]
     if unknown:
         raise ValueError(f"unknown domains {unknown}; states must be keyed by {', '.join(DOMAINS)}")

@@ -30,7 +30,7 @@ from .evaluate import (HEADLINE, ORACLE, collect, cross_domain_matrix, gap_by_po
                        routing_accuracy)
 from .fusion import FusedModel, average_weights
 from .model import GPT
-from .router import ROUTERS, router_code_fingerprint, train_router
+from .router import ROUTERS, check_router_kind, router_code_fingerprint, train_router
 from .streams import DomainStreams, encode_stream, eval_windows, mixed_windows, random_windows
 from .tokenizer import eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 from .train import train_lm
@@ -200,8 +200,7 @@ class Experiment:
 
     def router(self, kind: str = "per_token", cfg: RouterConfig | None = None, k: int | None = None):
         """A router of ``kind`` ('per_token' or 'last_token') trained on the router split."""
-        if kind not in ROUTERS:
-            raise ValueError(f"unknown router kind {kind!r}; choose one of {', '.join(ROUTERS)}")
+        check_router_kind(kind)  # before anything is loaded or trained
         cfg = cfg or self.profile.router
         k = self.k if k is None else k
         p = self.profile
@@ -236,8 +235,7 @@ class Experiment:
         reading these trunk features can reach (``diagnostics.fit_to_eval_labels``). Cached as JSON."""
         from .diagnostics import fit_to_eval_labels
 
-        if kind not in ROUTERS:
-            raise ValueError(f"unknown router kind {kind!r}; choose one of {', '.join(ROUTERS)}")
+        check_router_kind(kind)  # before anything is loaded or trained
         specs, k, p = self.specialists(), self.k, self.profile
         key = config_key("ceiling", kind, steps, router_code_fingerprint(), [_fingerprint(m) for m in specs],
                          k, self.seed, self.corpus_fingerprint, p.eval_chunks)

@@ -77,6 +77,12 @@ class CausalRouter(nn.Module):
 ROUTERS = {"last_token": LinearRouter, "per_token": CausalRouter}
 
 
+def check_router_kind(kind: str) -> None:
+    """One-line error for a router kind that is not in ``ROUTERS``."""
+    if kind not in ROUTERS:
+        raise ValueError(f"unknown router kind {kind!r}; choose one of {', '.join(ROUTERS)}")
+
+
 def router_code_fingerprint() -> str:
     """Hash of the code that turns trunk states into weights. Router cache keys and results JSONs
     carry it, so editing a router (or ``normalized``) retrains cached routers and keeps results

@@ -81,6 +81,8 @@ CASES = [
      ["weights for 4 specialists but 3", "n_experts"]),
     ("unknown router kind", lambda: Experiment("ci").router("attention"), ValueError,
      ["unknown router kind 'attention'", "choose one of last_token, per_token"]),
+    ("unknown router kind for the ceiling", lambda: Experiment("ci").routing_ceiling("attention"), ValueError,
+     ["unknown router kind 'attention'", "choose one of last_token, per_token"]),
     ("unknown router target", _router_with_unknown_target, ValueError,
      ["unknown router target 'oracle'", "choose one of domain, performance, lm"]),
     ("router temperature 0", lambda: performance_targets(torch.zeros(2, 3), 0.0), ValueError,

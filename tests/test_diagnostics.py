@@ -151,5 +151,7 @@ def test_fit_to_eval_labels_rejects_bad_input():
 
     with pytest.raises(ValueError, match="steps must be >= 1"):
         dg.fit_to_eval_labels(CausalRouter(8, 3), _states(True), steps=0)
+    with pytest.raises(ValueError, match="no trunk states"):
+        dg.fit_to_eval_labels(CausalRouter(8, 3), {})
     with pytest.raises(ValueError, match="unknown domains"):
         dg.fit_to_eval_labels(CausalRouter(8, 3), {"poetry": torch.zeros(2, 4, 8)})
