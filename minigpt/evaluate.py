@@ -1,75 +1,27 @@
-"""The evaluation harness (Chapter 32, Steps 6-8): every model scored on the same held-out windows.
+"""The chapter's table from scored token losses (Chapter 32, Steps 6-8).
 
-Protocol (DESIGN.md §6): fixed non-overlapping held-out windows per domain, one batch size for
-every model, mean token loss per domain, "mixed" = equal-weight mean of the domain losses.
+:func:`minigpt.scoring.score` gives every row's token losses on the held-out windows; this module
+turns them into the table (mean loss per domain, "mixed" = equal-weight mean of the domain losses,
+Δ% against the best specialist and the base), routing accuracy, the specialist x domain matrix,
+the gap to the oracle by token position, and the Step 8 checklist. Protocol: docs/design.md,
+"Evaluation protocol".
 """
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import json
+
 import pandas as pd
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from .data import DOMAINS
-from .fusion import fuse_logits, fuse_probs, hard_weights, uniform_weights
-from .model import GPT, token_nll_from_logprobs
-
-SPECIALIST_ROWS = tuple(f"{d} specialist" for d in DOMAINS)
-HEADLINE = "fused soft (per-token router)"
-ORACLE = "oracle (per sequence)"
+from .config import DOMAINS
+from .scoring import HEADLINE, ORACLE, SPECIALIST_ROWS  # noqa: F401  (the row names tables use)
 
 
-def _nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return token_nll_from_logprobs(F.log_softmax(logits.float(), dim=-1), y)
-
-
-@torch.no_grad()
-def collect(eval_sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]], base: GPT,
-            specialists: Sequence[GPT], k: int, routers: Mapping[str, nn.Module],
-            extra_models: Mapping[str, GPT] | None = None, batch_size: int = 16):
-    """Score every row on every domain's held-out windows.
-
-    Returns ``nll[row][domain]`` -> (n, T) token losses and ``weights[router][domain]`` ->
-    (n, T, N) routing weights (a per-sequence router's weights repeated over T).
-    """
-    rows: dict[str, dict[str, list[torch.Tensor]]] = {}
-    weights: dict[str, dict[str, list[torch.Tensor]]] = {r: {} for r in routers}
-
-    def add(row: str, domain: str, value: torch.Tensor) -> None:
-        rows.setdefault(row, {}).setdefault(domain, []).append(value)
-
-    n = len(specialists)
-    for domain, (x_all, y_all) in eval_sets.items():
-        for i in range(0, x_all.shape[0], batch_size):
-            x, y = x_all[i:i + batch_size], y_all[i:i + batch_size]
-            add("base", domain, _nll(base(x)[0], y))
-            for name, model in (extra_models or {}).items():
-                add(name, domain, _nll(model(x)[0], y))
-            h = specialists[0].trunk(x, k)  # shared trunk: computed once
-            logits = torch.stack([m.crown(h, k) for m in specialists])  # (N, B, T, V)
-            spec = torch.stack([_nll(l, y) for l in logits])  # (N, B, T)
-            for j, name in enumerate(SPECIALIST_ROWS[:n]):
-                add(name, domain, spec[j])
-            add("uniform mix", domain, _nll(fuse_logits(uniform_weights(x.shape[0], n), logits), y))
-            for rname, router in routers.items():
-                w = router(h)
-                add(f"fused soft ({rname} router)", domain, _nll(fuse_logits(w, logits), y))
-                if w.dim() == 3:
-                    add(f"fused hard ({rname} router)", domain, _nll(fuse_logits(hard_weights(w), logits), y))
-                    add(f"fused probs ({rname} router)", domain,
-                        token_nll_from_logprobs(fuse_probs(w, logits), y))
-                else:  # one specialist per sequence, the others never run
-                    add(f"single dispatch ({rname} router)", domain,
-                        _nll(fuse_logits(hard_weights(w), logits), y))
-                    w = w.unsqueeze(1).expand(-1, x.shape[1], -1)
-                weights[rname].setdefault(domain, []).append(w)
-            best = spec.mean(-1).argmin(0)  # (B,): best specialist per window, chosen with hindsight
-            add(ORACLE, domain, spec.gather(0, best.view(1, -1, 1).expand(1, *spec.shape[1:]))[0])
-            add("oracle (per token)", domain, spec.min(0).values)
-    cat = lambda d: {k2: torch.cat(v) for k2, v in d.items()}  # noqa: E731
-    return {r: cat(d) for r, d in rows.items()}, {r: cat(d) for r, d in weights.items()}
+def table_json(table: pd.DataFrame) -> dict:
+    """A DataFrame as ``{row: {column: value}}`` with 6 decimals (row and column order kept), for JSON."""
+    return json.loads(table.round(6).to_json(orient="index"))
 
 
 def loss_table(nll: Mapping[str, Mapping[str, torch.Tensor]]) -> pd.DataFrame:

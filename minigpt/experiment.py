@@ -1,48 +1,37 @@
-"""The whole chapter experiment, with every step cached by a key of its full config.
+"""Everything Chapter 32 trains, handed out by one cached factory.
 
-``Experiment(profile, seed)`` hands out the tokenizer, token streams, base, specialists,
-monolithic baseline and routers, training each one only if no valid cached copy exists. Notebooks
-and the CLI ask for what they need and share the cache, so they run alone, in any order, or in
-parallel.
+``Experiment(profile, seed)`` hands out the corpus, tokenizer, token streams, evaluation windows,
+base, specialists, monolithic baseline and routers, training each one only if no valid cached copy
+exists. Every checkpoint goes through :meth:`Experiment.checkpoint` and every router through
+:meth:`Experiment.train_or_load_router`, keyed by the full config plus the fingerprints of the
+data and models below it. Notebooks, the CLI and the studies ask for what they need and share the
+cache, so they run alone, in any order, or in parallel. Scoring and reports live elsewhere
+(:mod:`minigpt.scoring`, :mod:`minigpt.chapter`).
 """
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import os
 import time
-from dataclasses import asdict
 from functools import cached_property
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+import torch.nn as nn
 from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 
 from . import data as data_mod
-from .cache import REPO_ROOT, cache_root, cached, config_key, write_json
-from .checkpoint import load_checkpoint, model_fingerprint as _fingerprint, read_manifest, save_checkpoint, trunk_hash
-from .config import Profile, RouterConfig, get_profile
-from .data import DOMAINS, SPLITS
-from .evaluate import (HEADLINE, ORACLE, collect, cross_domain_matrix, gap_by_position, litmus, loss_table,
-                       routing_accuracy)
-from .fusion import FusedModel, average_weights
+from . import hf
+from .cache import cache_root, cached, config_key
+from .checkpoint import load_checkpoint, model_fingerprint, read_manifest, save_checkpoint, trunk_hash
+from .config import DOMAINS, SPLITS, Profile, RouterConfig, check_domain, derive_seed, get_profile
+from .fusion import FusedModel
 from .model import GPT
-from .router import ROUTERS, check_router_kind, router_code_fingerprint, train_router
+from .router import ROUTERS, CausalRouter, check_router_kind, router_code_fingerprint, train_router
+from .scoring import Experts
 from .streams import DomainStreams, encode_stream, eval_windows, mixed_windows, random_windows
-from .tokenizer import eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
+from .tokenizer import check_vocab, eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 from .train import train_lm
-
-
-def derive_seed(seed: int, *tags: Any) -> int:
-    """An independent, reproducible seed for each (seed, role) pair."""
-    return int(hashlib.sha256(json.dumps([seed, *tags]).encode()).hexdigest()[:8], 16)
-
-
-def results_root() -> Path:
-    return Path(os.environ.get("MINIGPT_RESULTS_DIR") or REPO_ROOT / "results")
 
 
 class Experiment:
@@ -76,12 +65,9 @@ class Experiment:
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
-        from .tokenizer import check_vocab
-
         p = self.profile
         if p.name == "gpt2":  # GPT-2's weights only make sense with its own tokenizer (minigpt.hf)
-            from .hf import pretrained_tokenizer
-            return check_vocab(pretrained_tokenizer("gpt2"), p.model)
+            return check_vocab(hf.pretrained_tokenizer("gpt2"), p.model)
         key = config_key("tokenizer", p.model.vocab_size, p.tokenizer_chars, self.corpus_fingerprint)
         path = cache_root() / "tokenizers" / f"{key}.json"
 
@@ -112,23 +98,28 @@ class Experiment:
         return {d: eval_windows(self.streams.get(d, "eval"), n, T) for d in DOMAINS}
 
     # -- models ----------------------------------------------------------------------------
-    def _checkpoint(self, kind: str, key_parts: list, build, manifest: dict) -> GPT:
-        """Load or train one checkpoint; the model comes back with its ``.manifest`` attached."""
+    def checkpoint(self, kind: str, key_parts: list, build: Callable[[], tuple[GPT, list]], manifest: dict,
+                   tokenizer_fingerprint: str | None = None) -> GPT:
+        """Load or train one checkpoint; the model comes back with its ``.manifest`` attached.
+
+        ``build()`` returns (model, per-step training losses). The key holds ``kind``, the data
+        fingerprints and ``key_parts``; loading refuses a manifest whose tokenizer or key differ.
+        ``tokenizer_fingerprint`` overrides the shared tokenizer's (a specialist trained on text
+        encoded by another tokenizer, Break 1).
+        """
         key = config_key(kind, self.tokenizer_fingerprint, self.corpus_fingerprint, *key_parts)
         if key in self._memo:
             return self._memo[key]
         path = cache_root() / "checkpoints" / f"{kind}-{key}"
-        expect = {"tokenizer_fingerprint": self.tokenizer_fingerprint, "cache_key": key}
+        expect = {"tokenizer_fingerprint": tokenizer_fingerprint or self.tokenizer_fingerprint, "cache_key": key}
 
         def make() -> tuple[GPT, dict]:
             t0 = time.time()
             model, losses = build()
             return model, {**manifest, **expect, "train_losses": losses, "train_seconds": time.time() - t0}
 
-        def save(obj, tmp):
-            save_checkpoint(obj[0], tmp, obj[1])
-
-        model, _ = cached(path, make, save, lambda p: load_checkpoint(p, expect))
+        model, _ = cached(path, make, lambda obj, tmp: save_checkpoint(obj[0], tmp, obj[1]),
+                          lambda q: load_checkpoint(q, expect))
         model.manifest = read_manifest(path)
         self._memo[key] = model
         return model
@@ -138,9 +129,8 @@ class Experiment:
         seed = self.seed if seed is None else seed
         p = self.profile
         if p.name == "gpt2":  # the base is pretrained GPT-2 itself, the same for every seed (minigpt.hf)
-            from .hf import pretrained_base
-            return self._checkpoint("base", [p.model, "hf:gpt2"], lambda: (pretrained_base(p.model, "gpt2"), []),
-                                    {"role": "base", "profile": p.name, "source": "hf:gpt2"})
+            return self.checkpoint("base", [p.model, "hf:gpt2"], lambda: (hf.pretrained_base(p.model, "gpt2"), []),
+                                   {"role": "base", "profile": p.name, "source": "hf:gpt2"})
 
         def build():
             torch.manual_seed(derive_seed(seed, "base-init"))
@@ -148,32 +138,32 @@ class Experiment:
             batch = lambda g: mixed_windows(self.streams, "pretrain", p.base.batch_size, p.model.block_size, g)[:2]  # noqa: E731
             return model, train_lm(model, batch, p.base, derive_seed(seed, "base-data"), desc=f"base seed {seed}")
 
-        return self._checkpoint("base", [p.model, p.base, seed], build,
-                                {"role": "base", "seed": seed, "profile": p.name})
+        return self.checkpoint("base", [p.model, p.base, seed], build, {"role": "base", "seed": seed, "profile": p.name})
 
     def base_fingerprint(self, seed: int | None = None) -> str:
-        return _fingerprint(self.base(seed))
+        return model_fingerprint(self.base(seed))
+
+    def fine_tune(self, base: GPT, next_batch, domain: str, k: int, desc: str) -> tuple[GPT, list[float]]:
+        """A copy of ``base`` whose crown (blocks K.., final LayerNorm) trained on ``next_batch``,
+        with the ``domain`` specialist's schedule and data seed."""
+        model = copy.deepcopy(base)
+        seed = derive_seed(self.seed, "specialist", domain)
+        return model, train_lm(model, next_batch, self.profile.specialist, seed, freeze_k=k, desc=desc)
 
     def specialist(self, domain: str, base_seed: int | None = None, k: int | None = None) -> GPT:
         """A copy of the base whose crown (blocks K.., final LayerNorm) was trained on ``domain``."""
-        if domain not in DOMAINS:
-            raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+        check_domain(domain)
         base_seed = self.seed if base_seed is None else base_seed
         k = self.k if k is None else k
         p = self.profile
         base = self.base(base_seed)
-
-        def build():
-            model = copy.deepcopy(base)
-            stream = self.streams.get(domain, "specialist")
-            batch = lambda g: random_windows(stream, p.specialist.batch_size, p.model.block_size, g)  # noqa: E731
-            seed = derive_seed(self.seed, "specialist", domain)
-            return model, train_lm(model, batch, p.specialist, seed, freeze_k=k, desc=f"{domain} specialist")
-
-        return self._checkpoint("specialist", [p.model, p.base, base_seed, p.specialist, domain, k, self.seed], build,
-                                {"role": "specialist", "domain": domain, "seed": self.seed, "freeze_k": k,
-                                 "base_seed": base_seed, "base_fingerprint": _fingerprint(base),
-                                 "trunk_hash": trunk_hash(base, k), "profile": p.name})
+        stream = lambda: self.streams.get(domain, "specialist")  # noqa: E731
+        batch = lambda g: random_windows(stream(), p.specialist.batch_size, p.model.block_size, g)  # noqa: E731
+        return self.checkpoint("specialist", [p.model, p.base, base_seed, p.specialist, domain, k, self.seed],
+                               lambda: self.fine_tune(base, batch, domain, k, f"{domain} specialist"),
+                               {"role": "specialist", "domain": domain, "seed": self.seed, "freeze_k": k,
+                                "base_seed": base_seed, "base_fingerprint": model_fingerprint(base),
+                                "trunk_hash": trunk_hash(base, k), "profile": p.name})
 
     def specialists(self, base_seed: int | None = None, k: int | None = None) -> list[GPT]:
         return [self.specialist(d, base_seed, k) for d in DOMAINS]
@@ -190,125 +180,62 @@ class Experiment:
             return model, train_lm(model, batch, p.monolithic, derive_seed(self.seed, "monolithic"),
                                    freeze_k=k, desc="monolithic")
 
-        return self._checkpoint("monolithic", [p.model, p.base, p.monolithic, k, self.seed], build,
-                                {"role": "monolithic", "seed": self.seed, "freeze_k": k, "profile": p.name})
+        return self.checkpoint("monolithic", [p.model, p.base, p.monolithic, k, self.seed], build,
+                               {"role": "monolithic", "seed": self.seed, "freeze_k": k, "profile": p.name})
+
+    # -- routers ---------------------------------------------------------------------------
+    def train_or_load_router(self, make: Callable[[], nn.Module], key_parts: list, init_tags: tuple,
+                             data_tags: tuple, inputs: Callable, cfg: RouterConfig, desc: str) -> nn.Module:
+        """Load a cached router or train one on the router split.
+
+        ``make()`` builds the untrained router; it runs right after seeding with ``init_tags``, so
+        the same key gives the same router whether the models before it were trained or loaded.
+        ``inputs(x)`` -> (router input, expert logits (N, B, T, V)), computed without gradients.
+        The router code's fingerprint is part of the key: editing a router retrains it.
+        """
+        key = config_key(*key_parts[:1], router_code_fingerprint(), *key_parts[1:], self.seed, self.corpus_fingerprint)
+        path = cache_root() / "routers" / f"{key_parts[0]}-{key}.safetensors"
+        T = self.profile.model.block_size
+
+        def build() -> nn.Module:
+            torch.manual_seed(derive_seed(self.seed, *init_tags))
+            router = make()
+            batch = lambda g: mixed_windows(self.streams, "router", cfg.batch_size, T, g, cfg.domain_mix)  # noqa: E731
+            train_router(router, batch, inputs, cfg, derive_seed(self.seed, *data_tags), desc=desc)
+            return router
+
+        def load(q) -> nn.Module:
+            router = make()
+            load_model(router, str(q))
+            return router.eval()
+
+        return cached(path, build, lambda r, tmp: save_model(r, str(tmp)), load)
+
+    def router(self, kind: str = "per_token", cfg: RouterConfig | None = None, k: int | None = None) -> nn.Module:
+        """A router of ``kind`` ('per_token' or 'last_token') on the shared trunk, trained on the router split."""
+        check_router_kind(kind)  # before anything is loaded or trained
+        cfg = cfg or self.profile.router
+        k = self.k if k is None else k
+        specs = self.specialists(k=k)
+        return self.train_or_load_router(
+            lambda: ROUTERS[kind](self.profile.model.n_embd, len(specs)),
+            # "seeded-init" retires routers cached before their initialisation was seeded
+            [kind, "seeded-init", cfg, [model_fingerprint(m) for m in specs], k],
+            ("router-init", kind, k), ("router", kind), FusedModel(specs, k).expert_logits, cfg, f"{kind} router")
+
+    def feature_router(self, experts: Experts, feature: str, cfg: RouterConfig | None = None,
+                       tag: str = "") -> CausalRouter:
+        """A causal per-token router reading ``feature`` of ``experts`` (Break 1: specialists that may
+        not share a trunk). Every router of a comparison gets the same config, initialisation and
+        training batches, so the only difference is what it reads and whom it routes."""
+        cfg = cfg or self.profile.router
+        return self.train_or_load_router(
+            lambda: CausalRouter(experts.feature_dim(feature), len(experts.models)),
+            ["break", feature, cfg, [model_fingerprint(m) for m in experts.models], experts.k, experts.shared],
+            ("break-router-init", feature), ("router", "per_token"), experts.router_inputs(feature), cfg,
+            f"router [{tag}: {feature}]")
 
     def fused(self, kind: str = "per_token", router_cfg: RouterConfig | None = None,
               k: int | None = None, fusion: str = "logits") -> FusedModel:
         k = self.k if k is None else k
         return FusedModel(self.specialists(k=k), k, self.router(kind, router_cfg, k), fusion=fusion)
-
-    def router(self, kind: str = "per_token", cfg: RouterConfig | None = None, k: int | None = None):
-        """A router of ``kind`` ('per_token' or 'last_token') trained on the router split."""
-        check_router_kind(kind)  # before anything is loaded or trained
-        cfg = cfg or self.profile.router
-        k = self.k if k is None else k
-        p = self.profile
-        specs = self.specialists(k=k)
-        fused = FusedModel(specs, k)
-        # the router code is part of the key: editing it retrains the router instead of loading stale weights;
-        # "seeded-init" retires routers cached before their initialisation was seeded (see build)
-        key = config_key("router", kind, router_code_fingerprint(), "seeded-init", cfg,
-                         [_fingerprint(m) for m in specs], k, self.seed, self.corpus_fingerprint)
-        path = cache_root() / "routers" / f"{kind}-{key}.safetensors"
-
-        def build():
-            # seeded here, not by whatever ran before in this process: the same key gives the same
-            # router whether the models before it were trained or loaded from the cache
-            torch.manual_seed(derive_seed(self.seed, "router-init", kind, k))
-            router = ROUTERS[kind](p.model.n_embd, len(specs))
-            batch = lambda g: mixed_windows(self.streams, "router", cfg.batch_size, p.model.block_size, g, cfg.domain_mix)  # noqa: E731
-            train_router(router, batch, fused.expert_logits, cfg, derive_seed(self.seed, "router", kind),
-                         desc=f"{kind} router")
-            return router
-
-        def load(path):
-            router = ROUTERS[kind](p.model.n_embd, len(specs))
-            load_model(router, str(path))
-            return router.eval()
-
-        return cached(path, build, lambda r, tmp: save_model(r, str(tmp)), load)
-
-    def routing_ceiling(self, kind: str = "per_token", steps: int = 300) -> dict:
-        """A ``kind`` router fitted on the evaluation windows themselves (domain labels): its
-        routing accuracy per domain and oracle gap are an optimistic reference for what a router
-        reading these trunk features can reach (``diagnostics.fit_to_eval_labels``). Cached as JSON."""
-        from .diagnostics import fit_to_eval_labels
-
-        check_router_kind(kind)  # before anything is loaded or trained
-        specs, k, p = self.specialists(), self.k, self.profile
-        key = config_key("ceiling", kind, steps, router_code_fingerprint(), [_fingerprint(m) for m in specs],
-                         k, self.seed, self.corpus_fingerprint, p.eval_chunks)
-        path = cache_root() / "ceilings" / f"{kind}-{key}.json"
-
-        def build() -> dict:
-            with torch.no_grad():
-                states = {d: torch.cat([specs[0].trunk(x[i:i + p.eval_batch_size], k)
-                                        for i in range(0, x.shape[0], p.eval_batch_size)])
-                          for d, (x, _) in self.eval_sets.items()}
-            torch.manual_seed(derive_seed(self.seed, "ceiling-init", kind, k))
-            router = fit_to_eval_labels(ROUTERS[kind](p.model.n_embd, len(specs)), states, steps)
-            nll, weights = collect(self.eval_sets, self.base(), specs, k, {"eval-fitted": router},
-                                   batch_size=p.eval_batch_size)
-            mixed = loss_table(nll)["mixed"]
-            return {"kind": kind, "steps": steps, "seed": self.seed, "freeze_k": k,
-                    "routing_accuracy": _rounded(routing_accuracy(weights["eval-fitted"])),
-                    "oracle_gap_nats": round(float(mixed["fused soft (eval-fitted router)"] - mixed[ORACLE]), 6)}
-
-        return cached(path, build, lambda obj, tmp: tmp.write_text(json.dumps(obj, indent=2)),
-                      lambda path: json.loads(path.read_text()))
-
-    # -- the chapter's table ---------------------------------------------------------------
-    def evaluate(self, k: int | None = None, router_cfg: RouterConfig | None = None) -> dict:
-        """Score every row of the chapter's table on the held-out windows (models come from the cache)."""
-        k = self.k if k is None else k
-        specs = self.specialists(k=k)
-        routers = {"per-token": self.router("per_token", router_cfg, k),
-                   "last-token": self.router("last_token", router_cfg, k)}
-        extra = {"weight average": average_weights(specs), "monolithic": self.monolithic(k)}
-        nll, weights = collect(self.eval_sets, self.base(), specs, k, routers, extra,
-                               self.profile.eval_batch_size)
-        table = loss_table(nll)
-        return {"table": table, "nll": nll, "weights": weights,
-                "routing_accuracy": {r: routing_accuracy(w) for r, w in weights.items()},
-                "cross_domain": cross_domain_matrix(nll),
-                "oracle_gap": float(table.loc[HEADLINE, "mixed"] - table.loc[ORACLE, "mixed"]),
-                "oracle_gap_by_position": gap_by_position(nll),
-                "litmus": litmus(table)}
-
-    def run(self, out_dir: Path | None = None) -> dict:
-        """Train (or load) everything, evaluate, and write ``table.json`` and ``cross_domain.png``."""
-        from .plots import plot_cross_domain
-
-        t0 = time.time()
-        res = self.evaluate()
-        out_dir = Path(out_dir or results_root() / self.profile.name / f"seed-{self.seed}")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        table = res["table"]
-        report = {
-            "profile": self.profile.name, "seed": self.seed, "freeze_k": self.k,
-            "table": json.loads(table.round(6).to_json(orient="index")),
-            "rows": list(table.index),
-            "columns": list(table.columns),
-            "routing_accuracy": _rounded(res["routing_accuracy"]),
-            "oracle_gap_nats": round(res["oracle_gap"], 6),
-            "oracle_gap_by_position": _rounded(res["oracle_gap_by_position"]),
-            "headline": HEADLINE,
-            "litmus": res["litmus"],
-            "cross_domain": json.loads(res["cross_domain"].round(6).to_json(orient="index")),
-            **self.provenance(),
-            "base_fingerprint": self.base_fingerprint(),
-            "tokens": self.streams.tokens(),
-            "config": asdict(self.profile),
-            "wall_seconds": round(time.time() - t0, 1),
-        }
-        write_json(out_dir / "table.json", report)
-        plot_cross_domain(res["cross_domain"], out_dir / "cross_domain.png")
-        res["report"], res["out_dir"] = report, out_dir
-        return res
-
-
-def _rounded(obj: Any, nd: int = 6) -> Any:
-    if isinstance(obj, dict):
-        return {k: _rounded(v, nd) for k, v in obj.items()}
-    return round(obj, nd) if isinstance(obj, float) else obj

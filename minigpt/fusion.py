@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .model import GPT
+from .stacked import StackedCrowns
 
 
 def _stack(logits_list: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -90,13 +91,11 @@ class FusedModel(nn.Module):
     def trunk(self, idx: torch.Tensor) -> torch.Tensor:
         return self.specialists[0].trunk(idx, self.k)  # identical in every specialist
 
-    def stacked(self):
+    def stacked(self) -> StackedCrowns | None:
         """The batched crowns, or None when gradients must reach the crown parameters."""
         if torch.is_grad_enabled() and any(p.requires_grad for m in self.specialists
                                            for p in m.crown_parameters(self.k).values()):
             return None  # stacked copies are detached: keep the per-crown autograd graph
-        from .stacked import StackedCrowns  # stacked builds on this module's fusion functions
-
         s = self._stacked
         if s is None or s.k != self.k or [id(m) for m in s.specialists] != [id(m) for m in self.specialists]:
             s = self._stacked = StackedCrowns(list(self.specialists), self.k)
@@ -110,15 +109,57 @@ class FusedModel(nn.Module):
             return h, stacked.logits(h)
         return h, torch.stack([m.crown(h, self.k) for m in self.specialists])
 
+    def weights(self, h: torch.Tensor) -> torch.Tensor:
+        """The router's weights on trunk states (B, T, C), or equal weights when there is no router."""
+        if self.router is None:
+            return uniform_weights(h.shape[0], len(self.specialists)).to(h)
+        return self.router(h)
+
     def forward(self, idx: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Fused log-probabilities (B, T, V). ``weights`` overrides the router (e.g. uniform)."""
         stacked = self.stacked()
         if stacked is not None:
             h = self.trunk(idx)
-            return stacked.fused_logprobs(h, self.router(h) if weights is None else weights, self.fusion)
+            return _stacked_logprobs(stacked, stacked.hidden(h), self.weights(h) if weights is None else weights,
+                                     self.fusion)
         h, logits = self.expert_logits(idx)
         if weights is None:
-            weights = self.router(h)
+            weights = self.weights(h)
         if self.fusion == "probs":
             return fuse_probs(weights, logits)
         return F.log_softmax(fuse_logits(weights, logits).float(), dim=-1)
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy decoding with the fused model (router weights, else uniform).
+
+        No KV cache: every step reruns the trunk and the crowns on the whole window, but the
+        head and the fusion only on the last position.
+        """
+        T_max = self.specialists[0].config.block_size
+        stacked = self.stacked()  # under no_grad: always the batched crowns
+        for _ in range(max_new_tokens):
+            h = self.trunk(idx[:, -T_max:])
+            w = self.weights(h)
+            if w.dim() == 3:
+                w = w[:, -1:]  # per-token weights: only the last position is decoded
+            hidden = stacked.hidden(h)[:, :, -1:]  # (N, B, 1, C)
+            scores = _stacked_logprobs(stacked, hidden, w, self.fusion)
+            idx = torch.cat((idx, scores[:, -1].argmax(-1, keepdim=True)), dim=1)
+        return idx
+
+
+def _stacked_logprobs(stacked: StackedCrowns, hidden: torch.Tensor, weights: torch.Tensor,
+                      fusion: str) -> torch.Tensor:
+    """Fused log-probabilities from the crowns' final hidden states (N, B, T, C).
+
+    Logit fusion with a shared head weights the hidden states and applies the head once:
+    sum_n w_n (h_n W^T) = (sum_n w_n h_n) W^T, exact because the head is linear.
+    """
+    if fusion == "probs":
+        return fuse_probs(weights, stacked.head_logits(hidden))
+    if stacked.shared_head:
+        logits = F.linear(fuse_logits(weights, hidden).to(stacked.head.dtype), stacked.head)
+    else:
+        logits = fuse_logits(weights, stacked.head_logits(hidden))
+    return F.log_softmax(logits.float(), dim=-1)

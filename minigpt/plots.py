@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+import torch
+
+from .analysis.routing import specialist_names
+from .scoring import HEADLINE, ORACLE, SPECIALIST_ROWS
 
 
 def plot_cross_domain(matrix: pd.DataFrame, path: Path | None = None, ax=None):
@@ -35,8 +41,6 @@ FROZEN_COLOR = "0.82"
 
 
 def _smooth(values, window: int):
-    import numpy as np
-
     v = np.asarray(values, dtype=float)
     if window <= 1 or v.size < window:
         return np.arange(v.size), v
@@ -49,8 +53,6 @@ def plot_loss_curves(curves, ax=None, smooth: int | None = None, offsets=None, t
 
     ``offsets`` = {label: first step} places a curve later on the x axis (a specialist after its base).
     """
-    import numpy as np
-
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 3.4))
     for i, (label, losses) in enumerate(curves.items()):
@@ -140,8 +142,6 @@ def plot_delta_vs_base(matrix: pd.DataFrame, ax=None):
 
 def plot_targets(losses, targets, window_labels, names=("code", "medical", "legal"), temp=None, ax=None):
     """Per window: each specialist's loss (text) and the soft target softmax(-loss/temp) (bars)."""
-    import numpy as np
-
     if ax is None:
         _, ax = plt.subplots(figsize=(7.0, 3.0))
     losses, targets = np.asarray(losses), np.asarray(targets)
@@ -193,8 +193,6 @@ def plot_hybrid_routing(weights, labels, names=("code", "medical", "legal"), tit
     ``weights`` = {router: (T, N)}, ``labels`` (T,) = true domain index of each target token.
     Dashed lines sit between the last token of one segment and the first of the next.
     """
-    from .diagnostics import plot_token_routing
-
     fig, axes = plt.subplots(len(weights), 1, figsize=(9, 1.9 * len(weights) + 0.4), sharex=True, squeeze=False)
     switches = [t for t in range(1, len(labels)) if int(labels[t]) != int(labels[t - 1])]
     for ax, (name, w) in zip(axes[:, 0], weights.items()):
@@ -214,8 +212,6 @@ def plot_gate_grid(hists, names=None):
 
     ``hists`` = {router name: :func:`minigpt.diagnostics.gate_histograms` result}.
     """
-    import numpy as np
-
     rows = list(hists)
     domains = list(next(iter(hists.values()))["counts"])
     fig, axes = plt.subplots(len(rows), len(domains), figsize=(3.3 * len(domains), 1.9 * len(rows) + 0.4),
@@ -319,10 +315,6 @@ def plot_freeze_grid(rep: dict, n_layer: int, counts_by_k=None, k_profile: int |
     ``counts_by_k`` = {K: :func:`minigpt.notebook.param_counts`} labels the diagrams. ``ks`` draws only
     those depths (several images for a deep model) with the axes still scaled to every K in ``rep``.
     """
-    import numpy as np
-
-    from .evaluate import HEADLINE, ORACLE, SPECIALIST_ROWS
-
     every_k = sorted(rep["per_k"], key=int)
     ks = every_k if ks is None else [str(K) for K in ks]
     rows = ["base", "best specialist", "weight average", "uniform mix", HEADLINE, ORACLE]
@@ -386,3 +378,72 @@ def plot_freeze_grid(rep: dict, n_layer: int, counts_by_k=None, k_profile: int |
     fig.suptitle(f"Freeze depth K = {ks[0]}..{ks[-1]} · profile {rep['profile']}, seed {rep['seed']}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# -- routing diagnostics -------------------------------------------------------------------------
+def _finish(fig, path: Path | str | None) -> None:
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
+def plot_confusion(cm: pd.DataFrame, ax=None, path: Path | str | None = None, title: str = "Where each domain is routed"):
+    """Heatmap of a row-normalised confusion matrix (diagonal = routing accuracy)."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    im = ax.imshow(cm.values, vmin=0, vmax=1, cmap="Blues")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            v = cm.values[i, j]
+            ax.text(j, i, f"{v:.0%}", ha="center", va="center", color="white" if v > 0.6 else "black")
+    ax.set_xticks(range(cm.shape[1]), [c.replace(" specialist", "") for c in cm.columns])
+    ax.set_yticks(range(cm.shape[0]), cm.index)
+    ax.set_xlabel("argmax specialist")
+    ax.set_ylabel("eval domain")
+    ax.set_title(title)
+    if fig is not None:
+        fig.colorbar(im, ax=ax, label="share of tokens")
+        _finish(fig, path)
+    return ax
+
+
+def plot_gate_histograms(hist: dict, path: Path | str | None = None, title: str = "Gate weights per domain"):
+    """One panel per eval domain, one step histogram per specialist (from :func:`gate_histograms`)."""
+    domains = list(hist["counts"])
+    fig, axes = plt.subplots(1, len(domains), figsize=(3.4 * len(domains), 2.8), sharey=True, squeeze=False)
+    edges = np.asarray(hist["edges"])
+    for ax, domain in zip(axes[0], domains):
+        for name, counts in hist["counts"][domain].items():
+            c = np.asarray(counts, dtype=float)
+            ax.stairs(c / max(c.sum(), 1), edges, label=name.replace(" specialist", ""))
+        ax.set_title(f"{domain} text")
+        ax.set_xlabel("routing weight")
+    axes[0][0].set_ylabel("share of tokens")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title)
+    _finish(fig, path)
+    return fig
+
+
+def plot_token_routing(weights: torch.Tensor, labels: torch.Tensor | None = None, names: Sequence[str] | None = None,
+                       ax=None, path: Path | str | None = None, title: str = "Per-token routing weights"):
+    """Heatmap of one window's (T, N) weights; ``labels`` (T,) draws the true domain of each token."""
+    w = weights.detach().double().cpu().numpy()
+    if w.ndim == 1:  # a per-sequence router: the same weights at every position
+        w = w[None, :]
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 2.4))
+    ax.imshow(w.T, aspect="auto", vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(w.shape[1]), [n.replace(" specialist", "") for n in specialist_names(w.shape[1], names)])
+    if labels is not None:  # true domain as white dots on the row of its specialist
+        lab = labels.detach().cpu().numpy()
+        ax.scatter(np.arange(len(lab)), lab, s=4, c="white", marker="s", label="true domain")
+        ax.legend(loc="upper right", fontsize=7)
+    ax.set_xlabel("position in window")
+    ax.set_title(title)
+    if fig is not None:
+        _finish(fig, path)
+    return ax

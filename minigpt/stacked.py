@@ -2,8 +2,9 @@
 
 :class:`StackedCrowns` copies the crowns' parameters into tensors with a leading expert
 dimension and runs blocks K.. of every specialist with batched matmuls (``torch.baddbmm``) and
-one attention call over N x B sequences. The loop in :class:`minigpt.fusion.FusedModel` costs
-the same FLOPs but N times as many small kernels and Python calls.
+one attention call over N x B sequences. Looping over the crowns costs the same FLOPs but N times
+as many small kernels and Python calls. :class:`minigpt.fusion.FusedModel` uses this engine when
+no gradient has to reach the crowns; the fusion rules themselves stay in :mod:`minigpt.fusion`.
 
 Logit fusion needs only one head matmul. The head W is tied to the embedding, which is part of
 the frozen trunk, so every crown shares it and it is linear:
@@ -31,7 +32,6 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state
 
 from .config import check_freeze_k
-from .fusion import fuse_logits, fuse_probs, uniform_weights
 from .model import GPT
 
 IMPLS = ("bmm", "vmap")
@@ -186,49 +186,3 @@ class StackedCrowns:
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> stacked crown logits (N, B, T, V)."""
         return self.logits(self.trunk(idx))
-
-    def fused_logits(self, hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Logit fusion from the crowns' hidden states: (B, T, V) == fuse_logits(weights, logits).
-
-        With the shared head this weights the hidden states and applies the head once.
-        """
-        self._refresh()
-        return self._fused_logits(hidden, weights)
-
-    def _fused_logits(self, hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        if not self._shared_head:
-            return fuse_logits(weights, self._head_logits(hidden))
-        return F.linear(fuse_logits(weights, hidden).to(self.head.dtype), self.head)
-
-    def fused_logprobs(self, h: torch.Tensor, weights: torch.Tensor, fusion: str = "logits") -> torch.Tensor:
-        """Shared hidden (B, T, C) and router weights -> fused log-probabilities (B, T, V)."""
-        self._refresh()
-        hidden = self._hidden(h)
-        if fusion == "logits":
-            return F.log_softmax(self._fused_logits(hidden, weights).float(), dim=-1)
-        if fusion == "probs":
-            return fuse_probs(weights, self._head_logits(hidden))
-        raise ValueError(f"unknown fusion {fusion!r}; choose 'logits' or 'probs'")
-
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, router: nn.Module | None = None,
-                 fusion: str = "logits") -> torch.Tensor:
-        """Greedy decoding with the fused model (router weights, else uniform).
-
-        No KV cache: every step reruns the trunk and the crowns on the whole window, but the
-        head and the fusion only on the last position.
-        """
-        T_max = self.config.block_size
-        self._refresh()  # weights do not change while decoding
-        for _ in range(max_new_tokens):
-            h = self.trunk(idx[:, -T_max:])
-            w = router(h) if router is not None else uniform_weights(idx.shape[0], self.n).to(h)
-            if w.dim() == 3:
-                w = w[:, -1:]  # per-token weights: only the last position is decoded
-            hidden = self._hidden(h)[:, :, -1:]  # (N, B, 1, C)
-            if fusion == "logits":
-                scores = self._fused_logits(hidden, w)
-            else:
-                scores = fuse_probs(w, self._head_logits(hidden))
-            idx = torch.cat((idx, scores[:, -1].argmax(-1, keepdim=True)), dim=1)
-        return idx

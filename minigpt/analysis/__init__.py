@@ -1,0 +1,1 @@
+"""Measurements on scored results: routing, calibration, representation similarity, divergence, seeds."""

@@ -1,0 +1,79 @@
+"""The chapter's experiment end to end: train or load every model, score every row, write the report.
+
+``python -m minigpt run`` (``make run``) calls :func:`run`; notebook 5 calls :func:`evaluate`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .cache import write_json
+from .config import RouterConfig, results_dir
+from .evaluate import (HEADLINE, ORACLE, cross_domain_matrix, gap_by_position, litmus, loss_table, routing_accuracy,
+                       table_json)
+from .experiment import Experiment
+from .fusion import average_weights
+from .scoring import Experts, score
+
+
+def out_dir(exp: Experiment) -> Path:
+    """Where a run's reports go: ``<results>/<profile>/seed-<seed>``."""
+    return results_dir() / exp.profile.name / f"seed-{exp.seed}"
+
+
+def rounded(obj: Any, nd: int = 6) -> Any:
+    """Floats rounded to ``nd`` places, inside any nesting of dicts."""
+    if isinstance(obj, dict):
+        return {k: rounded(v, nd) for k, v in obj.items()}
+    return round(obj, nd) if isinstance(obj, float) else obj
+
+
+def evaluate(exp: Experiment, k: int | None = None, router_cfg: RouterConfig | None = None) -> dict:
+    """Score every row of the chapter's table on the held-out windows (models come from the cache)."""
+    k = exp.k if k is None else k
+    specs = exp.specialists(k=k)
+    routers = {"per-token": exp.router("per_token", router_cfg, k),
+               "last-token": exp.router("last_token", router_cfg, k)}
+    extra = {"weight average": average_weights(specs), "monolithic": exp.monolithic(k)}
+    scores = score(exp.eval_sets, Experts(specs, k), routers, base=exp.base(), extra=extra,
+                   batch_size=exp.profile.eval_batch_size)
+    table = loss_table(scores.nll)
+    return {"table": table, "nll": scores.nll, "weights": scores.weights, "scores": scores,
+            "routing_accuracy": {r: routing_accuracy(w) for r, w in scores.weights.items()},
+            "cross_domain": cross_domain_matrix(scores.nll),
+            "oracle_gap": float(table.loc[HEADLINE, "mixed"] - table.loc[ORACLE, "mixed"]),
+            "oracle_gap_by_position": gap_by_position(scores.nll),
+            "litmus": litmus(table)}
+
+
+def report(exp: Experiment, res: dict, wall_seconds: float) -> dict:
+    """The JSON-ready ``table.json`` of one run: every number of the table with its provenance."""
+    table = res["table"]
+    return {
+        "profile": exp.profile.name, "seed": exp.seed, "freeze_k": exp.k,
+        "table": table_json(table), "rows": list(table.index), "columns": list(table.columns),
+        "routing_accuracy": rounded(res["routing_accuracy"]),
+        "oracle_gap_nats": round(res["oracle_gap"], 6),
+        "oracle_gap_by_position": rounded(res["oracle_gap_by_position"]),
+        "headline": HEADLINE, "litmus": res["litmus"],
+        "cross_domain": table_json(res["cross_domain"]),
+        **exp.provenance(), "base_fingerprint": exp.base_fingerprint(),
+        "tokens": exp.streams.tokens(), "config": asdict(exp.profile),
+        "wall_seconds": round(wall_seconds, 1),
+    }
+
+
+def run(exp: Experiment, out: Path | None = None) -> dict:
+    """Train (or load) everything, evaluate, and write ``table.json`` and ``cross_domain.png``."""
+    from .plots import plot_cross_domain  # matplotlib only when a figure is drawn
+
+    t0 = time.time()
+    res = evaluate(exp)
+    out = Path(out or out_dir(exp))
+    out.mkdir(parents=True, exist_ok=True)
+    res["report"], res["out_dir"] = report(exp, res, time.time() - t0), out
+    write_json(out / "table.json", res["report"])
+    plot_cross_domain(res["cross_domain"], out / "cross_domain.png")
+    return res

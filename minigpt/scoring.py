@@ -1,0 +1,214 @@
+"""One scoring pass (Chapter 32, Steps 6-8): every row of every table, on the same held-out windows.
+
+The chapter's table, Break 1, Break 2, the freeze sweep, the routing ceiling and the hybrid windows
+all call :func:`score`. Per batch it runs the base and any extra model, then the trunk once (or,
+for specialists from different bases, each model's own trunk), every crown, and every router, and
+keeps each row's per-token loss. The rows and their names:
+
+* ``base``, each ``"<domain> specialist"``, every extra model by its name (``weight average``,
+  ``monolithic``), and ``uniform mix`` (equal weights, no router);
+* per router ``R``: ``fused soft (R router)`` (logit fusion, Step 4), ``fused hard (R router)``
+  (argmax only), ``fused probs (R router)`` (a mixture of the next-token distributions) and, when a
+  ``hidden_head`` is given, ``fused hidden (R router)`` (the crowns' final hidden states mixed, then
+  that head). A per-sequence router gets ``single dispatch (R router)`` instead of hard/probs;
+* ``oracle (per sequence)`` (the best specialist for each window, chosen with hindsight) and
+  ``oracle (per token)`` (the best specialist for each token).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import DOMAINS
+from .fusion import broadcast_weights, fuse_logits, fuse_probs, hard_weights, uniform_weights
+from .model import GPT, token_nll_from_logprobs
+
+SPECIALIST_ROWS = tuple(f"{d} specialist" for d in DOMAINS)
+HEADLINE = "fused soft (per-token router)"
+ORACLE = "oracle (per sequence)"
+ORACLE_PER_TOKEN = "oracle (per token)"
+
+EvalSets = Mapping[str, tuple[torch.Tensor, torch.Tensor]]  # domain -> inputs (n, T), targets (n, T)
+
+
+def fused_row(rule: str, router: str) -> str:
+    """Row name of a fused model: ``rule`` is soft, hard, probs or hidden; ``router`` the router's name."""
+    return f"fused {rule} ({router} router)"
+
+
+def dispatch_row(router: str) -> str:
+    return f"single dispatch ({router} router)"
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(..., V) logits and (...) targets -> (...) next-token loss in nats (computed in float32)."""
+    return token_nll_from_logprobs(F.log_softmax(logits.float(), dim=-1), targets)
+
+
+# -- what a router reads -------------------------------------------------------------------------
+# A feature maps (inputs, each specialist's trunk output, the specialists) to the router's input.
+Feature = Callable[[torch.Tensor, Sequence[torch.Tensor], Sequence[GPT]], torch.Tensor]
+FEATURES: dict[str, Feature] = {
+    # the shared trunk; without a shared trunk (Break 1) it is the first model's, "base X"
+    "trunk of base X": lambda x, trunks, models: trunks[0],
+    "concatenated trunks": lambda x, trunks, models: torch.cat(list(trunks), dim=-1),
+    "embeddings of base X": lambda x, trunks, models: models[0].trunk(x, 0),
+}
+SHARED_TRUNK = "trunk of base X"
+
+
+@dataclass
+class Experts:
+    """N specialists at freeze depth ``k``. With ``shared`` the trunk runs once; otherwise each model
+    runs its own trunk (the only honest option when the bases differ, Break 1)."""
+
+    models: Sequence[GPT]
+    k: int
+    shared: bool = True
+
+    def __post_init__(self) -> None:
+        self.models = list(self.models)
+        if not self.models:
+            raise ValueError("no specialists to score; pass at least one model")
+
+    def trunks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.shared:
+            return [self.models[0].trunk(x, self.k)] * len(self.models)
+        return [m.trunk(x, self.k) for m in self.models]
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """(B, T) ids -> trunks (list of (B, T, C)), final hidden (N, B, T, C), logits (N, B, T, V)."""
+        trunks = self.trunks(x)
+        hidden = torch.stack([m.crown_hidden(h, self.k) for m, h in zip(self.models, trunks)])
+        logits = torch.stack([m.lm_head(hd) for m, hd in zip(self.models, hidden)])
+        return trunks, hidden, logits
+
+    def feature_dim(self, feature: str) -> int:
+        c = self.models[0].config.n_embd
+        return c * len(self.models) if feature == "concatenated trunks" else c
+
+    def router_inputs(self, feature: str = SHARED_TRUNK) -> Callable[[torch.Tensor], tuple]:
+        """``x -> (router input, logits (N, B, T, V))``: what router training needs from the experts."""
+        def fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            trunks = self.trunks(x)
+            logits = torch.stack([m.crown(h, self.k) for m, h in zip(self.models, trunks)])
+            return FEATURES[feature](x, trunks, self.models), logits
+        return fn
+
+
+# -- the scores ------------------------------------------------------------------------------------
+@dataclass
+class Scores:
+    """``nll[row][domain]`` (n, T) token losses; ``weights[router][domain]`` (n, T, N) routing weights
+    (a per-sequence router's weights repeated over T); ``stats[row][domain]`` calibration statistics
+    of the specialists and soft-fused rows when asked for."""
+
+    nll: dict[str, dict[str, torch.Tensor]]
+    weights: dict[str, dict[str, torch.Tensor]]
+    stats: dict[str, dict[str, dict[str, torch.Tensor]]] = field(default_factory=dict)
+
+    @property
+    def specialist_rows(self) -> list[str]:
+        return [r for r in SPECIALIST_ROWS if r in self.nll]
+
+    def spec_nll(self, domain: str) -> torch.Tensor:
+        """(N, n, T) token losses of every specialist on ``domain``'s windows."""
+        return torch.stack([self.nll[r][domain] for r in self.specialist_rows])
+
+    def domains(self) -> list[str]:
+        return list(next(iter(self.nll.values())))
+
+
+class _Rows:
+    """Per-batch pieces of every row, concatenated over batches at the end."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, dict[str, list]] = {}
+
+    def add(self, row: str, domain: str, value) -> None:
+        self.parts.setdefault(row, {}).setdefault(domain, []).append(value)
+
+    def cat(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {r: {d: torch.cat(v) for d, v in per.items()} for r, per in self.parts.items()}
+
+    def merged(self) -> dict[str, dict[str, dict[str, torch.Tensor]]]:
+        return {r: {d: {key: torch.cat([s[key] for s in v]) for key in v[0]} for d, v in per.items()}
+                for r, per in self.parts.items()}
+
+
+def calibration_stats(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-token top-1 confidence, correctness and logit scale from (..., V) logits and (...) targets."""
+    logits = logits.float()
+    conf, pred = F.softmax(logits, dim=-1).max(dim=-1)
+    return {"confidence": conf.flatten(), "correct": (pred == targets).flatten().float(),
+            "logit_std": logits.std(dim=-1, unbiased=False).flatten()}
+
+
+def _oracles(rows: _Rows, domain: str, spec: torch.Tensor) -> None:
+    """Both oracles from the specialists' token losses (N, B, T), chosen with hindsight."""
+    best = spec.mean(-1).argmin(0)  # (B,): the best specialist for each window
+    rows.add(ORACLE, domain, spec.gather(0, best.view(1, -1, 1).expand(1, *spec.shape[1:]))[0])
+    rows.add(ORACLE_PER_TOKEN, domain, spec.min(0).values)
+
+
+def _router_rows(rows: _Rows, domain: str, name: str, w: torch.Tensor, logits: torch.Tensor,
+                 hidden: torch.Tensor, y: torch.Tensor, hidden_head: nn.Module | None) -> torch.Tensor:
+    """The rows of one router on one batch; returns its weights as (B, T, N)."""
+    rows.add(fused_row("soft", name), domain, token_nll(fuse_logits(w, logits), y))
+    if w.dim() == 2:  # one specialist per sequence, the others never run
+        rows.add(dispatch_row(name), domain, token_nll(fuse_logits(hard_weights(w), logits), y))
+        return w.unsqueeze(1).expand(-1, y.shape[1], -1)
+    rows.add(fused_row("hard", name), domain, token_nll(fuse_logits(hard_weights(w), logits), y))
+    rows.add(fused_row("probs", name), domain, token_nll_from_logprobs(fuse_probs(w, logits), y))
+    if hidden_head is not None:
+        mixed = (broadcast_weights(w, logits.shape[0]) * hidden).sum(0)
+        rows.add(fused_row("hidden", name), domain, token_nll(hidden_head(mixed), y))
+    return w
+
+
+@torch.no_grad()
+def score(eval_sets: EvalSets, experts: Experts, routers: Mapping[str, nn.Module] | None = None, *,
+          base: GPT | None = None, extra: Mapping[str, nn.Module] | None = None, batch_size: int = 16,
+          features: Mapping[str, str] | None = None, hidden_head: nn.Module | None = None,
+          calibration: bool = False) -> Scores:
+    """Score every row on every domain's windows (see the module docstring for the rows).
+
+    ``routers`` maps a name to a router; ``features[name]`` says what it reads (a key of
+    :data:`FEATURES`, default the shared trunk). ``calibration`` keeps top-1 confidence statistics
+    of the specialists and of every soft-fused row (Break 1's calibration comparison).
+    """
+    routers, features = routers or {}, features or {}
+    rows, weights, stats = _Rows(), _Rows(), _Rows()
+    n = len(experts.models)
+    for domain, (x_all, y_all) in eval_sets.items():
+        for i in range(0, x_all.shape[0], batch_size):
+            x, y = x_all[i:i + batch_size], y_all[i:i + batch_size]
+            if base is not None:
+                rows.add("base", domain, token_nll(base(x)[0], y))
+            for name, model in (extra or {}).items():
+                rows.add(name, domain, token_nll(model(x)[0], y))
+            trunks, hidden, logits = experts.forward(x)
+            spec = torch.stack([token_nll(l, y) for l in logits])  # (N, B, T)
+            for j in range(n):
+                rows.add(SPECIALIST_ROWS[j], domain, spec[j])
+                if calibration:
+                    stats.add(SPECIALIST_ROWS[j], domain, calibration_stats(logits[j], y))
+            rows.add("uniform mix", domain, token_nll(fuse_logits(uniform_weights(x.shape[0], n), logits), y))
+            for name, router in routers.items():
+                w = router(FEATURES[features.get(name, SHARED_TRUNK)](x, trunks, experts.models))
+                weights.add(name, domain, _router_rows(rows, domain, name, w, logits, hidden, y, hidden_head))
+                if calibration:
+                    stats.add(fused_row("soft", name), domain, calibration_stats(fuse_logits(w, logits), y))
+            _oracles(rows, domain, spec)
+    return Scores(rows.cat(), weights.cat(), stats.merged() if calibration else {})
+
+
+@torch.no_grad()
+def model_nll(model: nn.Module, eval_sets: EvalSets, batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """One whole model's token losses ``{domain: (n, T)}`` (a base alone, a specialist on other text)."""
+    return {d: torch.cat([token_nll(model(x[i:i + batch_size])[0], y[i:i + batch_size])
+                          for i in range(0, x.shape[0], batch_size)]) for d, (x, y) in eval_sets.items()}

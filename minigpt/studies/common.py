@@ -1,0 +1,68 @@
+"""What the studies share: where reports go, paired statistics over the same windows, and the
+compatibility check run both ways."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .. import compat
+from ..cache import write_json
+from ..chapter import out_dir
+from ..model import GPT
+
+
+def write_report(exp, report: dict, name: str, out: Path | None = None) -> dict:
+    """Write ``report`` as ``<out or the run's folder>/<name>.json`` without the keys starting with
+    '_' (raw tensors kept for plotting); returns the report with ``out_path`` set."""
+    path = Path(out or out_dir(exp)) / f"{name}.json"
+    write_json(path, {k: v for k, v in report.items() if not k.startswith("_")})
+    report["out_path"] = str(path)
+    return report
+
+
+def window_means(nll: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``{domain: (n, T)}`` token losses -> ``{domain: (n,)}`` mean loss per window (float64)."""
+    return {d: v.double().mean(-1) for d, v in nll.items()}
+
+
+def paired(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Mixed (equal weight per domain) mean of b - a over the same windows, with its standard error.
+
+    ``a[d]`` and ``b[d]`` are per-window values (n,) on the same windows of domain d; the
+    standard error treats windows as independent and domains as separate strata.
+    """
+    deltas, var = [], 0.0
+    for d in a:
+        diff = b[d] - a[d]
+        deltas.append(float(diff.mean()))
+        var += float(diff.var(unbiased=True)) / diff.numel() if diff.numel() > 1 else 0.0
+    return {"delta": float(np.mean(deltas)), "se": float(np.sqrt(var) / len(deltas))}
+
+
+def verdict(z: float | None, worse: str = "worse", better: str = "better") -> str:
+    """'worse' / 'better' beyond 2 paired standard errors, else 'no significant change'."""
+    if z is None:
+        return "n/a"
+    return worse if z > 2 else better if z < -2 else "no significant change"
+
+
+def token_sample(eval_sets: Mapping[str, tuple], per_domain: int) -> torch.Tensor:
+    """The first ``per_domain`` held-out windows of every domain: the inputs CKA is computed on."""
+    return torch.cat([x[:per_domain] for x, _ in eval_sets.values()])
+
+
+def refuse_then_force(specs: Sequence[GPT], k: int) -> tuple[str | None, dict]:
+    """What :func:`compat.check` says about ``specs`` (its refusal, or None), and its full report
+    when told to let the mismatch through, as a deliberate break does."""
+    try:
+        compat.check(specs, k)
+        refusal = None
+    except compat.CompatibilityError as err:
+        refusal = str(err)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", compat.CompatibilityWarning)
+        return refusal, compat.check(specs, k, allow_mismatch=True)
