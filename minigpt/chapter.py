@@ -15,7 +15,8 @@ from .evaluate import (HEADLINE, ORACLE, cross_domain_matrix, gap_by_position, l
                        table_json)
 from .experiment import Experiment
 from .fusion import average_weights
-from .scoring import Experts, score
+from .plots import plot_cross_domain
+from .scoring import Experts, Scores, score
 
 
 def out_dir(exp: Experiment) -> Path:
@@ -67,8 +68,6 @@ def report(exp: Experiment, res: dict, wall_seconds: float) -> dict:
 
 def run(exp: Experiment, out: Path | None = None) -> dict:
     """Train (or load) everything, evaluate, and write ``table.json`` and ``cross_domain.png``."""
-    from .plots import plot_cross_domain  # matplotlib only when a figure is drawn
-
     t0 = time.time()
     res = evaluate(exp)
     out = Path(out or out_dir(exp))
@@ -77,3 +76,14 @@ def run(exp: Experiment, out: Path | None = None) -> dict:
     write_json(out / "table.json", res["report"])
     plot_cross_domain(res["cross_domain"], out / "cross_domain.png")
     return res
+
+
+def score_specialists(exp: Experiment, k: int | None = None, routers: dict | None = None) -> Scores:
+    """Held-out token losses of the base, each specialist, uniform mix and oracles (+ ``routers``).
+
+    Lighter than :func:`evaluate`: it trains nothing beyond the base and the specialists (and
+    whatever routers are passed in).
+    """
+    k = exp.k if k is None else k
+    return score(exp.eval_sets, Experts(exp.specialists(k=k), k), routers, base=exp.base(),
+                 batch_size=exp.profile.eval_batch_size)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
-from .config import GPTConfig
+from .config import GPTConfig, __version__
 from .model import GPT
 
 WEIGHTS, MANIFEST = "model.safetensors", "manifest.json"
@@ -45,8 +45,6 @@ class CheckpointMismatch(ValueError):
 
 def save_checkpoint(model: GPT, path: Path, manifest: dict[str, Any]) -> None:
     """Write ``path/model.safetensors`` and ``path/manifest.json`` (``path`` is a new folder)."""
-    from . import __version__
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_model(model, str(path / WEIGHTS))

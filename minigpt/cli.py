@@ -13,7 +13,11 @@ import time
 
 import pandas as pd
 
+from .analysis.seeds import seed_summary, write_seed_summary
+from .chapter import run
 from .config import PROFILES
+from .experiment import Experiment
+from .studies.ceiling import routing_ceiling
 
 # subcommand -> (help, module of minigpt.studies, function that runs it)
 STUDIES = {
@@ -53,11 +57,6 @@ def _parse_seeds(text: str) -> list[int]:
 
 def _run_seeds(profile: str | None, seeds: list[int]) -> None:
     """``run`` for each seed (cached models are loaded), then mean ± std across seeds."""
-    from .analysis.seeds import seed_summary, write_seed_summary
-    from .chapter import run
-    from .experiment import Experiment
-    from .studies.ceiling import routing_ceiling
-
     reports = []
     for seed in seeds:
         exp = Experiment(profile, seed)
@@ -76,8 +75,6 @@ def _run_seeds(profile: str | None, seeds: list[int]) -> None:
 
 
 def _run_study(command: str, profile: str | None, seed: int) -> None:
-    from .experiment import Experiment
-
     _, module_name, fn_name = STUDIES[command]
     module = importlib.import_module(f".studies.{module_name}", __package__)
     rep = getattr(module, fn_name)(Experiment(profile, seed))
@@ -109,9 +106,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "seeds":
             _run_seeds(args.profile, _parse_seeds(args.seeds))
         elif args.command == "run":
-            from .chapter import run
-            from .experiment import Experiment
-
             _print_run(run(Experiment(args.profile, args.seed)))
         else:
             _run_study(args.command, args.profile, args.seed)

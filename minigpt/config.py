@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+__version__ = "0.1.0"  # recorded in every checkpoint's manifest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # -- the chapter's domains and the corpus splits ------------------------------------------------
@@ -65,6 +66,11 @@ def wheel_dir() -> Path:
 
 def device_name() -> str | None:
     return env("MINIGPT_DEVICE")
+
+
+def automated_run() -> bool:
+    """True under pytest (nbmake starts kernels from inside a test, so they inherit its variable) or CI."""
+    return bool(os.environ.get("PYTEST_CURRENT_TEST") or os.environ.get("CI"))
 
 
 # -- seeds ---------------------------------------------------------------------------------------

@@ -414,6 +414,18 @@ def balanced_texts(ds: datasets.Dataset, split: str, total_chars: int) -> list[s
     return texts
 
 
+def chars_per_token(ds: datasets.Dataset, tokens: dict[str, dict[str, int]]) -> pd.DataFrame:
+    """Characters of text per token, per split (rows) and domain (columns).
+
+    ``tokens[split][domain]`` is the token count of that stream (``DomainStreams.tokens()``), which
+    includes one end-of-document token per document.
+    """
+    counts = pd.DataFrame(tokens).T[list(DOMAINS)]
+    df = ds.select_columns(["domain", "split", "text"]).to_pandas()
+    chars = df.assign(n=df["text"].str.len()).pivot_table(index="split", columns="domain", values="n", aggfunc="sum")
+    return chars.loc[counts.index, counts.columns] / counts
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Build (or load) the three-domain corpus.")
     parser.add_argument("--stats", action="store_true", help="print documents and MB per domain and split")

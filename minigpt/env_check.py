@@ -13,6 +13,9 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
+# config imports only the standard library, so it is safe before any dependency is checked
+from .config import DEFAULT_PROFILE, PROFILE_ENV, PROFILES, cache_dir, env
+
 # pip name -> import name; all in pyproject's dependencies
 REQUIRED = {"torch": "torch", "numpy": "numpy", "datasets": "datasets", "tokenizers": "tokenizers",
             "safetensors": "safetensors", "filelock": "filelock", "tqdm": "tqdm", "pandas": "pandas",
@@ -90,16 +93,14 @@ def check_cache() -> Check:
         with tempfile.NamedTemporaryFile(dir=root, prefix=".env_check-"):
             pass
     except Exception as err:  # noqa: BLE001
-        where = os.environ.get("MINIGPT_CACHE_DIR") or "<repo>/.cache"
+        where = cache_dir()
         return Check("FAIL", "cache dir", f"{where} is not writable ({type(err).__name__}: {err}); "
                                          "set MINIGPT_CACHE_DIR to a writable folder")
     return Check("OK", "cache dir", f"{root} is writable")
 
 
 def check_profile() -> Check:
-    from .config import DEFAULT_PROFILE, PROFILE_ENV, PROFILES
-
-    name = os.environ.get(PROFILE_ENV)
+    name = env(PROFILE_ENV)
     if not name:
         return Check("OK", PROFILE_ENV, f"unset (default: {DEFAULT_PROFILE})")
     if name not in PROFILES:

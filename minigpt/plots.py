@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
-from .analysis.routing import specialist_names
+from .analysis.routing import mean_weights, specialist_names
 from .scoring import HEADLINE, ORACLE, SPECIALIST_ROWS
 
 
@@ -74,7 +74,7 @@ def plot_trunk_crown(n_layer: int, k: int, domains=("code", "medical", "legal"),
     """Block diagram of one shared frozen trunk (embeddings + blocks < K) and a crown per domain.
 
     Frozen parts are grey and hatched; the tied head is drawn frozen and shared because it is the
-    embedding matrix. ``counts`` (from ``minigpt.notebook.param_counts``) goes into the title.
+    embedding matrix. ``counts`` (from ``minigpt.analysis.crowns.param_counts``) goes into the title.
     ``compact`` shortens the labels for small multiples.
     """
     if ax is None:
@@ -210,7 +210,7 @@ def plot_hybrid_routing(weights, labels, names=("code", "medical", "legal"), tit
 def plot_gate_grid(hists, names=None):
     """Gate-weight histograms for several routers: rows = routers, columns = eval domains.
 
-    ``hists`` = {router name: :func:`minigpt.diagnostics.gate_histograms` result}.
+    ``hists`` = {router name: :func:`minigpt.analysis.routing.gate_histograms` result}.
     """
     rows = list(hists)
     domains = list(next(iter(hists.values()))["counts"])
@@ -280,7 +280,7 @@ def plot_cka_blocks(representations, keys=None, vmin: float = 0.0):
 
 
 def plot_freeze_sweep(frame: pd.DataFrame, k_profile: int | None = None, mark: int | None = None):
-    """Small multiples of the freeze-depth sweep (one row per K, as :func:`minigpt.notebook.sweep_frame`)."""
+    """Small multiples of the freeze-depth sweep (one row per K, as :func:`minigpt.studies.freeze_sweep.sweep_frame`)."""
     panels = [("mixed loss (nats)", ["best specialist mixed", "fused mixed", "oracle mixed"]),
               ("gain, %", ["divergence %", "fused vs best specialist %"]),
               ("oracle gap (nats)", ["oracle gap"]),
@@ -306,71 +306,77 @@ def plot_freeze_sweep(frame: pd.DataFrame, k_profile: int | None = None, mark: i
     return fig
 
 
+_GRID_ROWS = ["base", "best specialist", "weight average", "uniform mix", HEADLINE, ORACLE]
+
+
+def _grid_mixed(rep: dict) -> dict[str, dict[str, float]]:
+    """Mixed loss of the grid's rows at every K, with the best specialist as one row."""
+    mixed = {K: dict(rep["per_k"][K]["mixed"]) for K in rep["per_k"]}
+    for m in mixed.values():
+        m["best specialist"] = min(m[s] for s in SPECIALIST_ROWS)
+    return mixed
+
+
+def _grid_losses(ax, r: dict, mixed: dict, limits: tuple[float, float], first: bool) -> None:
+    """One K's mixed-loss bars on the axis shared by every K (differences are small next to the loss)."""
+    short = {HEADLINE: "fused (router)", ORACLE: "oracle"}
+    present = [q for q in _GRID_ROWS if q in mixed]
+    vals = [mixed[q] for q in present]
+    colors = ["0.45" if q == "base" else "tab:purple" if q == HEADLINE else "tab:olive" if q == ORACLE
+              else "0.75" for q in present]
+    ax.barh(range(len(present)), vals, color=colors)
+    ax.set_xlim(*limits)
+    ax.invert_yaxis()
+    for y, v in enumerate(vals):
+        ax.text(v, y, f" {v:.3f}", va="center", fontsize=6.5)
+    ax.set_yticks(range(len(present)), [short.get(q, q) for q in present] if first else [], fontsize=7.5)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_title(f"fused vs best specialist {r['fused_gain_vs_best_specialist_%']:+.2f}%\n"
+                 f"oracle gap {r['oracle_gap']:.3f} nats", fontsize=8)
+    if first:
+        ax.set_ylabel("mixed loss\n(nats/token)", fontsize=8)
+
+
+def _grid_domain_bars(ax_gain, ax_acc, r: dict, first: bool) -> None:
+    """One K's own-domain gains over the base and per-domain routing accuracy (dotted: chance)."""
+    domains = list(r["own_domain_gain_%"])
+    colors = [DOMAIN_COLORS.get(d, f"C{i}") for i, d in enumerate(domains)]
+    ax_gain.bar(domains, [r["own_domain_gain_%"][d] for d in domains], color=colors)
+    ax_gain.axhline(0, color="black", lw=0.8)
+    ax_gain.set_title(f"divergence {r['divergence_%']:.2f}%", fontsize=8)
+    ax_acc.bar(domains, [r["routing_accuracy"].get(d, np.nan) for d in domains], color=colors)
+    ax_acc.axhline(1 / len(domains), color="black", ls=":", lw=1)
+    ax_acc.set_ylim(0, 1)
+    for ax in (ax_gain, ax_acc):
+        ax.tick_params(labelsize=7)
+    if first:
+        ax_gain.set_ylabel("own-domain gain\nover base, %", fontsize=8)
+        ax_acc.set_ylabel("routing accuracy\n(dotted: chance)", fontsize=8)
+
+
 def plot_freeze_grid(rep: dict, n_layer: int, counts_by_k=None, k_profile: int | None = None, ks=None):
     """What the freeze-depth slider shows, for every K at once (the built book has no kernel).
 
-    Columns = K from :func:`minigpt.breaks.freeze_sweep`'s report ``rep``. Rows: the trunk/crown cut;
-    mixed held-out loss of the key rows on one shared axis, so bar lengths compare across K; each
-    specialist's own-domain gain over the base; per-domain routing accuracy (dotted: chance).
-    ``counts_by_k`` = {K: :func:`minigpt.notebook.param_counts`} labels the diagrams. ``ks`` draws only
-    those depths (several images for a deep model) with the axes still scaled to every K in ``rep``.
+    Columns = K from :func:`minigpt.studies.freeze_sweep.freeze_sweep`'s report ``rep``. Rows: the
+    trunk/crown cut; mixed held-out loss of the key rows on one shared axis, so bar lengths compare
+    across K; each specialist's own-domain gain over the base; per-domain routing accuracy.
+    ``counts_by_k`` = {K: :func:`minigpt.analysis.crowns.param_counts`} labels the diagrams. ``ks``
+    draws only those depths (several images for a deep model) with the axes still scaled to every K.
     """
     every_k = sorted(rep["per_k"], key=int)
     ks = every_k if ks is None else [str(K) for K in ks]
-    rows = ["base", "best specialist", "weight average", "uniform mix", HEADLINE, ORACLE]
-    short = {HEADLINE: "fused (router)", ORACLE: "oracle"}
     fig, axes = plt.subplots(4, len(ks), figsize=(2.7 * len(ks) + 0.6, 0.45 * (n_layer + 3) + 6.4),
                              squeeze=False, gridspec_kw={"height_ratios": [0.3 * (n_layer + 3), 2.2, 1.6, 1.6]})
-    mixed = {K: dict(rep["per_k"][K]["mixed"]) for K in every_k}
-    for K in every_k:
-        m = mixed[K]
-        m["best specialist"] = min(m[s] for s in SPECIALIST_ROWS)
-    every = [mixed[K][r] for K in every_k for r in rows if r in mixed[K]]
-    lo, hi = min(every), max(every)
-    pad = (hi - lo) * 0.12 or 0.01
+    mixed = _grid_mixed(rep)
+    every = [mixed[K][r] for K in every_k for r in _GRID_ROWS if r in mixed[K]]
+    pad = (max(every) - min(every)) * 0.12 or 0.01
     for j, K in enumerate(ks):
-        r = rep["per_k"][K]
         counts = (counts_by_k or {}).get(int(K)) or (counts_by_k or {}).get(K)
         plot_trunk_crown(n_layer, int(K), tuple(DOMAIN_COLORS), ax=axes[0, j], counts=counts, compact=True)
         if k_profile is not None and int(K) == k_profile:
             axes[0, j].set_title(axes[0, j].get_title() + "\n(the profile's K)", fontsize=9)
-
-        ax = axes[1, j]
-        present = [q for q in rows if q in mixed[K]]
-        vals = [mixed[K][q] for q in present]
-        colors = ["0.45" if q == "base" else "tab:purple" if q == HEADLINE else "tab:olive" if q == ORACLE
-                  else "0.75" for q in present]
-        ax.barh(range(len(present)), vals, color=colors)
-        ax.set_xlim(lo - pad, hi + pad)  # one zoomed axis for all K: differences are small next to the loss
-        ax.invert_yaxis()
-        for y, v in enumerate(vals):
-            ax.text(v, y, f" {v:.3f}", va="center", fontsize=6.5)
-        ax.set_yticks(range(len(present)), [short.get(q, q) for q in present] if j == 0 else [], fontsize=7.5)
-        ax.tick_params(axis="x", labelsize=7)
-        ax.set_title(f"fused vs best specialist {r['fused_gain_vs_best_specialist_%']:+.2f}%\n"
-                     f"oracle gap {r['oracle_gap']:.3f} nats", fontsize=8)
-        if j == 0:
-            ax.set_ylabel("mixed loss\n(nats/token)", fontsize=8)
-
-        domains = list(r["own_domain_gain_%"])
-        colors = [DOMAIN_COLORS.get(d, f"C{i}") for i, d in enumerate(domains)]
-        ax = axes[2, j]
-        gains = [r["own_domain_gain_%"][d] for d in domains]
-        ax.bar(domains, gains, color=colors)
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_title(f"divergence {r['divergence_%']:.2f}%", fontsize=8)
-        ax.tick_params(labelsize=7)
-        if j == 0:
-            ax.set_ylabel("own-domain gain\nover base, %", fontsize=8)
-
-        ax = axes[3, j]
-        acc = [r["routing_accuracy"].get(d, np.nan) for d in domains]
-        ax.bar(domains, acc, color=colors)
-        ax.axhline(1 / len(domains), color="black", ls=":", lw=1)
-        ax.set_ylim(0, 1)
-        ax.tick_params(labelsize=7)
-        if j == 0:
-            ax.set_ylabel("routing accuracy\n(dotted: chance)", fontsize=8)
+        _grid_losses(axes[1, j], rep["per_k"][K], mixed[K], (min(every) - pad, max(every) + pad), j == 0)
+        _grid_domain_bars(axes[2, j], axes[3, j], rep["per_k"][K], j == 0)
     # gains share one y axis so bar heights compare across K
     g_all = [v for K in every_k for v in rep["per_k"][K]["own_domain_gain_%"].values()]
     for ax in axes[2]:
@@ -447,3 +453,238 @@ def plot_token_routing(weights: torch.Tensor, labels: torch.Tensor | None = None
     if fig is not None:
         _finish(fig, path)
     return ax
+
+
+# -- figures moved out of notebooks 5-7 ------------------------------------------------------------
+_BAND_LINES = {HEADLINE: ("tab:purple", "-"), "base": ("black", "--"), "weight average": ("0.5", ":"),
+               "uniform mix": ("0.5", "-."), "monolithic": ("tab:brown", "--")}
+
+
+def plot_oracle_band(mixed: pd.Series, lines=None, ax=None):
+    """The oracle gap on one axis: a band from the oracle to the best single specialist (the room
+    routing could win) and a vertical line per row of ``mixed`` (one column of the table), the
+    headline's distance to the oracle marked with an arrow."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 1.9))
+    lines = _BAND_LINES if lines is None else lines
+    best_spec = float(mixed[list(SPECIALIST_ROWS)].min())
+    ax.axvspan(mixed[ORACLE], best_spec, color="tab:olive", alpha=0.25, label="oracle … best specialist")
+    for row, (color, style) in lines.items():
+        if row in mixed.index:
+            ax.axvline(mixed[row], color=color, ls=style, lw=2, label=f"{row} ({mixed[row]:.3f})")
+    gap = mixed[HEADLINE] - mixed[ORACLE]
+    ax.annotate("", xy=(mixed[ORACLE], 0.8), xytext=(mixed[HEADLINE], 0.8),
+                arrowprops=dict(arrowstyle="<->", color="tab:purple"))
+    ax.text((mixed[ORACLE] + mixed[HEADLINE]) / 2, 0.86, f"gap {gap:+.3f}", ha="center", fontsize=8,
+            color="tab:purple")
+    values = [mixed[r] for r in lines if r in mixed.index] + [mixed[ORACLE], best_spec]
+    pad = 0.08 * (max(values) - min(values)) + 1e-4
+    ax.set_xlim(min(values) - pad, max(values) + pad)
+    ax.set_ylim(0, 1)
+    ax.set_yticks([])
+    ax.set_xlabel("mixed held-out loss (nats/token, lower is better)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return ax
+
+
+# Break 1 (notebook 6)
+def plot_two_sets(frame: pd.DataFrame, ax=None, xlabel: str = "mixed held-out loss (nats/token, axis zoomed)"):
+    """Grouped horizontal bars of ``frame``'s two columns per row (first row on top, axis zoomed),
+    e.g. every row of the table with a shared base and with different bases."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 0.3 * len(frame) + 1.0))
+    frame.iloc[::-1].plot.barh(ax=ax, color=["tab:purple", "0.6"])
+    lo, hi = float(np.nanmin(frame.values)), float(np.nanmax(frame.values))
+    ax.set_xlim(lo - 0.1 * (hi - lo) - 1e-4, hi + 0.1 * (hi - lo) + 1e-4)
+    ax.set_xlabel(xlabel)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.legend(fontsize=8, loc="lower right")
+    return ax
+
+
+def plot_controls(controls: Mapping[str, dict], against: dict, ax=None):
+    """Logit fusion's mixed loss for each shared-base control (dots, span shaded) and for the
+    different-base set (diamond); ``controls`` and ``against`` are Break 1's ``controls`` and
+    ``different_vs_controls``."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 1.8))
+    for seed, c in controls.items():
+        ax.plot(c["fused_logits_mixed"], 0, "o", color="tab:purple", ms=9)
+        ax.annotate(f"shared base\nseed {seed}", (c["fused_logits_mixed"], 0), xytext=(0, 10),
+                    textcoords="offset points", ha="center", fontsize=7)
+    x = against["different_fused_logits_mixed"]
+    ax.plot(x, 0, "D", color="tab:red", ms=9)
+    ax.annotate("different bases", (x, 0), xytext=(0, -22), textcoords="offset points", ha="center", fontsize=8,
+                color="tab:red")
+    ax.axvspan(against["controls_min"], against["controls_max"], color="tab:purple", alpha=0.1)
+    ax.set_yticks([])
+    ax.set_ylim(-1, 1)
+    ax.set_xlabel("mixed loss of logit fusion (nats/token)")
+    return ax
+
+
+def plot_contrasts(contrasts: pd.DataFrame, ax=None):
+    """Break 1's within-set contrasts (rows, first on top): change in nats from shared to different
+    bases, two paired standard errors as error bars, coloured by verdict."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 0.35 * len(contrasts) + 0.7))
+    cs = contrasts.iloc[::-1]
+    ax.barh(cs.index, cs["change_nats"], xerr=2 * cs["se"],
+            color=[VERDICT_COLORS.get(v, "0.8") for v in cs["verdict"]])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("change from shared to different bases (nats; + = worse)")
+    ax.tick_params(axis="y", labelsize=8)
+    return ax
+
+
+def plot_per_byte(losses: pd.DataFrame, ax=None, xlabel: str = "nats per byte (axis zoomed)"):
+    """The tokenizer case's ``per_byte`` column as bars (first row on top); rows naming the
+    mismatched specialist in red."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 0.4 * len(losses) + 0.6))
+    per_byte = losses["per_byte"].iloc[::-1]
+    ax.barh(per_byte.index, per_byte, color=["tab:red" if n.startswith("mismatched") else "0.6" for n in per_byte.index])
+    ax.set_xlim(per_byte.min() * 0.95, per_byte.max() * 1.02)
+    ax.set_xlabel(xlabel)
+    ax.tick_params(axis="y", labelsize=7)
+    return ax
+
+
+# Break 2 (notebook 7)
+SETTING_COLORS = {"healthy": "tab:purple", "imbalanced": "tab:orange", "cold": "tab:cyan",
+                  "imbalanced + cold": "tab:red"}
+
+
+def _setting_colors(names) -> list[str]:
+    return [SETTING_COLORS.get(n, f"C{i}") for i, n in enumerate(names)]
+
+
+def plot_settings_overview(rep: dict):
+    """Break 2's named routers twice: routing accuracy per domain (left) and the mixed loss with a
+    band of ± the report's tolerance around the healthy router's (right)."""
+    settings, tol, h = rep["settings"], rep["tolerance_pct"], rep["healthy_mixed"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.3), gridspec_kw={"width_ratios": [1.4, 1]})
+    acc = pd.DataFrame({n: s["routing_accuracy"] for n, s in settings.items()})
+    acc.plot.bar(ax=ax1, rot=0, color=_setting_colors(acc.columns))
+    ax1.axhline(0.5, color="black", ls="--", lw=1, label="50%")
+    ax1.axhline(1 / len(acc.index), color="black", ls=":", lw=1, label="chance")
+    ax1.set_ylim(0, 1.05)
+    ax1.set_ylabel("routing accuracy")
+    ax1.legend(fontsize=7, ncol=2)
+    mixed = pd.Series({n: s["mixed_loss"] for n, s in settings.items()}).iloc[::-1]
+    ax2.barh(mixed.index, mixed.values, color=_setting_colors(mixed.index))
+    ax2.axvspan(h * (1 - tol / 100), h * (1 + tol / 100), color="tab:purple", alpha=0.12, label=f"healthy ± {tol:g}%")
+    ax2.axvline(rep["best_specialist_mixed"], color="black", ls="--", lw=1, label="best specialist")
+    ax2.axvline(rep["base_mixed"], color="0.5", ls=":", lw=1.5, label="base")
+    ax2.set_xlim(h * (1 - 1.5 * tol / 100), h * (1 + 1.5 * tol / 100))
+    ax2.set_xlabel("mixed held-out loss (nats/token)")
+    ax2.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _annotated_heatmap(ax, frame: pd.DataFrame, fmt: str, cmap: str, vmin=None, vmax=None):
+    """``frame`` as an image with each value written in its cell (format spec ``fmt``)."""
+    vals = frame.to_numpy(dtype=float)
+    im = ax.imshow(vals, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    lo, hi = im.get_clim()
+    for i in range(vals.shape[0]):
+        for j in range(vals.shape[1]):
+            dark = (vals[i, j] - lo) / ((hi - lo) or 1) > 0.6 if np.isfinite(vals[i, j]) else False
+            ax.text(j, i, format(vals[i, j], fmt), ha="center", va="center", fontsize=8,
+                    color="white" if dark else "black")
+    ax.set_xticks(range(vals.shape[1]), list(frame.columns), fontsize=8)
+    ax.set_yticks(range(vals.shape[0]), list(frame.index), fontsize=8)
+    return im
+
+
+def plot_mean_weight_heatmaps(weights: Mapping[str, Mapping[str, torch.Tensor]]):
+    """One heatmap per router (``{router: {domain: (n, T, N) weights}}``): mean weight each
+    specialist (columns) gets on each domain's text (rows)."""
+    fig, axes = plt.subplots(1, len(weights), figsize=(3.4 * len(weights), 2.8), squeeze=False)
+    for j, (ax, (name, w)) in enumerate(zip(axes[0], weights.items())):
+        mw = mean_weights(w).rename(columns=lambda c: c.split()[0])
+        _annotated_heatmap(ax, mw, ".2f", "Blues", 0, 1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("weight on")
+        if j:
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("text")
+    fig.tight_layout()
+    return fig
+
+
+GRID_PANELS = {  # Break 2 grid value -> (title, number format, colour map)
+    "min_routing_accuracy": ("worst domain's routing accuracy", ".0%", "RdYlGn"),
+    "mixed_vs_healthy_%": ("mixed loss vs healthy, %", "+.2f", "RdBu_r"),
+    "weight_on_dominant_other_domains": ("dominant specialist's weight elsewhere", ".2f", "Oranges"),
+}
+
+
+def plot_grid_heatmaps(frames: Mapping[str, pd.DataFrame]):
+    """Break 2's grid, one heatmap per value: ``frames`` = {key of :data:`GRID_PANELS`: mix x
+    temperature table}; the loss change is centred on zero."""
+    fig, axes = plt.subplots(1, len(frames), figsize=(4.4 * len(frames), 3.2), squeeze=False)
+    for j, (ax, (key, frame)) in enumerate(zip(axes[0], frames.items())):
+        title, fmt, cmap = GRID_PANELS.get(key, (key, ".2f", "viridis"))
+        frame = frame.astype(float)
+        span = float(np.nanmax(np.abs(frame.values))) or 1.0
+        _annotated_heatmap(ax, frame, fmt, cmap, *((-span, span) if key == "mixed_vs_healthy_%" else (None, None)))
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("target temperature")
+        ax.set_ylabel((frame.index.name or "") if j == 0 else "")
+        if j:
+            ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_silent_collapse(rep: dict, ax=None):
+    """Each Break 2 grid router as a point: mixed loss vs the healthy router (x) against its worst
+    domain's routing accuracy (y); colour = data mix, marker = temperature, healthy outlined. The
+    shaded box is the silent-collapse region (within the tolerance, below 50%)."""
+    grid, tol = rep["grid"], rep["tolerance_pct"]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.6))
+    x_span = max(tol * 1.3, max(abs(r["mixed_vs_healthy_%"]) for r in grid.values()) * 1.2)
+    ax.add_patch(plt.Rectangle((-tol, 0), 2 * tol, 0.5, color="tab:red", alpha=0.1, label="silent collapse region"))
+    mixes = sorted({tuple(r["domain_mix"]) for r in grid.values()})
+    temps = sorted({r["temp"] for r in grid.values()}, reverse=True)
+    markers = dict(zip(temps, "os^Dv"))
+    color = lambda i: plt.cm.viridis(i / max(len(mixes) - 1, 1))  # noqa: E731
+    for name, r in grid.items():
+        ax.scatter(r["mixed_vs_healthy_%"], r["min_routing_accuracy"], marker=markers[r["temp"]], s=45,
+                   color=color(mixes.index(tuple(r["domain_mix"]))), linewidth=1.5, zorder=3,
+                   edgecolor="black" if name == rep["healthy_setting"] else "none")
+    for i, mix in enumerate(mixes):
+        ax.scatter([], [], color=color(i), label="mix " + "/".join(f"{m:.2f}" for m in mix))
+    for t in temps:
+        ax.scatter([], [], marker=markers[t], color="0.4", label=f"temp {t:g}")
+    ax.axhline(0.5, color="black", ls="--", lw=0.8)
+    ax.set_xlim(-x_span, x_span)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("mixed loss vs healthy router, %")
+    ax.set_ylabel("worst domain's routing accuracy")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title("each router: headline loss against its worst domain (outlined: healthy)", fontsize=9)
+    return ax
+
+
+def plot_setting_vs_healthy(healthy_accuracy: Mapping[str, float], accuracy: Mapping[str, float],
+                            weights: Mapping[str, torch.Tensor]):
+    """One router against the healthy one: routing accuracy per domain (left) and where each
+    domain's weight goes, stacked by specialist (right; ``weights`` = {domain: (n, T, N)})."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 2.8))
+    pd.DataFrame({"healthy": healthy_accuracy, "this setting": accuracy}).plot.bar(
+        ax=a1, rot=0, color=["tab:purple", "tab:orange"])
+    a1.axhline(0.5, color="black", ls="--", lw=0.8)
+    a1.set_ylim(0, 1.05)
+    a1.set_ylabel("routing accuracy")
+    mw = mean_weights(weights).rename(columns=lambda c: c.split()[0])
+    mw.plot.barh(ax=a2, stacked=True, color=[DOMAIN_COLORS.get(d, f"C{i}") for i, d in enumerate(mw.columns)])
+    a2.legend(fontsize=7, title="weight on", title_fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    a2.set_xlim(0, 1)
+    a2.set_xlabel("mean weight (stacked; colour = specialist)")
+    a2.set_ylabel("text")
+    fig.tight_layout()
+    return fig

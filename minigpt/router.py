@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import RouterConfig
+from .fusion import fuse_logits
 from .model import token_nll_from_logprobs
 
 TARGETS = ("domain", "performance", "lm")
@@ -121,8 +122,6 @@ def train_router(router: nn.Module, next_batch: Callable[[torch.Generator], tupl
     """
     if cfg.target not in TARGETS:
         raise ValueError(f"unknown router target {cfg.target!r}; choose one of {', '.join(TARGETS)}")
-    from .fusion import fuse_logits  # fusion imports nothing from here
-
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.Adam(router.parameters(), lr=cfg.lr)

@@ -2,7 +2,7 @@
 
 Each domain's documents are encoded and joined with an end-of-document token into one long
 stream. Training samples random windows; evaluation uses fixed, non-overlapping windows spread
-evenly over the held-out stream (DESIGN.md §6), so every model sees exactly the same tokens.
+evenly over the held-out stream (docs/design.md, "Evaluation protocol"), so every model sees exactly the same tokens.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from .data import DOMAINS
+from .config import DOMAINS, check_domain
 
 
 def encode_stream(tok: Tokenizer, texts: list[str], eos: int) -> np.ndarray:
@@ -34,8 +34,7 @@ class DomainStreams:
     streams: dict[str, dict[str, np.ndarray]]
 
     def get(self, domain: str, split: str) -> np.ndarray:
-        if domain not in DOMAINS:
-            raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+        check_domain(domain)  # before the lookup: a bad domain gets the one-line error, not a KeyError
         return self.streams[split][domain]
 
     def tokens(self) -> dict[str, dict[str, int]]:

@@ -6,13 +6,12 @@ both the data order and the initialisation, so the same seed gives the same weig
 from __future__ import annotations
 
 import math
-import os
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
+from .config import TrainConfig, device_name
 from .model import GPT, lm_loss
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -21,7 +20,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 def default_device() -> torch.device:
     """``$MINIGPT_DEVICE`` if set, else CUDA when available, else the CPU (the models here are small
     enough that Apple's MPS rarely beats the CPU, so it is used only when asked for)."""
-    name = os.environ.get("MINIGPT_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = device_name() or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from minigpt import data as data_mod
-from minigpt.config import GPTConfig, RouterConfig, get_profile
+from minigpt.config import DOMAINS, SPLITS, GPTConfig, RouterConfig, get_profile
 from minigpt.data import MissingWheelsError, domain_texts, fetch_wheels
 from minigpt.experiment import Experiment
 from minigpt.fusion import FusedModel, fuse_logits
@@ -22,6 +22,7 @@ from minigpt.model import GPT
 from minigpt.notebook import setup as notebook_setup
 from minigpt.router import LinearRouter, performance_targets, train_router
 from minigpt.streams import DomainStreams, encode_stream, eval_windows, mixed_windows, random_windows
+from minigpt.studies.ceiling import routing_ceiling
 from minigpt.tokenizer import check_vocab, train_tokenizer
 
 CFG = GPTConfig(vocab_size=37, block_size=16, n_layer=3, n_head=2, n_embd=16)
@@ -30,7 +31,7 @@ TEXTS = ["def add(a, b):\n    return a + b\n", "The patient has a fever.", "The 
 
 def _corpus_without(domain: str, split: str) -> datasets.Dataset:
     rows = [{"text": f"doc {d} {s}", "domain": d, "split": s, "doc_id": f"{d}:{s}", "source": "test"}
-            for d in data_mod.DOMAINS for s in data_mod.SPLITS if (d, s) != (domain, split)]
+            for d in DOMAINS for s in SPLITS if (d, s) != (domain, split)]
     return datasets.Dataset.from_list(rows)
 
 
@@ -81,7 +82,7 @@ CASES = [
      ["weights for 4 specialists but 3", "n_experts"]),
     ("unknown router kind", lambda: Experiment("ci").router("attention"), ValueError,
      ["unknown router kind 'attention'", "choose one of last_token, per_token"]),
-    ("unknown router kind for the ceiling", lambda: Experiment("ci").routing_ceiling("attention"), ValueError,
+    ("unknown router kind for the ceiling", lambda: routing_ceiling(Experiment("ci"), "attention"), ValueError,
      ["unknown router kind 'attention'", "choose one of last_token, per_token"]),
     ("unknown router target", _router_with_unknown_target, ValueError,
      ["unknown router target 'oracle'", "choose one of domain, performance, lm"]),

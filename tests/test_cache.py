@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from minigpt.cache import REPO_ROOT, atomic_write, cache_root, cached
+from minigpt.cache import atomic_write, cache_root, cached
 from minigpt.checkpoint import WEIGHTS, CheckpointMismatch, load_checkpoint, save_checkpoint
-from minigpt.config import GPTConfig
+from minigpt.config import REPO_ROOT, GPTConfig
 from minigpt.model import GPT
 
 CFG = GPTConfig(vocab_size=37, block_size=16, n_layer=2, n_head=2, n_embd=16)

@@ -12,7 +12,8 @@ from collections import Counter
 import pytest
 
 from minigpt import data
-from minigpt.data import DOMAINS, SPLITS, WHEELS
+from minigpt.config import DOMAINS, SPLIT_FRACTIONS, SPLITS
+from minigpt.data import WHEELS
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_split_of_deterministic_and_fractional():
     first = [data.split_of(i) for i in ids]
     assert first == [data.split_of(i) for i in ids]
     shares = Counter(first)
-    for split, frac in data.SPLIT_FRACTIONS.items():
+    for split, frac in SPLIT_FRACTIONS.items():
         assert abs(shares[split] / len(ids) - frac) < 0.015, (split, shares[split])
     assert set(shares) == set(SPLITS)
 

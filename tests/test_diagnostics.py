@@ -6,7 +6,12 @@ import math
 import pytest
 import torch
 
-from minigpt import diagnostics as dg
+from minigpt.analysis.calibration import calibration, expected_calibration_error
+from minigpt.analysis.routing import (confusion_matrix, dominant_weight, gate_histograms, mean_weights, misrouting,
+                                      oracle_agreement, routing_accuracy, weight_on)
+from minigpt.config import DOMAINS
+from minigpt.plots import plot_confusion, plot_gate_histograms, plot_token_routing
+from minigpt.studies.ceiling import fit_to_eval_labels
 
 
 def _w(rows):
@@ -27,32 +32,32 @@ def weights():
 
 
 def test_routing_accuracy(weights):
-    acc = dg.routing_accuracy(weights)
+    acc = routing_accuracy(weights)
     assert acc == pytest.approx({"code": 2 / 3, "medical": 3 / 4, "legal": 0.0})
 
 
 def test_confusion_matrix_rows(weights):
-    cm = dg.confusion_matrix(weights)
+    cm = confusion_matrix(weights)
     assert list(cm.columns) == ["code specialist", "medical specialist", "legal specialist"]
     assert cm.loc["code"].tolist() == pytest.approx([2 / 3, 0, 1 / 3])
     assert cm.loc["medical"].tolist() == pytest.approx([1 / 4, 3 / 4, 0])
     assert cm.loc["legal"].tolist() == pytest.approx([0, 1, 0])
     # the diagonal is the routing accuracy
-    acc = dg.routing_accuracy(weights)
+    acc = routing_accuracy(weights)
     assert [cm.iloc[i, i] for i in range(3)] == pytest.approx(list(acc.values()))
 
 
 def test_mean_and_dominant_weights(weights):
-    mw = dg.mean_weights(weights)
+    mw = mean_weights(weights)
     assert mw.loc["legal"].tolist() == pytest.approx([0.2, 0.45, 0.35])
-    dom = dg.dominant_weight(weights)
+    dom = dominant_weight(weights)
     assert dom["legal"] == {"specialist": "medical specialist", "weight": pytest.approx(0.45), "is_own": False}
     assert dom["code"]["specialist"] == "code specialist" and dom["code"]["is_own"]
-    assert dg.weight_on(weights, 0)["medical"] == pytest.approx((0.7 + 0.1 + 0.3 + 0.2) / 4)
+    assert weight_on(weights, 0)["medical"] == pytest.approx((0.7 + 0.1 + 0.3 + 0.2) / 4)
 
 
 def test_gate_histograms(weights):
-    hist = dg.gate_histograms(weights, bins=4)  # bins [0,.25) [.25,.5) [.5,.75) [.75,1]
+    hist = gate_histograms(weights, bins=4)  # bins [0,.25) [.25,.5) [.5,.75) [.75,1]
     assert hist["edges"] == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])
     assert hist["counts"]["code"]["code specialist"] == [1, 0, 2, 0]  # 0.2 | 0.6, 0.5
     assert hist["counts"]["medical"]["medical specialist"] == [1, 1, 1, 1]  # 0.2 | 0.4 | 0.5 | 0.8
@@ -64,11 +69,11 @@ def test_ece_by_hand():
     conf = torch.tensor([0.9, 0.9, 0.6, 0.6])
     correct = torch.tensor([1.0, 0.0, 1.0, 1.0])
     # bin of 0.9: acc 0.5, conf 0.9 -> 2/4 * 0.4; bin of 0.6: acc 1, conf 0.6 -> 2/4 * 0.4
-    assert dg.expected_calibration_error(conf, correct) == pytest.approx(0.4)
+    assert expected_calibration_error(conf, correct) == pytest.approx(0.4)
     # one bin for everything: |mean conf 0.75 - accuracy 0.75| = 0
-    assert dg.expected_calibration_error(conf, correct, n_bins=1) == pytest.approx(0.0)
+    assert expected_calibration_error(conf, correct, n_bins=1) == pytest.approx(0.0)
     # a perfectly calibrated set in one bin
-    assert dg.expected_calibration_error(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0])) == pytest.approx(0.0)
+    assert expected_calibration_error(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0])) == pytest.approx(0.0)
 
 
 def test_calibration_from_logits():
@@ -76,14 +81,14 @@ def test_calibration_from_logits():
     z = math.log(9.0)
     logits = torch.tensor([[[z, 0.0], [0.0, z]]])
     targets = torch.tensor([[0, 0]])
-    cal = dg.calibration(logits, targets)
+    cal = calibration(logits, targets)
     assert cal["mean_max_prob"] == pytest.approx(0.9)
     assert cal["accuracy"] == pytest.approx(0.5)
     assert cal["ece"] == pytest.approx(0.4)
     assert cal["logit_scale"] == pytest.approx(z / 2)  # population std of (z, 0)
     assert cal["n_tokens"] == 2
     # scaling the logits changes the scale and the confidence, not the argmax
-    hot = dg.calibration(3 * logits, targets)
+    hot = calibration(3 * logits, targets)
     assert hot["accuracy"] == cal["accuracy"] and hot["logit_scale"] == pytest.approx(3 * z / 2)
     assert hot["mean_max_prob"] > cal["mean_max_prob"]
 
@@ -93,21 +98,21 @@ def test_misrouting_and_oracle_agreement():
     weights = {"legal": _w([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])}
     # per-token losses (N=3, n=1, T=2): code is best on this window on average
     nll = {"legal": torch.tensor([[[1.0, 1.0]], [[3.0, 3.0]], [[2.0, 1.6]]])}
-    mis = dg.misrouting(weights, nll)["legal"]
+    mis = misrouting(weights, nll)["legal"]
     assert mis["misrouted"] == pytest.approx(0.5)
     assert mis["chosen_is_window_best"] == pytest.approx(1.0)  # the misrouted token went to the window's best
     assert mis["excess_nats"] == pytest.approx(1.0 - 2.0)  # code's loss minus legal's at that token
-    assert dg.oracle_agreement(weights, nll)["legal"] == pytest.approx(0.5)
+    assert oracle_agreement(weights, nll)["legal"] == pytest.approx(0.5)
 
 
 def test_token_routing_plot_accepts_both_router_shapes(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    dg.plot_token_routing(torch.rand(16, 3).softmax(-1), labels=torch.zeros(16, dtype=torch.long), path=tmp_path / "a.png")
-    dg.plot_token_routing(torch.tensor([0.2, 0.5, 0.3]), path=tmp_path / "b.png")
-    dg.plot_confusion(dg.confusion_matrix({"code": _w([[0.6, 0.3, 0.1]])}), path=tmp_path / "c.png")
-    dg.plot_gate_histograms(dg.gate_histograms({"code": _w([[0.6, 0.3, 0.1]])}), path=tmp_path / "d.png")
+    plot_token_routing(torch.rand(16, 3).softmax(-1), labels=torch.zeros(16, dtype=torch.long), path=tmp_path / "a.png")
+    plot_token_routing(torch.tensor([0.2, 0.5, 0.3]), path=tmp_path / "b.png")
+    plot_confusion(confusion_matrix({"code": _w([[0.6, 0.3, 0.1]])}), path=tmp_path / "c.png")
+    plot_gate_histograms(gate_histograms({"code": _w([[0.6, 0.3, 0.1]])}), path=tmp_path / "d.png")
     assert all((tmp_path / f"{n}.png").stat().st_size > 0 for n in "abcd")
 
 
@@ -116,8 +121,8 @@ def _states(separable: bool, n: int = 24, T: int = 12, C: int = 8, seed: int = 0
     gen = torch.Generator().manual_seed(seed)
     if not separable:
         shared = torch.randn(n, T, C, generator=gen)
-        return {d: shared.clone() for d in dg.DOMAINS}
-    return {d: 3.0 * torch.eye(C)[i] + torch.randn(n, T, C, generator=gen) for i, d in enumerate(dg.DOMAINS)}
+        return {d: shared.clone() for d in DOMAINS}
+    return {d: 3.0 * torch.eye(C)[i] + torch.randn(n, T, C, generator=gen) for i, d in enumerate(DOMAINS)}
 
 
 @pytest.mark.parametrize("kind", ["per_token", "last_token"])
@@ -128,9 +133,9 @@ def test_fit_to_eval_labels_learns_separable_states(kind):
     torch.manual_seed(0)
     router = ROUTERS[kind](8, 3)
     weights = lambda: {d: router(s).detach() for d, s in states.items()}  # noqa: E731
-    before = dg.routing_accuracy(weights())
-    assert dg.fit_to_eval_labels(router, states, steps=150) is router and not router.training
-    after = dg.routing_accuracy(weights())
+    before = routing_accuracy(weights())
+    assert fit_to_eval_labels(router, states, steps=150) is router and not router.training
+    after = routing_accuracy(weights())
     assert min(after.values()) > 0.9, after
     assert sum(after.values()) > sum(before.values()) + 0.5, (before, after)
 
@@ -140,8 +145,8 @@ def test_fit_to_eval_labels_cannot_separate_identical_states():
 
     states = _states(separable=False)
     torch.manual_seed(0)
-    router = dg.fit_to_eval_labels(CausalRouter(8, 3), states, steps=50)
-    acc = dg.routing_accuracy({d: router(s).detach() for d, s in states.items()})
+    router = fit_to_eval_labels(CausalRouter(8, 3), states, steps=50)
+    acc = routing_accuracy({d: router(s).detach() for d, s in states.items()})
     # the same input gives the same argmax whatever the label, so each token counts for one domain only
     assert sum(acc.values()) == pytest.approx(1.0)
 
@@ -150,8 +155,8 @@ def test_fit_to_eval_labels_rejects_bad_input():
     from minigpt.router import CausalRouter
 
     with pytest.raises(ValueError, match="steps must be >= 1"):
-        dg.fit_to_eval_labels(CausalRouter(8, 3), _states(True), steps=0)
+        fit_to_eval_labels(CausalRouter(8, 3), _states(True), steps=0)
     with pytest.raises(ValueError, match="no trunk states"):
-        dg.fit_to_eval_labels(CausalRouter(8, 3), {})
+        fit_to_eval_labels(CausalRouter(8, 3), {})
     with pytest.raises(ValueError, match="unknown domains"):
-        dg.fit_to_eval_labels(CausalRouter(8, 3), {"poetry": torch.zeros(2, 4, 8)})
+        fit_to_eval_labels(CausalRouter(8, 3), {"poetry": torch.zeros(2, 4, 8)})

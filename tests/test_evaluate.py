@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from minigpt.data import DOMAINS
-from minigpt.evaluate import (HEADLINE, ORACLE, SPECIALIST_ROWS, cross_domain_matrix, litmus, loss_table,
-                              routing_accuracy)
+from minigpt import chapter
+from minigpt.config import DOMAINS
+from minigpt.evaluate import cross_domain_matrix, litmus, loss_table, routing_accuracy
+from minigpt.scoring import HEADLINE, ORACLE, ORACLE_PER_TOKEN, SPECIALIST_ROWS
 
 
 def _windows(mean: float, n: int) -> torch.Tensor:
@@ -141,12 +142,13 @@ train = pytest.mark.xdist_group("train")  # may train the ci models on first use
 
 @pytest.fixture(scope="session")  # xdist may interleave modules; evaluate once per worker
 def ci_results(ci_experiment):
-    return ci_experiment.evaluate()
+    return chapter.evaluate(ci_experiment)
 
 
 @train
-def test_collect_shapes_and_base_row(ci_experiment, ci_results):
+def test_score_shapes_and_base_row(ci_experiment, ci_results):
     n, T = ci_experiment.profile.eval_chunks, ci_experiment.profile.model.block_size
+    assert ci_results["nll"] is ci_results["scores"].nll and ci_results["weights"] is ci_results["scores"].weights
     for row, per_domain in ci_results["nll"].items():
         assert set(per_domain) == set(DOMAINS), row
         assert all(v.shape == (n, T) for v in per_domain.values()), row
@@ -174,7 +176,7 @@ def test_oracle_at_least_as_good_as_every_specialist(ci_results):
         # per window the oracle is exactly the best specialist's loss
         per_window = torch.stack([nll[s][d].mean(-1) for s in SPECIALIST_ROWS])  # (N, n)
         torch.testing.assert_close(nll[ORACLE][d].mean(-1), per_window.min(0).values)
-        assert (nll["oracle (per token)"][d] <= nll[ORACLE][d] + 1e-6).all()
+        assert (nll[ORACLE_PER_TOKEN][d] <= nll[ORACLE][d] + 1e-6).all()
 
 
 @train

@@ -13,11 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minigpt import data
-from minigpt.cache import REPO_ROOT, cache_root
+from minigpt.cache import cache_root
 from minigpt.checkpoint import model_fingerprint, trunk_hash
-from minigpt.config import get_profile
-from minigpt.data import DOMAINS
+from minigpt.config import DOMAINS, REPO_ROOT, get_profile, wheel_dir
 from minigpt.experiment import Experiment
 
 pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow]
@@ -123,7 +121,7 @@ def test_same_seed_same_weights_from_empty_caches(ci_experiment, tmp_path, monke
     ci_experiment.streams  # noqa: B018 - make sure the default cache holds what is shared below
     default_cache = cache_root()
     # the wheel folder defaults to <cache>/wheels: pin the real one so nothing is downloaded again
-    monkeypatch.setenv("MINIGPT_WHEEL_DIR", str(data.wheel_dir()))
+    monkeypatch.setenv("MINIGPT_WHEEL_DIR", str(wheel_dir()))
 
     a = _fresh_experiment(tmp_path / "a", monkeypatch, default_cache, seed=0)
     assert cache_root() == tmp_path / "a"

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from minigpt.config import GPTConfig
 from minigpt.data import DOMAINS
-from minigpt.hybrid import HybridSet, _since_switch, hybrid_windows, score_routers, single_domain_set
+from minigpt.studies.hybrid import HybridSet, hybrid_windows, score_routers, since_switch, single_domain_set
 from minigpt.model import GPT
 
 # each domain's tokens live in their own id range, so a token's id reveals its domain
@@ -66,7 +66,7 @@ def test_rejects_impossible_requests(streams):
 
 def test_since_switch():
     labels = torch.tensor([[0, 0, 2, 2, 2, 1]])
-    seg, since = _since_switch(labels)
+    seg, since = since_switch(labels)
     assert seg.tolist() == [[0, 0, 1, 1, 1, 2]]
     assert since.tolist() == [[0, 1, 0, 1, 2, 0]]
 

@@ -1,4 +1,5 @@
-"""Batched crowns (minigpt.stacked) give the per-crown loop's logits and fusions.
+"""Batched crowns (minigpt.stacked) give the per-crown loop's logits, and FusedModel's fusions and
+greedy decoding on top of them equal fusing the loop's logits.
 
 Specialists here share a random trunk and get crowns perturbed in different directions
 (LayerNorm gains and biases too, so the folding of LayerNorm into the next matmul is exercised).
@@ -13,6 +14,7 @@ import torch
 from minigpt.config import GPTConfig
 from minigpt.fusion import FusedModel, fuse_logits, fuse_probs, uniform_weights
 from minigpt.model import GPT
+from minigpt.router import CausalRouter, LinearRouter
 from minigpt.stacked import IMPLS, StackedCrowns
 
 CFG = GPTConfig(vocab_size=97, block_size=16, n_layer=4, n_head=2, n_embd=32)
@@ -63,42 +65,61 @@ def test_stacked_logits_match_each_crown(idx, impl, k):
     assert (ref[0] - ref[1]).abs().max() > 100 * ATOL
 
 
+def fused_both_paths(specs: list[GPT], k: int, idx: torch.Tensor, w: torch.Tensor,
+                     fusion: str) -> tuple[StackedCrowns, torch.Tensor, torch.Tensor]:
+    """FusedModel's log-probabilities with weights ``w`` on both of its paths: the stacked crowns
+    (no gradients) and the per-crown loop (gradients enabled, crowns trainable)."""
+    fm = FusedModel(specs, k, fusion=fusion)
+    with torch.no_grad():
+        stacked = fm.stacked()
+        assert stacked is not None
+        fast = fm(idx, weights=w)
+    assert fm.stacked() is None  # the crowns' parameters require grad: the loop keeps their graph
+    slow = fm(idx, weights=w).detach()
+    return stacked, fast, slow
+
+
 @pytest.mark.parametrize("kind", ["per_token", "per_sequence"])
 @pytest.mark.parametrize("k", [0, 2, 4])
-@torch.no_grad()
 def test_single_head_logit_fusion_equals_fusing_logits(idx, kind, k):
     specs = make_specialists(k=k)
-    stacked = StackedCrowns(specs, k)
-    assert stacked.shared_head  # tied head in the frozen trunk
-    h, ref = loop_logits(specs, idx, k)
     w = router_weights(kind, torch.Generator().manual_seed(k))
-    fused = stacked.fused_logits(stacked.hidden(h), w)
-    torch.testing.assert_close(fused, fuse_logits(w, ref), atol=ATOL, rtol=0)
+    stacked, fast, slow = fused_both_paths(specs, k, idx, w, "logits")
+    assert stacked.shared_head  # tied head in the frozen trunk: the stacked path applies it once
+    with torch.no_grad():
+        _, ref = loop_logits(specs, idx, k)
     expected = torch.log_softmax(fuse_logits(w, ref), -1)
-    torch.testing.assert_close(stacked.fused_logprobs(h, w, "logits"), expected, atol=ATOL, rtol=0)
+    torch.testing.assert_close(fast, expected, atol=ATOL, rtol=0)
+    torch.testing.assert_close(slow, expected, atol=ATOL, rtol=0)
+    # the weights matter, so weights applied to the wrong experts or positions would be caught
+    uniform = torch.log_softmax(fuse_logits(uniform_weights(B, N), ref), -1)
+    assert (expected - uniform).abs().max() > 100 * ATOL
 
 
 @pytest.mark.parametrize("kind", ["per_token", "per_sequence"])
-@torch.no_grad()
 def test_probability_fusion_equals_fuse_probs(idx, kind):
     specs = make_specialists()
-    stacked = StackedCrowns(specs, 2)
-    h, ref = loop_logits(specs, idx, 2)
     w = router_weights(kind, torch.Generator().manual_seed(3))
-    torch.testing.assert_close(stacked.fused_logprobs(h, w, "probs"), fuse_probs(w, ref), atol=ATOL, rtol=0)
+    _, fast, slow = fused_both_paths(specs, 2, idx, w, "probs")
+    with torch.no_grad():
+        _, ref = loop_logits(specs, idx, 2)
+    torch.testing.assert_close(fast, fuse_probs(w, ref), atol=ATOL, rtol=0)
+    torch.testing.assert_close(slow, fuse_probs(w, ref), atol=ATOL, rtol=0)
 
 
-@torch.no_grad()
 def test_separate_heads_and_no_bias(idx):
     # untied-in-practice heads (e.g. specialists with different trunks) fall back to one head each
     cfg = GPTConfig(vocab_size=97, block_size=16, n_layer=3, n_head=2, n_embd=32, bias=False)
     specs = [GPT(cfg).eval() for _ in range(N)]
-    stacked = StackedCrowns(specs, 1)
-    assert not stacked.shared_head
-    h, ref = loop_logits(specs, idx, 1)
-    torch.testing.assert_close(stacked.logits(h), ref, atol=ATOL, rtol=0)
     w = router_weights("per_token", torch.Generator().manual_seed(4))
-    torch.testing.assert_close(stacked.fused_logits(stacked.hidden(h), w), fuse_logits(w, ref), atol=ATOL, rtol=0)
+    stacked, fast, slow = fused_both_paths(specs, 1, idx, w, "logits")
+    assert not stacked.shared_head
+    with torch.no_grad():
+        h, ref = loop_logits(specs, idx, 1)
+        torch.testing.assert_close(stacked.logits(h), ref, atol=ATOL, rtol=0)
+    expected = torch.log_softmax(fuse_logits(w, ref), -1)
+    torch.testing.assert_close(fast, expected, atol=ATOL, rtol=0)
+    torch.testing.assert_close(slow, expected, atol=ATOL, rtol=0)
 
 
 @torch.no_grad()
@@ -145,17 +166,30 @@ def test_fused_model_batched_path_passes_router_gradients(idx):
     assert router.weight.grad is not None and router.weight.grad.abs().sum() > 0
 
 
+GENERATION_ROUTERS = {"uniform": None, "per_token": CausalRouter, "last_token": LinearRouter}
+
+
+@pytest.mark.parametrize("router_kind", sorted(GENERATION_ROUTERS))
 @pytest.mark.parametrize("fusion", ["logits", "probs"])
 @torch.no_grad()
-def test_greedy_generation_matches_naive_fusion(fusion):
-    specs = make_specialists()
-    stacked = StackedCrowns(specs, 2)
+def test_greedy_generation_matches_naive_fusion(fusion, router_kind):
+    specs, k = make_specialists(), 2
+    torch.manual_seed(6)
+    cls = GENERATION_ROUTERS[router_kind]
+    router = None if cls is None else cls(CFG.n_embd, N)
+    fm = FusedModel(specs, k, router, fusion=fusion)
     prompt = torch.randint(0, CFG.vocab_size, (B, 5), generator=torch.Generator().manual_seed(5))
-    out = stacked.generate(prompt, 20, fusion=fusion)  # runs past block_size: window slides
+    out = fm.generate(prompt, 20)  # runs past block_size: window slides
+    assert out.shape == (B, 25) and torch.equal(out[:, :5], prompt)
     idx = prompt
-    w = uniform_weights(B, N)
     for _ in range(20):
-        logits = torch.stack([m(idx[:, -CFG.block_size:])[0][:, -1:] for m in specs])
+        window = idx[:, -CFG.block_size:]
+        if router is None:
+            w = uniform_weights(B, N)
+        else:
+            w = router(specs[0].trunk(window, k))
+            w = w[:, -1] if w.dim() == 3 else w  # the last position's weights pick the next token
+        logits = torch.stack([m(window)[0][:, -1:] for m in specs])
         scores = fuse_logits(w, logits) if fusion == "logits" else fuse_probs(w, logits)
         idx = torch.cat((idx, scores[:, -1].argmax(-1, keepdim=True)), dim=1)
     assert torch.equal(out, idx)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from minigpt.data import DOMAINS, domain_texts
+from minigpt.config import DOMAINS
+from minigpt.data import domain_texts
 from minigpt.tokenizer import EOS, eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 
 SAMPLES = {

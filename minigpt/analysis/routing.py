@@ -18,6 +18,8 @@ import pandas as pd
 import torch
 
 from ..config import DOMAINS
+from ..model import GPT
+from ..scoring import SPECIALIST_ROWS
 from ..evaluate import routing_accuracy  # noqa: F401  (re-exported: one definition of accuracy)
 
 WeightsByDomain = Mapping[str, torch.Tensor]
@@ -136,4 +138,43 @@ def misrouting_margins(weights: WeightsByDomain) -> dict[str, dict]:
         out[domain] = {"margin": margin, "misrouted": float(wrong.double().mean()),
                        "median_margin": float(margin.median()) if margin.numel() else float("nan"),
                        "own_is_second": float(second.double().mean()) if margin.numel() else float("nan")}
+    return out
+
+
+def best_specialist_share(nll: dict) -> dict[str, float]:
+    """Per domain, the share of held-out windows whose lowest-loss specialist is that domain's own.
+
+    Where this is below 1, domain labels and performance targets disagree about the right expert.
+    """
+    out = {}
+    for d in DOMAINS:
+        per_window = torch.stack([nll[r][d].mean(-1) for r in SPECIALIST_ROWS])  # (N, n)
+        out[d] = float((per_window.argmin(0) == DOMAINS.index(d)).float().mean())
+    return out
+
+
+@torch.no_grad()
+def router_weights(trunk_model: GPT, k: int, routers: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each router's weights on ``x`` (B, T) as (B, T, N); a per-window router's vector is repeated over T."""
+    h = trunk_model.trunk(x, k)
+    out = {}
+    for name, router in routers.items():
+        w = router(h)
+        out[name] = w.unsqueeze(1).expand(-1, x.shape[1], -1) if w.dim() == 2 else w
+    return out
+
+
+@torch.no_grad()
+def future_leak(trunk_model: GPT, k: int, routers: dict, x: torch.Tensor, x_alt: torch.Tensor, t: int) -> dict:
+    """Do the weights used at positions < t depend on tokens at positions >= t?
+
+    ``x`` and ``x_alt`` (B, T) agree on their first ``t`` tokens. Returns, for the trunk output and
+    for each router, the largest absolute change at positions < t. A causal computation gives 0.
+    """
+    if not torch.equal(x[:, :t], x_alt[:, :t]):
+        raise ValueError(f"x and x_alt must share their first t={t} tokens; they differ before position {t}")
+    out = {"trunk output": float((trunk_model.trunk(x, k) - trunk_model.trunk(x_alt, k))[:, :t].abs().max())}
+    a, b = router_weights(trunk_model, k, routers, x), router_weights(trunk_model, k, routers, x_alt)
+    for name in routers:
+        out[name] = float((a[name] - b[name])[:, :t].abs().max())
     return out

@@ -43,11 +43,14 @@ def paired(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict
     return {"delta": float(np.mean(deltas)), "se": float(np.sqrt(var) / len(deltas))}
 
 
+VERDICT_Z = 2  # paired standard errors beyond which a change counts as real
+
+
 def verdict(z: float | None, worse: str = "worse", better: str = "better") -> str:
-    """'worse' / 'better' beyond 2 paired standard errors, else 'no significant change'."""
+    """'worse' / 'better' beyond :data:`VERDICT_Z` paired standard errors, else 'no significant change'."""
     if z is None:
         return "n/a"
-    return worse if z > 2 else better if z < -2 else "no significant change"
+    return worse if z > VERDICT_Z else better if z < -VERDICT_Z else "no significant change"
 
 
 def token_sample(eval_sets: Mapping[str, tuple], per_domain: int) -> torch.Tensor:

@@ -1,0 +1,91 @@
+"""A router fitted on the evaluation windows themselves: an optimistic reference for routing.
+
+:func:`fit_to_eval_labels` trains a router on the held-out windows' trunk states with their own
+domain labels, so it has seen the test and its answers. :func:`routing_ceiling` does this for an
+:class:`~minigpt.experiment.Experiment` and scores that router like any other; its routing accuracy
+and oracle gap say how far a router of the same form, reading the same trunk features, could get.
+A trained router close to it has little left to gain from more steps or other targets; the rest
+needs trunk features that tell the domains apart better.
+"""
+from __future__ import annotations
+
+import json
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..cache import cache_root, cached, config_key
+from ..chapter import rounded
+from ..checkpoint import model_fingerprint
+from ..config import DOMAINS, derive_seed
+from ..evaluate import ORACLE, loss_table, routing_accuracy
+from ..router import ROUTERS, check_router_kind, router_code_fingerprint, router_loss
+from ..scoring import Experts, fused_row, score
+
+FITTED = "eval-fitted"  # the router's name in the scored rows
+
+
+def fit_to_eval_labels(router: torch.nn.Module, states: Mapping[str, torch.Tensor], steps: int = 300,
+                       lr: float = 1e-2) -> torch.nn.Module:
+    """Fit ``router`` in place on trunk states ``{domain: (n, T, C)}``, each window's own domain as target.
+
+    Full batch, Adam, the router's own cross-entropy (:func:`minigpt.router.router_loss`) against
+    one-hot labels at every position. The result is a reference, not a strict bound: cross-entropy
+    is not accuracy, and on a weak trunk a trained router can beat it on one domain.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not states:
+        raise ValueError("no trunk states to fit on; pass {domain: (n, T, C) tensor} for at least one domain")
+    unknown = [d for d in states if d not in DOMAINS]
+    if unknown:
+        raise ValueError(f"unknown domains {unknown}; states must be keyed by {', '.join(DOMAINS)}")
+    x = torch.cat([states[d] for d in states])  # (n_all, T, C)
+    labels = torch.cat([torch.full((s.shape[0],), DOMAINS.index(d)) for d, s in states.items()])
+    opt = torch.optim.Adam(router.parameters(), lr=lr)
+    router.train()
+    for _ in tqdm(range(steps), desc="router fitted on eval", leave=False, mininterval=1.0):
+        w = router(x)  # (n_all, N) or (n_all, T, N)
+        loss = router_loss(w, F.one_hot(labels, w.shape[-1]).to(w.dtype))  # the window's label everywhere
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return router.eval()
+
+
+@torch.no_grad()
+def _eval_states(exp, specs, k: int) -> dict[str, torch.Tensor]:
+    """The shared trunk's output on every held-out window, ``{domain: (n, T, C)}``."""
+    bs = exp.profile.eval_batch_size
+    return {d: torch.cat([specs[0].trunk(x[i:i + bs], k) for i in range(0, x.shape[0], bs)])
+            for d, (x, _) in exp.eval_sets.items()}
+
+
+def routing_ceiling(exp, kind: str = "per_token", steps: int = 300) -> dict:
+    """A ``kind`` router fitted on the evaluation windows (their domain labels), then scored on them.
+
+    Returns its routing accuracy per domain and its oracle gap (nats, mixed), an optimistic
+    reference for what a router reading these trunk features can reach. Cached as JSON under
+    ``<cache>/ceilings``, keyed by the router code, the specialists and the evaluation set.
+    """
+    check_router_kind(kind)  # before anything is loaded or trained
+    specs, k, p = exp.specialists(), exp.k, exp.profile
+    key = config_key("ceiling", kind, steps, router_code_fingerprint(), [model_fingerprint(m) for m in specs],
+                     k, exp.seed, exp.corpus_fingerprint, p.eval_chunks)
+    path = cache_root() / "ceilings" / f"{kind}-{key}.json"
+
+    def build() -> dict:
+        states = _eval_states(exp, specs, k)
+        torch.manual_seed(derive_seed(exp.seed, "ceiling-init", kind, k))
+        router = fit_to_eval_labels(ROUTERS[kind](p.model.n_embd, len(specs)), states, steps)
+        scores = score(exp.eval_sets, Experts(specs, k), {FITTED: router}, base=exp.base(),
+                       batch_size=p.eval_batch_size)
+        mixed = loss_table(scores.nll)["mixed"]
+        return {"kind": kind, "steps": steps, "seed": exp.seed, "freeze_k": k,
+                "routing_accuracy": rounded(routing_accuracy(scores.weights[FITTED])),
+                "oracle_gap_nats": round(float(mixed[fused_row("soft", FITTED)] - mixed[ORACLE]), 6)}
+
+    return cached(path, build, lambda obj, tmp: tmp.write_text(json.dumps(obj, indent=2)),
+                  lambda q: json.loads(q.read_text()))
