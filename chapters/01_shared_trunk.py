@@ -39,10 +39,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from minigpt.data import DOMAINS, corpus_stats, domain_texts
+from minigpt.analysis.crowns import loss_trend, param_counts
+from minigpt.config import DOMAINS
+from minigpt.data import chars_per_token, corpus_stats, domain_texts
 from minigpt.experiment import Experiment
 from minigpt.model import GPT
-from minigpt.notebook import chars_per_token, loss_trend, param_counts, setup, show_source, slider
+from minigpt.notebook import setup, show_source, slider
 from minigpt.plots import plot_loss_curves, plot_trunk_crown
 from minigpt.tokenizer import fingerprint, train_tokenizer
 
@@ -88,7 +90,7 @@ for domain in DOMAINS:
 print("tokens per split and domain:")
 display(pd.DataFrame(exp.streams.tokens()).T[list(DOMAINS)])
 print("characters per token:")
-display(chars_per_token(exp).round(2))
+display(chars_per_token(exp.corpus, exp.streams.tokens()).round(2))
 
 # %% [markdown]
 # ## 2. One tokenizer, pinned by a fingerprint (Chapter 32, Step 1)

@@ -39,10 +39,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
+from minigpt.analysis.crowns import crown_drift, loss_trend
+from minigpt.chapter import score_specialists
 from minigpt.checkpoint import model_fingerprint, trunk_hash
-from minigpt.data import DOMAINS
+from minigpt.config import DOMAINS
 from minigpt.evaluate import cross_domain_matrix
-from minigpt.notebook import crown_drift, loss_trend, score_specialists, setup, show_source
+from minigpt.notebook import setup, show_source
 from minigpt.plots import DOMAIN_COLORS, plot_cross_domain, plot_delta_vs_base, plot_loss_curves
 from minigpt.train import train_lm
 
@@ -85,8 +87,8 @@ for name, losses in curves.items():
 # box marks the lowest loss in each column.
 
 # %%
-nll, _ = score_specialists(exp)
-matrix = cross_domain_matrix(nll)
+scores = score_specialists(exp)  # token losses of every row on every held-out window
+matrix = cross_domain_matrix(scores.nll)
 plot_cross_domain(matrix)
 plt.show()
 matrix.round(4)

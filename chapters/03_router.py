@@ -40,11 +40,12 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from minigpt.data import DOMAINS
-from minigpt.notebook import (best_specialist_share, compare_router_targets, router_windows, routing_confusion, setup,
-                              show_source, slider, target_sharpness)
+from minigpt.analysis.routing import best_specialist_share, confusion_matrix
+from minigpt.config import DOMAINS
+from minigpt.notebook import setup, show_source, slider
 from minigpt.plots import plot_targets
 from minigpt.router import LinearRouter, normalized, performance_targets, router_loss, train_router
+from minigpt.studies.router_targets import compare_router_targets, router_windows, target_sharpness
 
 exp = setup()
 specialists = exp.specialists()  # loaded (or trained) as in notebook 2
@@ -105,7 +106,7 @@ show_source(train_router, start='if cfg.target == "lm"', stop="router_loss(")
 # its top choice, next to the oracle that picks the best specialist per window with hindsight.
 
 # %%
-summary, nll_r, weights_r = compare_router_targets(exp, ("domain", "performance"), kind="last_token")
+summary, scores_r = compare_router_targets(exp, ("domain", "performance"), kind="last_token")
 summary.style.format("{:.3f}").format("{:.1%}", subset=[c for c in summary.columns if c.startswith("accuracy")])
 
 # %%
@@ -130,7 +131,7 @@ plt.show()
 # the one with the lowest loss. How often does that happen on the held-out windows?
 
 # %%
-share = pd.Series(best_specialist_share(nll_r), name="own specialist is best")
+share = pd.Series(best_specialist_share(scores_r.nll), name="own specialist is best")
 share.to_frame().style.format("{:.1%}")
 
 # %% [markdown]
@@ -141,9 +142,9 @@ share.to_frame().style.format("{:.1%}")
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.0))
 for ax, target in zip(axes, ("domain", "performance")):
-    sns.heatmap(routing_confusion(weights_r[target]), annot=True, fmt=".0%", vmin=0, vmax=1, cmap="Blues",
+    sns.heatmap(confusion_matrix(scores_r.weights[target]), annot=True, fmt=".0%", vmin=0, vmax=1, cmap="Blues",
                 cbar=False, ax=ax)
-    ax.set_title(f"{target} targets")
+    ax.set(title=f"{target} targets", xlabel="top-weighted specialist", ylabel="domain of the window")
 fig.tight_layout()
 plt.show()
 

@@ -41,21 +41,23 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from minigpt.data import DOMAINS
-from minigpt.evaluate import ORACLE, SPECIALIST_ROWS
+from minigpt.analysis.routing import future_leak, router_weights
+from minigpt.analysis.table import fusion_comparison
+from minigpt.chapter import evaluate
+from minigpt.config import DOMAINS
 from minigpt.fusion import FusedModel, fuse_logits, fuse_probs, hard_weights
-from minigpt.hybrid import hybrid_windows, run_hybrid
 from minigpt.model import token_nll_from_logprobs
-from minigpt.notebook import (accuracy_since_switch, fusion_comparison, future_leak, hybrid_set, hybrid_table,
-                              router_weights, segment_snippets, setup, show_source, slider, switch_lag,
-                              true_weight_by_distance)
+from minigpt.notebook import setup, show_source, slider
 from minigpt.plots import DOMAIN_COLORS, plot_hybrid_routing, plot_mixed_losses
 from minigpt.router import CausalRouter
+from minigpt.scoring import ORACLE, SPECIALIST_ROWS
+from minigpt.studies.hybrid import (accuracy_since_switch, hybrid_set, hybrid_table, hybrid_windows, run_hybrid,
+                                    segment_snippets, switch_lag, true_weight_by_distance)
 
 exp = setup()
 specialists, k = exp.specialists(), exp.k
 routers = {"last-token": exp.router("last_token"), "per-token": exp.router("per_token")}
-res = exp.evaluate()  # the full table of notebook 5, from cached models
+res = evaluate(exp)  # the full table of notebook 5, from cached models
 table = res["table"]
 
 # %% [markdown]
@@ -220,7 +222,7 @@ print(f"last-token router: weights at early positions moved by up to {leak['last
 # top-weighted specialist is the domain that token really comes from.
 
 # %%
-show_source(hybrid_windows, match="cuts = ", context=3)
+show_source(hybrid_windows, start="for i in range(n):", stop="segments.append(segs)")
 
 # %%
 hyb = run_hybrid(exp)

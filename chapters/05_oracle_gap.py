@@ -36,14 +36,19 @@ if "google.colab" in sys.modules:  # same test as minigpt.notebook.in_colab(), b
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from minigpt.data import DOMAINS
-from minigpt.evaluate import HEADLINE, ORACLE, SPECIALIST_ROWS, collect, loss_table
+from minigpt import scoring
+from minigpt.analysis.table import oracle_headroom
+from minigpt.chapter import evaluate
+from minigpt.config import DOMAINS
+from minigpt.evaluate import loss_table
 from minigpt.notebook import setup, show_markdown, show_source
-from minigpt.plots import plot_mixed_losses
+from minigpt.plots import plot_mixed_losses, plot_oracle_band
+from minigpt.scoring import HEADLINE, ORACLE, SPECIALIST_ROWS
+from minigpt.studies.ceiling import routing_ceiling
 
 exp = setup()
 # trains (or loads) base, specialists, monolithic baseline and both routers, then scores them all
-res = exp.evaluate()
+res = evaluate(exp)
 table = res["table"]
 
 # %% [markdown]
@@ -102,22 +107,28 @@ plt.show()
 # value the router fails to reach; a small gap means the router already gets most of what the
 # specialists offer, and further gains must come from better specialists.
 #
-# Here is where the oracle is computed, inside the evaluation harness:
+# Here is where the oracle is computed, inside the scoring pass: every specialist's token losses on
+# a batch are stacked, and both oracles are read off them with hindsight:
 
 # %%
-show_source(collect, match=("spec = torch.stack", "best =", "ORACLE", "oracle (per token)"), context=0)
+show_source(scoring.score, match=("spec = torch.stack", "add_oracles("), context=0)
+show_source(scoring.add_oracles)
+
+# %% [markdown]
+# The oracle's *headroom* is what perfect per-window routing gains over the best single
+# specialist; the share of it the learned router captures says how much of the available value
+# routing reaches:
 
 # %%
 mixed = table["mixed"]
-best_spec = mixed[list(SPECIALIST_ROWS)].min()
 gap = res["oracle_gap"]
-headroom = best_spec - mixed[ORACLE]  # what perfect per-window routing gains over the best single specialist
-captured = (best_spec - mixed[HEADLINE]) / headroom if headroom > 0 else float("nan")
-print(f"headline ({HEADLINE}): {mixed[HEADLINE]:.4f}")
-print(f"oracle (per sequence):           {mixed[ORACLE]:.4f}")
+oh = oracle_headroom(table)
+print(f"headline ({HEADLINE}): {oh['method']:.4f}")
+print(f"oracle (per sequence):           {oh['oracle']:.4f}")
 print(f"oracle gap:                      {gap:+.4f} nats")
-print(f"best single specialist:          {best_spec:.4f}  -> the oracle's headroom over it: {headroom:.4f} nats")
-print(f"share of that headroom the router captures: {captured:.0%}")
+print(f"best single specialist:          {oh['best_specialist_mixed']:.4f} ({oh['best_specialist']})  "
+      f"-> the oracle's headroom over it: {oh['headroom']:.4f} nats")
+print(f"share of that headroom the router captures: {oh['captured']:.0%}")
 print(f"oracle (per token), for scale:   {mixed['oracle (per token)']:.4f}")
 
 # %% [markdown]
@@ -139,22 +150,7 @@ pd.DataFrame(res["routing_accuracy"]).T.style.format("{:.1%}").set_caption(
 # learned router; the distance from it to the band's left edge is the oracle gap.
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 1.9))
-ax.axvspan(mixed[ORACLE], best_spec, color="tab:olive", alpha=0.25, label="oracle … best specialist")
-lines = {HEADLINE: ("tab:purple", "-"), "base": ("black", "--"), "weight average": ("0.5", ":"),
-         "uniform mix": ("0.5", "-."), "monolithic": ("tab:brown", "--")}
-for row, (color, style) in lines.items():
-    ax.axvline(mixed[row], color=color, ls=style, lw=2, label=f"{row} ({mixed[row]:.3f})")
-ax.annotate("", xy=(mixed[ORACLE], 0.8), xytext=(mixed[HEADLINE], 0.8),
-            arrowprops=dict(arrowstyle="<->", color="tab:purple"))
-ax.text((mixed[ORACLE] + mixed[HEADLINE]) / 2, 0.86, f"gap {gap:+.3f}", ha="center", fontsize=8, color="tab:purple")
-values = [mixed[r] for r in lines] + [mixed[ORACLE], best_spec]
-pad = 0.08 * (max(values) - min(values)) + 1e-4
-ax.set_xlim(min(values) - pad, max(values) + pad)
-ax.set_ylim(0, 1)
-ax.set_yticks([])
-ax.set_xlabel("mixed held-out loss (nats/token, lower is better)")
-ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+plot_oracle_band(mixed)
 plt.show()
 
 # %% [markdown]
@@ -169,7 +165,7 @@ plt.show()
 # separate the domains better can (a deeper split point, a stronger base).
 
 # %%
-ceiling = exp.routing_ceiling()  # fits in seconds, then cached
+ceiling = routing_ceiling(exp)  # fits in seconds, then cached
 trained_acc = res["routing_accuracy"]["per-token"]
 compare = pd.DataFrame({
     "trained router": {**{f"routing {d}": trained_acc[d] for d in DOMAINS}, "oracle gap (nats)": gap},

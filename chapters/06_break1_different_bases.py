@@ -49,19 +49,19 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from minigpt import compat
-from minigpt.breaks import FEATURES, break1
-from minigpt.data import DOMAINS
-from minigpt.diagnostics import plot_confusion
-from minigpt.evaluate import ORACLE, SPECIALIST_ROWS
-from minigpt.notebook import break1_prediction_fusion, setup, show_markdown, show_source
-from minigpt.plots import VERDICT_COLORS, plot_cka_blocks, plot_degradations
+from minigpt.config import DOMAINS
+from minigpt.notebook import setup, show_markdown, show_source
+from minigpt.plots import (plot_cka_blocks, plot_confusion, plot_contrasts, plot_controls, plot_degradations,
+                           plot_per_byte, plot_two_sets)
+from minigpt.scoring import FEATURES, ORACLE, ORACLE_PER_TOKEN, SHARED_TRUNK, SPECIALIST_ROWS, fused_row
+from minigpt.studies.break1 import break1, fusion_verdict
 
 exp = setup(extra=("break1",))  # announces the extra training time too
 k = exp.k
 # trains (or loads) three bases, their specialists, the controls and every router, then measures
 rep = break1(exp)
 S, D = rep["shared"], rep["different"]
-X = "trunk of base X"  # the router input used for the headline comparison
+X = SHARED_TRUNK  # "trunk of base X": the router input used for the headline comparison
 print(f"base seeds (code, medical, legal): {rep['base_seeds']}; base X = seed {rep['base_x_seed']}; "
       f"{rep['wall_seconds']:.0f} s; report written to {rep['out_path']}")
 
@@ -114,19 +114,14 @@ assert healthy["ok"] and {"base", "trunk"} <= set(forced["mismatches"]) and "tok
 
 # %%
 rows = ["base", *SPECIALIST_ROWS, "weight average", "uniform mix",
-        *[f"fused {kind} [{X}]" for kind in ("logits", "probs", "hidden", "hard")], ORACLE, "oracle (per token)"]
+        *[fused_row(rule, X) for rule in ("soft", "probs", "hidden", "hard")], ORACLE, ORACLE_PER_TOKEN]
 side = pd.DataFrame({"shared base": [S["mixed"][r] for r in rows], "different bases": [D["mixed"][r] for r in rows]},
                     index=rows)
 side["change"] = side["different bases"] - side["shared base"]
 side.style.format("{:.4f}").format("{:+.4f}", subset=["change"]).background_gradient(cmap="Reds", subset=["change"])
 
 # %%
-ax = side[["shared base", "different bases"]].iloc[::-1].plot.barh(figsize=(7.5, 4.6), color=["tab:purple", "0.6"])
-lo, hi = side[["shared base", "different bases"]].values.min(), side[["shared base", "different bases"]].values.max()
-ax.set_xlim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
-ax.set_xlabel("mixed held-out loss (nats/token, axis zoomed)")
-ax.tick_params(axis="y", labelsize=8)
-ax.legend(fontsize=8, loc="lower right")
+plot_two_sets(side[["shared base", "different bases"]])
 plt.show()
 
 # %% [markdown]
@@ -195,19 +190,7 @@ controls[cols].astype(float).style.format("{:.4f}").format(
     "{:+.2f}%", subset=["fusion_gain_vs_best_specialist_%"])
 
 # %%
-dv = rep["different_vs_controls"]
-fig, ax = plt.subplots(figsize=(7.5, 1.8))
-for seed, c in rep["controls"].items():
-    ax.plot(c["fused_logits_mixed"], 0, "o", color="tab:purple", ms=9)
-    ax.annotate(f"shared base\nseed {seed}", (c["fused_logits_mixed"], 0), xytext=(0, 10),
-                textcoords="offset points", ha="center", fontsize=7)
-ax.plot(dv["different_fused_logits_mixed"], 0, "D", color="tab:red", ms=9)
-ax.annotate("different bases", (dv["different_fused_logits_mixed"], 0), xytext=(0, -22), textcoords="offset points",
-            ha="center", fontsize=8, color="tab:red")
-ax.axvspan(dv["controls_min"], dv["controls_max"], color="tab:purple", alpha=0.1)
-ax.set_yticks([])
-ax.set_ylim(-1, 1)
-ax.set_xlabel("mixed loss of logit fusion (nats/token)")
+plot_controls(rep["controls"], rep["different_vs_controls"])
 plt.show()
 
 # %% [markdown]
@@ -222,12 +205,7 @@ contrasts[["shared", "different", "change_nats", "z", "verdict"]].style.format(
     {"shared": "{:+.4f}", "different": "{:+.4f}", "change_nats": "{:+.4f}", "z": "{:+.1f}"}, na_rep="—")
 
 # %%
-cs = contrasts.iloc[::-1]
-plt.figure(figsize=(7.5, 2.8))
-plt.barh(cs.index, cs["change_nats"], xerr=2 * cs["se"], color=[VERDICT_COLORS.get(v, "0.8") for v in cs["verdict"]])
-plt.axvline(0, color="black", lw=0.8)
-plt.xlabel("change from shared to different bases (nats; + = worse)")
-plt.yticks(fontsize=8)
+plot_contrasts(contrasts)
 plt.show()
 
 # %% [markdown]
@@ -235,7 +213,7 @@ plt.show()
 # numbers above, not written in advance:
 
 # %%
-pf = break1_prediction_fusion(rep)
+pf = fusion_verdict(rep)
 lo, hi = pf["controls"]
 if pf["verdict"] == "survives":
     verdict = (f"**Prediction-level fusion survives different bases at this scale.** With different bases, logit "
@@ -285,7 +263,7 @@ for f in FEATURES:
     for name, R in (("shared", S), ("different", D)):
         feat[(f, name)] = {"routing accuracy": R["mean_routing_accuracy"][f],
                            "oracle agreement": R["mean_oracle_agreement"][f],
-                           "fused logits, mixed": R["mixed"][f"fused logits [{f}]"], "oracle gap": R["oracle_gap"][f]}
+                           "fused soft, mixed": R["mixed"][fused_row("soft", f)], "oracle gap": R["oracle_gap"][f]}
 feat = pd.DataFrame(feat).T.rename_axis(["router input", "bases"])
 feat.style.format("{:.4f}").format("{:.1%}", subset=["routing accuracy", "oracle agreement"])
 
@@ -380,12 +358,7 @@ tl = pd.DataFrame(tm["losses"]).T[["per_token", "per_byte", "bytes_per_token"]]
 tl.style.format("{:.4f}")
 
 # %%
-fig, ax = plt.subplots(figsize=(7.5, 2.2))
-per_byte = tl["per_byte"].iloc[::-1]
-ax.barh(per_byte.index, per_byte, color=["tab:red" if n.startswith("mismatched") else "0.6" for n in per_byte.index])
-ax.set_xlim(tl["per_byte"].min() * 0.95, tl["per_byte"].max() * 1.02)
-ax.set_xlabel("nats per byte on legal text (axis zoomed)")
-ax.tick_params(axis="y", labelsize=7)
+plot_per_byte(tl, xlabel=f"nats per byte on {tm['domain']} text (axis zoomed)")
 plt.show()
 fm = tm["fused_mixed"]
 print(f"fused mixed loss: healthy set {tm['healthy_fused_mixed']:.4f}; with the mismatched legal specialist "
@@ -408,9 +381,9 @@ assert checks_tm["architecture"] and checks_tm["base"] and checks_tm["trunk"], \
 # the crowns of one base.
 
 # %%
-raw = rep["_raw"]
-hidden_vs_logits = max(float((raw["shared"]["nll"][f"fused hidden [{X}]"][d]
-                              - raw["shared"]["nll"][f"fused logits [{X}]"][d]).abs().max()) for d in DOMAINS)
+shared_nll = rep["_raw"]["shared"].nll  # token losses of every row, shared-base set
+hidden_vs_logits = max(float((shared_nll[fused_row("hidden", X)][d] - shared_nll[fused_row("soft", X)][d]).abs().max())
+                       for d in DOMAINS)
 print(f"shared base: max token difference hidden-state vs logit fusion {hidden_vs_logits:.2e} nats")
 assert hidden_vs_logits < 1e-3
 for R in (S, D):

@@ -42,13 +42,13 @@ if "google.colab" in sys.modules:  # same test as minigpt.notebook.in_colab(), b
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
-from minigpt.breaks import break2
-from minigpt.data import DOMAINS
-from minigpt.diagnostics import mean_weights, weight_on
-from minigpt.notebook import grid_frame, setup, show_markdown, slider
-from minigpt.plots import DOMAIN_COLORS, plot_gate_grid
+from minigpt.analysis.routing import weight_on
+from minigpt.config import DOMAINS
+from minigpt.notebook import setup, show_markdown, slider
+from minigpt.plots import (GRID_PANELS, plot_gate_grid, plot_grid_heatmaps, plot_mean_weight_heatmaps,
+                           plot_setting_vs_healthy, plot_settings_overview, plot_silent_collapse)
+from minigpt.studies.break2 import break2, grid_frame
 
 exp = setup(extra=("break2",))  # announces the extra training time too
 # one per-token router per setting (12 in the grid), trained once and cached, all scored on the held-out windows
@@ -83,24 +83,7 @@ four.style.format("{:.4f}", subset=["mixed loss"]).format("{:.1%}", subset=pct).
 # router's loss.
 
 # %%
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.3), gridspec_kw={"width_ratios": [1.4, 1]})
-acc = pd.DataFrame({n: s["routing_accuracy"] for n, s in settings.items()})
-acc.plot.bar(ax=ax1, rot=0, color=["tab:purple", "tab:orange", "tab:cyan", "tab:red"])
-ax1.axhline(0.5, color="black", ls="--", lw=1, label="50%")
-ax1.axhline(1 / len(DOMAINS), color="black", ls=":", lw=1, label="chance")
-ax1.set_ylim(0, 1.05)
-ax1.set_ylabel("routing accuracy")
-ax1.legend(fontsize=7, ncol=2)
-mixed = pd.Series({n: s["mixed_loss"] for n, s in settings.items()})
-ax2.barh(mixed.index[::-1], mixed.values[::-1], color=["tab:red", "tab:cyan", "tab:orange", "tab:purple"])
-h = rep["healthy_mixed"]
-ax2.axvspan(h * (1 - tol / 100), h * (1 + tol / 100), color="tab:purple", alpha=0.12, label=f"healthy ± {tol:g}%")
-ax2.axvline(rep["best_specialist_mixed"], color="black", ls="--", lw=1, label="best specialist")
-ax2.axvline(rep["base_mixed"], color="0.5", ls=":", lw=1.5, label="base")
-ax2.set_xlim(h * (1 - 1.5 * tol / 100), h * (1 + 1.5 * tol / 100))
-ax2.set_xlabel("mixed held-out loss (nats/token)")
-ax2.legend(fontsize=7, loc="lower right")
-fig.tight_layout()
+plot_settings_overview(rep)
 plt.show()
 
 # %% [markdown]
@@ -132,15 +115,7 @@ dom.style.format("{:.2f}", subset=[c for c in dom.columns if c != "dominant"])
 # The same per-domain picture as mean weights (rows: the text's domain, columns: the specialist):
 
 # %%
-fig, axes = plt.subplots(1, len(settings), figsize=(3.4 * len(settings), 2.8), sharey=True)
-for ax, n in zip(axes, settings):
-    mw = mean_weights(raw_w[names[n]])
-    sns.heatmap(mw.rename(columns=lambda c: c.split()[0]), annot=True, fmt=".2f", vmin=0, vmax=1, cmap="Blues",
-                cbar=False, ax=ax)
-    ax.set_title(n, fontsize=9)
-    ax.set_xlabel("weight on")
-axes[0].set_ylabel("text")
-fig.tight_layout()
+plot_mean_weight_heatmaps({n: raw_w[names[n]] for n in settings})
 plt.show()
 
 # %% [markdown]
@@ -160,43 +135,11 @@ g[["mixed_loss", "mixed_vs_healthy_%", "min_routing_accuracy", "dominant_special
      "weight_on_dominant_other_domains": "{:.2f}"})
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
-for ax, (key, title, fmt, cmap) in zip(axes, [
-        ("min_routing_accuracy", "worst domain's routing accuracy", ".0%", "RdYlGn"),
-        ("mixed_vs_healthy_%", "mixed loss vs healthy, %", "+.2f", "RdBu_r"),
-        ("weight_on_dominant_other_domains", "dominant specialist's weight elsewhere", ".2f", "Oranges")]):
-    frame = grid_frame(rep, key).astype(float)
-    sns.heatmap(frame, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar=False,
-                center=0 if key == "mixed_vs_healthy_%" else None)
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel("target temperature")
-axes[1].set_ylabel("")
-axes[2].set_ylabel("")
-fig.tight_layout()
+plot_grid_heatmaps({key: grid_frame(rep, key) for key in GRID_PANELS})  # rows: data mix, columns: temperature
 plt.show()
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 3.6))
-x_span = max(tol * 1.3, g["mixed_vs_healthy_%"].abs().max() * 1.2)
-ax.add_patch(plt.Rectangle((-tol, 0), 2 * tol, 0.5, color="tab:red", alpha=0.1, label="silent collapse region"))
-mixes = sorted({tuple(r["domain_mix"]) for r in grid.values()})
-temps = sorted({r["temp"] for r in grid.values()}, reverse=True)
-markers = dict(zip(temps, "os^Dv"))
-for name, r in g.iterrows():
-    color = plt.cm.viridis(mixes.index(tuple(r["domain_mix"])) / max(len(mixes) - 1, 1))
-    ax.scatter(r["mixed_vs_healthy_%"], r["min_routing_accuracy"], marker=markers[r["temp"]], s=45, color=color,
-               edgecolor="black" if name == rep["healthy_setting"] else "none", linewidth=1.5, zorder=3)
-for i, mix in enumerate(mixes):
-    ax.scatter([], [], color=plt.cm.viridis(i / max(len(mixes) - 1, 1)), label="mix " + "/".join(f"{m:.2f}" for m in mix))
-for t in temps:
-    ax.scatter([], [], marker=markers[t], color="0.4", label=f"temp {t:g}")
-ax.axhline(0.5, color="black", ls="--", lw=0.8)
-ax.set_xlim(-x_span, x_span)
-ax.set_ylim(-0.03, 1.03)
-ax.set_xlabel("mixed loss vs healthy router, %")
-ax.set_ylabel("worst domain's routing accuracy")
-ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-ax.set_title("each router: headline loss against its worst domain (outlined: healthy)", fontsize=9)
+plot_silent_collapse(rep)
 plt.show()
 
 # %%
@@ -226,7 +169,6 @@ show_markdown(text)
 
 # %%
 grid_names = list(grid)
-healthy_w = raw_w[rep["healthy_setting"]]
 
 
 def show_setting(i):
@@ -235,19 +177,7 @@ def show_setting(i):
     print(f"{name}: mixed {r['mixed_loss']:.4f} ({r['mixed_vs_healthy_%']:+.2f}% vs healthy); worst domain accuracy "
           f"{r['min_routing_accuracy']:.0%}; {r['dominant_specialist']} gets {r['weight_on_dominant_other_domains']:.2f} "
           f"of the weight on the other domains{'  -> SILENT COLLAPSE' if r['silent_collapse'] else ''}")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 2.8))
-    pd.DataFrame({"healthy": rep["healthy_routing_accuracy"], "this setting": r["routing_accuracy"]}).plot.bar(
-        ax=a1, rot=0, color=["tab:purple", "tab:orange"])
-    a1.axhline(0.5, color="black", ls="--", lw=0.8)
-    a1.set_ylim(0, 1.05)
-    a1.set_ylabel("routing accuracy")
-    mw = mean_weights(raw_w[name]).rename(columns=lambda c: c.split()[0])
-    mw.plot.barh(ax=a2, stacked=True, color=[DOMAIN_COLORS[d] for d in mw.columns])
-    a2.legend(fontsize=7, title="weight on", title_fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    a2.set_xlim(0, 1)
-    a2.set_xlabel("mean weight (stacked; colour = specialist)")
-    a2.set_ylabel("text")
-    fig.tight_layout()
+    plot_setting_vs_healthy(rep["healthy_routing_accuracy"], r["routing_accuracy"], raw_w[name])
     plt.show()
 
 

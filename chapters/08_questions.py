@@ -37,17 +37,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from minigpt.analysis import kalavai_line
-from minigpt.breaks import break1, freeze_sweep
-from minigpt.data import DOMAINS
-from minigpt.diagnostics import confusion_matrix, misrouting, misrouting_margins, plot_confusion
-from minigpt.evaluate import HEADLINE, ORACLE, SPECIALIST_ROWS
-from minigpt.notebook import (baseline_comparison, oracle_headroom, param_counts, setup, slider, specialist_nll,
-                              sweep_frame)
-from minigpt.plots import DOMAIN_COLORS, plot_degradations, plot_freeze_grid, plot_freeze_sweep, plot_mixed_losses
+from minigpt.analysis.crowns import param_counts
+from minigpt.analysis.divergence import kalavai_line
+from minigpt.analysis.routing import confusion_matrix, misrouting, misrouting_margins
+from minigpt.analysis.table import baseline_comparison, oracle_headroom
+from minigpt.chapter import evaluate
+from minigpt.config import DOMAINS
+from minigpt.notebook import setup, slider
+from minigpt.plots import (DOMAIN_COLORS, plot_confusion, plot_degradations, plot_freeze_grid, plot_freeze_sweep,
+                           plot_mixed_losses)
+from minigpt.scoring import HEADLINE, ORACLE, ORACLE_PER_TOKEN, SPECIALIST_ROWS
+from minigpt.studies.break1 import break1
+from minigpt.studies.freeze_sweep import freeze_sweep, sweep_frame
 
 exp = setup(extra=("break1", "sweep"))  # announces the extra training time too
-res = exp.evaluate()  # the full table of notebook 5
+res = evaluate(exp)  # the full table of notebook 5
 table, mixed = res["table"], res["table"]["mixed"]
 
 # %% [markdown]
@@ -65,7 +69,7 @@ vs = baseline_comparison(table)
 vs.style.format({"mixed": "{:.4f}", "margin": "{:+.4f}"}).background_gradient(cmap="RdYlGn", subset=["margin"])
 
 # %%
-plot_mixed_losses(table, highlight=(HEADLINE, ORACLE, "oracle (per token)"))
+plot_mixed_losses(table, highlight=(HEADLINE, ORACLE, ORACLE_PER_TOKEN))
 plt.title(f"Every row of the table, mixed held-out loss ({exp.profile.name}, seed {exp.seed})", fontsize=10)
 plt.show()
 
@@ -119,7 +123,7 @@ pd.DataFrame({"oracle gap": per_domain_gap, "routing accuracy": pd.Series(res["r
 # %%
 for row in SPECIALIST_ROWS:
     assert mixed[ORACLE] <= mixed[row] + 1e-9, f"the oracle cannot lose to the {row}"
-assert mixed["oracle (per token)"] <= mixed[ORACLE] + 1e-9
+assert mixed[ORACLE_PER_TOKEN] <= mixed[ORACLE] + 1e-9
 print("oracle ≤ every specialist, per-token oracle ≤ per-window oracle")
 
 # %% [markdown]
@@ -253,7 +257,8 @@ plot_confusion(confusion_matrix(weights), title="per-token router: where each do
 plt.show()
 
 # %%
-mis = pd.DataFrame(misrouting(weights, specialist_nll(res["nll"]))).T
+spec_nll = {d: res["scores"].spec_nll(d) for d in DOMAINS}  # (specialists, windows, T) token losses per domain
+mis = pd.DataFrame(misrouting(weights, spec_nll)).T
 margins = misrouting_margins(weights)
 mis["median margin"] = pd.Series({d: v["median_margin"] for d, v in margins.items()})
 mis["own specialist is 2nd"] = pd.Series({d: v["own_is_second"] for d, v in margins.items()})

@@ -1,7 +1,7 @@
 """Compute the freeze-depth grid that stands in for the live K slider in the built book.
 
 Run by build.sh before `jupyter-book build`, at the book's profile ($MINIGPT_PROFILE). It calls
-minigpt.breaks.freeze_sweep (every model comes from the cache, or is trained and cached once) and
+minigpt.studies.freeze_sweep.freeze_sweep (every model comes from the cache, or is trained and cached once) and
 writes into jupyter_book/_generated/ (not committed):
 
   freeze_grid_N.png  one column per K (4 per image): the cut, mixed losses, own-domain gains,
@@ -15,7 +15,6 @@ Nothing on the page is typed in by hand, so the page changes with the profile an
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -24,10 +23,10 @@ import matplotlib
 matplotlib.use("Agg")  # no display during a build
 import matplotlib.pyplot as plt  # noqa: E402
 
-from minigpt.breaks import freeze_sweep  # noqa: E402
+from minigpt.analysis.crowns import param_counts  # noqa: E402
 from minigpt.experiment import Experiment  # noqa: E402
-from minigpt.notebook import param_counts, sweep_frame  # noqa: E402
 from minigpt.plots import plot_freeze_grid, plot_freeze_sweep  # noqa: E402
+from minigpt.studies.freeze_sweep import freeze_sweep, sweep_frame  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 COLS = 4
@@ -57,7 +56,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
-    exp = Experiment(os.environ.get("MINIGPT_PROFILE"), args.seed)
+    exp = Experiment(seed=args.seed)  # the profile comes from $MINIGPT_PROFILE (minigpt.config)
     rep = freeze_sweep(exp)
     n_layer = exp.profile.model.n_layer
     base = exp.base()

@@ -415,24 +415,6 @@ def plot_confusion(cm: pd.DataFrame, ax=None, path: Path | str | None = None, ti
     return ax
 
 
-def plot_gate_histograms(hist: dict, path: Path | str | None = None, title: str = "Gate weights per domain"):
-    """One panel per eval domain, one step histogram per specialist (from :func:`gate_histograms`)."""
-    domains = list(hist["counts"])
-    fig, axes = plt.subplots(1, len(domains), figsize=(3.4 * len(domains), 2.8), sharey=True, squeeze=False)
-    edges = np.asarray(hist["edges"])
-    for ax, domain in zip(axes[0], domains):
-        for name, counts in hist["counts"][domain].items():
-            c = np.asarray(counts, dtype=float)
-            ax.stairs(c / max(c.sum(), 1), edges, label=name.replace(" specialist", ""))
-        ax.set_title(f"{domain} text")
-        ax.set_xlabel("routing weight")
-    axes[0][0].set_ylabel("share of tokens")
-    axes[0][-1].legend(fontsize=8)
-    fig.suptitle(title)
-    _finish(fig, path)
-    return fig
-
-
 def plot_token_routing(weights: torch.Tensor, labels: torch.Tensor | None = None, names: Sequence[str] | None = None,
                        ax=None, path: Path | str | None = None, title: str = "Per-token routing weights"):
     """Heatmap of one window's (T, N) weights; ``labels`` (T,) draws the true domain of each token."""

@@ -148,7 +148,7 @@ def calibration_stats(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, 
             "logit_std": logits.std(dim=-1, unbiased=False).flatten()}
 
 
-def _oracles(rows: _Rows, domain: str, spec: torch.Tensor) -> None:
+def add_oracles(rows: _Rows, domain: str, spec: torch.Tensor) -> None:
     """Both oracles from the specialists' token losses (N, B, T), chosen with hindsight."""
     best = spec.mean(-1).argmin(0)  # (B,): the best specialist for each window
     rows.add(ORACLE, domain, spec.gather(0, best.view(1, -1, 1).expand(1, *spec.shape[1:]))[0])
@@ -203,7 +203,7 @@ def score(eval_sets: EvalSets, experts: Experts, routers: Mapping[str, nn.Module
                 weights.add(name, domain, _router_rows(rows, domain, name, w, logits, hidden, y, hidden_head))
                 if calibration:
                     stats.add(fused_row("soft", name), domain, calibration_stats(fuse_logits(w, logits), y))
-            _oracles(rows, domain, spec)
+            add_oracles(rows, domain, spec)
     return Scores(rows.cat(), weights.cat(), stats.merged() if calibration else {})
 
 

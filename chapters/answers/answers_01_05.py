@@ -34,18 +34,23 @@ if "google.colab" in sys.modules:  # same test as minigpt.notebook.in_colab(), b
 # %%
 import numpy as np
 
-from minigpt.data import DOMAINS, domain_texts
-from minigpt.evaluate import HEADLINE, ORACLE, SPECIALIST_ROWS
-from minigpt.notebook import (best_specialist_share, chars_per_token, compare_router_targets, crown_drift,
-                              param_counts, router_windows, routing_confusion, setup, show_markdown,
-                              target_sharpness)
+from minigpt.analysis.crowns import crown_drift, param_counts
+from minigpt.analysis.routing import best_specialist_share, confusion_matrix
+from minigpt.analysis.table import oracle_headroom
+from minigpt.chapter import evaluate
+from minigpt.config import DOMAINS
+from minigpt.data import chars_per_token, domain_texts
+from minigpt.notebook import setup, show_markdown
+from minigpt.scoring import HEADLINE, ORACLE, SPECIALIST_ROWS
+from minigpt.studies.ceiling import routing_ceiling
+from minigpt.studies.router_targets import compare_router_targets, router_windows, target_sharpness
 from minigpt.tokenizer import fingerprint, train_tokenizer
 
 exp = setup()
 base, specialists = exp.base(), exp.specialists()
-res = exp.evaluate()  # the full table of notebook 5; its cross-domain matrix is notebook 2's heatmap
+res = evaluate(exp)  # the full table of notebook 5; its cross-domain matrix is notebook 2's heatmap
 table, mixed, matrix = res["table"], res["table"]["mixed"], res["cross_domain"]
-summary, _, weights_r = compare_router_targets(exp, ("domain", "performance"), kind="last_token")
+summary, scores_r = compare_router_targets(exp, ("domain", "performance"), kind="last_token")
 share = best_specialist_share(res["nll"])
 k, n_layer = exp.k, exp.profile.model.n_layer
 print(f"answers computed for profile {exp.profile.name!r}, seed {exp.seed}, K = {k}")
@@ -54,7 +59,7 @@ print(f"answers computed for profile {exp.profile.name!r}, seed {exp.seed}, K = 
 # ## Notebook 1 · One shared trunk
 
 # %%
-cpt = chars_per_token(exp).loc["pretrain"]
+cpt = chars_per_token(exp.corpus, exp.streams.tokens()).loc["pretrain"]
 hi, lo = cpt.idxmax(), cpt.idxmin()
 ratio = cpt[hi] / cpt[lo]
 spread = (f"the shared tokenizer treats the domains almost evenly: {hi} gets {cpt[hi]:.2f} characters per "
@@ -217,12 +222,12 @@ the losses, not the label: that is exactly what performance targets teach and do
 "own specialist is best").""")
 
 # %%
-conf = routing_confusion(weights_r["performance"])
+conf = confusion_matrix(scores_r.weights["performance"])  # rows: domain, columns: "<domain> specialist"
 parts, partial = [], 0
 for d in DOMAINS:
-    own = conf.loc[d, f"→ {d}"]
-    wrong = conf.loc[d].drop(f"→ {d}")
-    dest = wrong.idxmax()[2:]
+    own = conf.loc[d, f"{d} specialist"]
+    wrong = conf.loc[d].drop(f"{d} specialist")
+    dest = wrong.idxmax().split()[0]
     dest_loss, own_loss, base_loss = (matrix.loc[f"{dest} specialist", d], matrix.loc[f"{d} specialist", d],
                                       matrix.loc["base", d])
     fits = dest_loss < base_loss  # a partial fit: the wrongly chosen specialist still beats the base there
@@ -233,7 +238,7 @@ for d in DOMAINS:
 dominant = conf.mean(axis=0)
 collapsed = dominant.max() > 0.6
 if collapsed:
-    verdict = f"Over all domains {dominant.max():.0%} of windows go to the {dominant.idxmax()[2:]} specialist: that is collapse, not confusion."
+    verdict = f"Over all domains {dominant.max():.0%} of windows go to the {dominant.idxmax()}: that is collapse, not confusion."
 elif partial == len(DOMAINS):
     verdict = ("Every domain's errors go to a specialist that still beats the base on that text: confusion between "
                "two plausible experts, and cheap confusion.")
@@ -295,10 +300,9 @@ show_markdown(f"""**5.1** The headline row ({HEADLINE}, {mixed[HEADLINE]:.4f}) b
 {', '.join(f'{b} ({mixed[b]:.4f})' for b in ahead) or 'none'} (nb 5 §1). {wa_note}{mono_note}""")
 
 # %%
-best_spec = mixed[list(SPECIALIST_ROWS)].min()
-headroom = best_spec - mixed[ORACLE]
+oh = oracle_headroom(table)
+best_spec, headroom, captured = oh["best_specialist_mixed"], oh["headroom"], oh["captured"]
 gap = res["oracle_gap"]
-captured = (best_spec - mixed[HEADLINE]) / headroom if headroom > 0 else float("nan")
 if headroom <= 0:
     diag = ("The oracle has no headroom over the best specialist: the specialists are interchangeable on whole "
             "windows, so the bottleneck is the specialists; make them more different (more steps, a lower K).")
@@ -313,7 +317,7 @@ else:
     diag = (f"The router captures only {captured:.0%} of the headroom, so the bottleneck is the router: the "
             "specialists hold value it does not reach. Train it longer, on balanced data, with performance or "
             "LM-loss targets, or route per token.")
-ceiling_gap = exp.routing_ceiling()["oracle_gap_nats"]  # same router form, fitted on the eval windows
+ceiling_gap = routing_ceiling(exp)["oracle_gap_nats"]  # same router form, fitted on the eval windows
 router_room = gap - ceiling_gap
 reference = (f"A router of the same form fitted on the evaluation windows themselves still leaves {ceiling_gap:+.4f} "
              f"nats (nb 5 §2), so better router training could win at most about {max(router_room, 0):.4f} of the "

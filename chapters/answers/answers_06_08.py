@@ -36,21 +36,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from minigpt.breaks import break1, break2, freeze_sweep
-from minigpt.data import DOMAINS
-from minigpt.diagnostics import confusion_matrix, misrouting, misrouting_margins, weight_on
-from minigpt.evaluate import HEADLINE, SPECIALIST_ROWS
-from minigpt.hybrid import run_hybrid
-from minigpt.notebook import (baseline_comparison, break1_prediction_fusion, fusion_comparison, future_leak,
-                              hybrid_set, oracle_headroom, router_weights, setup, show_markdown, specialist_nll,
-                              sweep_frame, switch_lag)
+from minigpt.analysis.routing import (confusion_matrix, future_leak, misrouting, misrouting_margins, router_weights,
+                                      weight_on)
+from minigpt.analysis.table import baseline_comparison, fusion_comparison, oracle_headroom
+from minigpt.chapter import evaluate
+from minigpt.config import DOMAINS
+from minigpt.notebook import setup, show_markdown
+from minigpt.scoring import HEADLINE, SPECIALIST_ROWS
+from minigpt.studies.break1 import break1, fusion_verdict
+from minigpt.studies.break2 import break2
+from minigpt.studies.freeze_sweep import freeze_sweep, sweep_frame
+from minigpt.studies.hybrid import hybrid_set, run_hybrid, switch_lag
 
 exp = setup()
 k = exp.k
 specialists = exp.specialists()
 routers = {"last-token": exp.router("last_token"), "per-token": exp.router("per_token")}
-res = exp.evaluate()  # notebook 5's table; notebooks 4 and 8 read it too
+res = evaluate(exp)  # notebook 5's table; notebooks 4 and 8 read it too
 table, mixed, nll = res["table"], res["table"]["mixed"], res["nll"]
+spec_tok = {d: res["scores"].spec_nll(d) for d in DOMAINS}  # (specialists, windows, T) token losses per domain
 hyb = run_hybrid(exp)  # notebook 4 §4-5
 b1 = break1(exp)  # notebook 6 and 8 (question 3)
 b2 = break2(exp)  # notebook 7
@@ -84,7 +88,6 @@ is {scale} the oracle gap ({gap:+.4f} nats).{hard_note} {'So at this scale the r
 
 # %%
 lg, pr = nll["fused soft (per-token router)"], nll["fused probs (per-token router)"]
-spec_tok = specialist_nll(nll)
 win, win_hi, win_lo = [], [], []
 for d in DOMAINS:
     disagree = spec_tok[d].max(0).values - spec_tok[d].min(0).values  # (n, T): how far apart the specialists are
@@ -213,7 +216,7 @@ Calibration of the specialists moves {cal['shared']:.4f} → {cal['different']:.
 {('looking only at it would miss ' + ', '.join(b1['missed_by_headline']) + ', and, more importantly, *why* it moved.') if b1['missed_by_headline'] else 'but it says nothing about which part failed.'}""")
 
 # %%
-pf = break1_prediction_fusion(b1)
+pf = fusion_verdict(b1)
 lo, hi = pf["controls"]
 conf = b1["confounded_by_base_quality"]
 bites = "; ".join(f"{n} ({c:+.4f} nats)" for n, c in pf["bites"])
@@ -460,7 +463,7 @@ Against KALAVAI's line our points sit {abs(resid):.2f} points {'above' if resid 
 
 # %%
 w_pt = res["weights"]["per-token"]
-mis = misrouting(w_pt, specialist_nll(nll))
+mis = misrouting(w_pt, spec_tok)
 mg = misrouting_margins(w_pt)
 cm, cd = confusion_matrix(w_pt), res["cross_domain"]
 parts, torn, partial = [], 0, 0
