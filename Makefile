@@ -11,10 +11,27 @@ TORCH   := torch==2.13.0
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
+# What `pip install -e .[test]` provides, by import name: the package itself and every test extra in
+# pyproject.toml (tests/test_bad_input.py keeps the two lists in step). A missing one is installed;
+# if it is still missing (no network), setup stops with one line saying so.
+TEST_IMPORTS := pytest xdist nbmake jupytext ipykernel hypothesis nbformat transformers
+define CHECK_TEST_EXTRAS
+import importlib.metadata as md, importlib.util as iu, sys
+missing = [n for n in sys.argv[1:] if iu.find_spec(n) is None]
+try:
+    md.distribution("minigpt")
+except md.PackageNotFoundError:
+    missing.insert(0, "minigpt")
+if missing:
+    sys.exit(f"error: not installed: {', '.join(missing)}; install them with $(BIN)/pip install -e '.[test]'")
+endef
+export CHECK_TEST_EXTRAS
+
 # torch first, CPU build: a bare "torch" dependency would otherwise pull the multi-GB CUDA build
 setup: $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
-	@$(BIN)/python -c "import minigpt, pytest, nbmake" 2>/dev/null || $(BIN)/pip install -q -e ".[test]"
+	@$(BIN)/python -c "$$CHECK_TEST_EXTRAS" $(TEST_IMPORTS) 2>/dev/null || $(BIN)/pip install -q -e ".[test]" || true
+	@$(BIN)/python -c "$$CHECK_TEST_EXTRAS" $(TEST_IMPORTS)
 
 run: setup
 	$(BIN)/python -m minigpt run --profile $(PROFILE) --seed $(SEED)

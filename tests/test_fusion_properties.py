@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-hypothesis = pytest.importorskip("hypothesis")
+hypothesis = __import__("conftest").require_extra("hypothesis")  # a test extra: missing fails, never skips
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra.numpy import arrays  # noqa: E402

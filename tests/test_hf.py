@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import require_extra
 
-transformers = pytest.importorskip("transformers")
+transformers = require_extra("transformers")  # a test extra: missing fails the file, never skips it
 
 from minigpt import hf  # noqa: E402
 from minigpt.config import PROFILES, GPTConfig  # noqa: E402
