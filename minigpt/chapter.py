@@ -9,6 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .cache import write_json
 from .config import RouterConfig, results_dir
 from .evaluate import (HEADLINE, ORACLE, cross_domain_matrix, gap_by_position, litmus, loss_table, routing_accuracy,
@@ -62,7 +64,8 @@ def report(exp: Experiment, res: dict, wall_seconds: float) -> dict:
         "cross_domain": table_json(res["cross_domain"]),
         **exp.provenance(), "base_fingerprint": exp.base_fingerprint(),
         "tokens": exp.streams.tokens(), "config": asdict(exp.profile),
-        "wall_seconds": round(wall_seconds, 1),
+        # models trained with another thread count differ in their last bits (README, "Reproducibility")
+        "torch_threads": torch.get_num_threads(), "wall_seconds": round(wall_seconds, 1),
     }
 
 

@@ -88,10 +88,11 @@ def gap_by_position(nll: Mapping[str, Mapping[str, torch.Tensor]], method: str =
     """Mixed-loss gap (method − reference, nats) for token positions [edges[i], edges[i+1]) and beyond.
 
     A causal router knows little about the domain in the first tokens of a window, while the
-    per-sequence oracle has seen the whole window: this shows where the gap comes from.
+    per-sequence oracle has seen the whole window: this shows where the gap comes from. Edges at or
+    beyond the window length T are dropped, so every bucket holds positions.
     """
     T = next(iter(nll[method].values())).shape[1]
-    bounds = list(edges) + [T]
+    bounds = [e for e in edges if e < T] + [T]
     out = {}
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         diffs = [float((nll[method][d][:, lo:hi] - nll[reference][d][:, lo:hi]).mean()) for d in nll[method]]

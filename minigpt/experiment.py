@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import time
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -107,22 +108,29 @@ class Experiment:
         ``tokenizer_fingerprint`` overrides the shared tokenizer's (a specialist trained on text
         encoded by another tokenizer, Break 1).
         """
-        key = config_key(kind, self.tokenizer_fingerprint, self.corpus_fingerprint, *key_parts)
+        path = self.checkpoint_path(kind, key_parts)
+        key = path.name.removeprefix(f"{kind}-")
         if key in self._memo:
             return self._memo[key]
-        path = cache_root() / "checkpoints" / f"{kind}-{key}"
         expect = {"tokenizer_fingerprint": tokenizer_fingerprint or self.tokenizer_fingerprint, "cache_key": key}
 
         def make() -> tuple[GPT, dict]:
             t0 = time.time()
             model, losses = build()
-            return model, {**manifest, **expect, "train_losses": losses, "train_seconds": time.time() - t0}
+            # the thread count is recorded, not keyed: it moves only the last bits (README, "Reproducibility")
+            return model, {**manifest, **expect, "train_losses": losses, "train_seconds": time.time() - t0,
+                           "torch_threads": torch.get_num_threads()}
 
         model, _ = cached(path, make, lambda obj, tmp: save_checkpoint(obj[0], tmp, obj[1]),
                           lambda q: load_checkpoint(q, expect))
         model.manifest = read_manifest(path)
         self._memo[key] = model
         return model
+
+    def checkpoint_path(self, kind: str, key_parts: list) -> Path:
+        """Where :meth:`checkpoint` keeps ``kind`` with ``key_parts``: ``<cache>/checkpoints/<kind>-<key>``."""
+        key = config_key(kind, self.tokenizer_fingerprint, self.corpus_fingerprint, *key_parts)
+        return cache_root() / "checkpoints" / f"{kind}-{key}"
 
     def base(self, seed: int | None = None) -> GPT:
         """The pretrained base: all layers trained on equal parts of the three domains."""
@@ -193,8 +201,7 @@ class Experiment:
         ``inputs(x)`` -> (router input, expert logits (N, B, T, V)), computed without gradients.
         The router code's fingerprint is part of the key: editing a router retrains it.
         """
-        key = config_key(*key_parts[:1], router_code_fingerprint(), *key_parts[1:], self.seed, self.corpus_fingerprint)
-        path = cache_root() / "routers" / f"{key_parts[0]}-{key}.safetensors"
+        path = self.router_path(key_parts)
         T = self.profile.model.block_size
 
         def build() -> nn.Module:
@@ -210,6 +217,11 @@ class Experiment:
             return router.eval()
 
         return cached(path, build, lambda r, tmp: save_model(r, str(tmp)), load)
+
+    def router_path(self, key_parts: list) -> Path:
+        """Where :meth:`train_or_load_router` keeps the router of ``key_parts`` (its first part names it)."""
+        key = config_key(*key_parts[:1], router_code_fingerprint(), *key_parts[1:], self.seed, self.corpus_fingerprint)
+        return cache_root() / "routers" / f"{key_parts[0]}-{key}.safetensors"
 
     def router(self, kind: str = "per_token", cfg: RouterConfig | None = None, k: int | None = None) -> nn.Module:
         """A router of ``kind`` ('per_token' or 'last_token') on the shared trunk, trained on the router split."""

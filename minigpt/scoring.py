@@ -165,7 +165,7 @@ def _router_rows(rows: _Rows, domain: str, name: str, w: torch.Tensor, logits: t
     rows.add(fused_row("hard", name), domain, token_nll(fuse_logits(hard_weights(w), logits), y))
     rows.add(fused_row("probs", name), domain, token_nll_from_logprobs(fuse_probs(w, logits), y))
     if hidden_head is not None:
-        mixed = (broadcast_weights(w, logits.shape[0]) * hidden).sum(0)
+        mixed = (broadcast_weights(w, logits.shape[0]) * hidden).sum(0).to(hidden.dtype)  # the head's dtype
         rows.add(fused_row("hidden", name), domain, token_nll(hidden_head(mixed), y))
     return w
 

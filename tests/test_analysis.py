@@ -94,10 +94,13 @@ def test_divergence_by_hand():
 
 
 def test_fusion_gain_by_hand():
+    # mixed: code specialist 14.8/3, medical 15.2/3, legal 14.6/3 (the best), fused 14.2/3
+    # gain = (14.6 - 14.2) / 14.6 * 100 = 2.739726%
     t = _table()
-    best = t.loc[["code specialist", "medical specialist", "legal specialist"], "mixed"].min()
-    assert dv.fusion_gain(t) == pytest.approx((best - t.loc["fused soft (per-token router)", "mixed"]) / best * 100)
-    assert dv.fusion_gain(t) > 0
+    assert dv.fusion_gain(t) == pytest.approx(0.4 / 14.6 * 100, abs=1e-9)
+    # another row, and a fused row behind the best specialist: base 15/3 -> (14.6 - 15) / 14.6 * 100
+    assert dv.fusion_gain(t, fused="base") == pytest.approx(-0.4 / 14.6 * 100, abs=1e-9)
+    assert dv.fusion_gain(t, fused="legal specialist") == pytest.approx(0.0, abs=1e-12)
 
 
 def test_fit_recovers_a_line_and_reports_kalavai():

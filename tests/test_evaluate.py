@@ -1,6 +1,7 @@
 """The evaluation harness: the table's arithmetic on hand-made losses, and invariants of a real run."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -180,30 +181,40 @@ def test_oracle_at_least_as_good_as_every_specialist(ci_results):
 
 
 @train
-def test_litmus_on_real_table_matches_table(ci_results):
+def test_litmus_on_real_table(ci_results):
+    # The checklist's logic is pinned by the hand-made tables above; here: the run reports the
+    # checklist of its own table, and edits of the real table with a known effect have that effect.
     table = ci_results["table"]
     result = litmus(table)
-    assert len(result) == 7 and all(type(c["holds"]) is bool for c in result)
-    mixed = table["mixed"]
-    specs = list(SPECIALIST_ROWS)
-    own = dict(zip(specs, DOMAINS))
-    expected = [
-        all(table.loc[specs, own[s]].min() == table.loc[s, own[s]] for s in specs),
-        all(any(table.loc[s, d] > table.loc["base", d] for d in DOMAINS if d != own[s]) for s in specs),
-        all(min(table.loc[s, d] for s in specs) < table.loc["base", d] for d in DOMAINS),
-        mixed["weight average"] >= min(mixed[s] for s in specs),
-        mixed[HEADLINE] < mixed["base"],
-        mixed[HEADLINE] < min(mixed[s] for s in specs),
-        mixed[HEADLINE] - mixed[ORACLE] < 0.05
-        and (min(mixed[s] for s in specs) - mixed[HEADLINE]) >= 0.75 * (min(mixed[s] for s in specs) - mixed[ORACLE]),
-    ]
-    assert [c["holds"] for c in result] == [bool(e) for e in expected]
-    assert ci_results["oracle_gap"] == pytest.approx(mixed[HEADLINE] - mixed[ORACLE])
+    assert ci_results["litmus"] == result and len(result) == 7
+    holds = [c["holds"] for c in result]
+    # the evidence quotes the mixed losses, recomputed here from the token losses
+    nll = ci_results["nll"]
+    mixed = {r: sum(float(nll[r][d].double().mean()) for d in DOMAINS) / len(DOMAINS) for r in nll}
+    assert result[4]["evidence"] == f"{mixed[HEADLINE]:.3f} vs {mixed['base']:.3f}"
+    assert result[5]["evidence"] == f"{mixed[HEADLINE]:.3f} vs {min(mixed[s] for s in SPECIALIST_ROWS):.3f}"
+    # a fused model 1 nat worse than the base fails every fused condition and nothing else
+    worse = table.copy()
+    worse.loc[HEADLINE, "mixed"] = table.loc["base", "mixed"] + 1.0
+    assert [c["holds"] for c in litmus(worse)] == holds[:4] + [False, False, False]
+    # a fused model as good as the oracle leaves no gap: the last condition holds, whatever it was
+    perfect = table.copy()
+    perfect.loc[HEADLINE, "mixed"] = table.loc[ORACLE, "mixed"]
+    assert [c["holds"] for c in litmus(perfect)][6] is True
+    # weight averaging made better than every specialist fails condition 3 only
+    avg = table.copy()
+    avg.loc["weight average", "mixed"] = table.loc[list(SPECIALIST_ROWS), "mixed"].min() - 0.1
+    assert [c["holds"] for c in litmus(avg)] == holds[:3] + [False] + holds[4:]
+    assert ci_results["oracle_gap"] == pytest.approx(mixed[HEADLINE] - mixed[ORACLE], abs=1e-6)
 
 
 @train
 def test_routing_accuracy_of_real_run(ci_results):
+    # counted another way: a token is right when its own specialist's weight beats every other weight
     for router, per_domain in ci_results["weights"].items():
         acc = ci_results["routing_accuracy"][router]
         for i, d in enumerate(DOMAINS):
-            assert acc[d] == pytest.approx((per_domain[d].argmax(-1) == i).float().mean().item())
+            w = per_domain[d].double().numpy().reshape(-1, len(DOMAINS))
+            others = np.delete(w, i, axis=1)
+            want = float(np.count_nonzero(w[:, i] > others.max(axis=1))) / w.shape[0]
+            assert acc[d] == pytest.approx(want, abs=1e-6), (router, d)

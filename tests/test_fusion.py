@@ -114,9 +114,9 @@ def test_broadcast_weights_shapes():
 def test_wrong_number_of_weights_raises():
     logits = torch.randn(3, 2, 4, 5)
     for fuse in (fuse_logits, fuse_probs):
-        with pytest.raises(ValueError, match="3"):
+        with pytest.raises(ValueError, match="weights for 2 specialists but 3 are being fused"):
             fuse(torch.ones(2, 2) / 2, logits)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="weights for 4 specialists but 3 are being fused"):
             fuse(torch.ones(2, 4, 4) / 4, logits)
 
 
@@ -241,5 +241,5 @@ def test_router_with_wrong_number_of_outputs_raises(specialists, tiny_ids, path)
 
 def test_unknown_fusion_raises(specialists):
     _, specs, k = specialists
-    with pytest.raises(ValueError, match="logits"):
+    with pytest.raises(ValueError, match="unknown fusion 'geometric'; choose 'logits' or 'probs'"):
         FusedModel(specs, k, fusion="geometric")

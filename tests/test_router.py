@@ -31,7 +31,9 @@ def test_performance_targets_hot_is_uniform():
 def test_performance_targets_are_distributions_favouring_low_loss(temp):
     t = performance_targets(LOSSES, temp)
     torch.testing.assert_close(t.sum(-1), torch.ones(3))
-    assert (t >= 0).all()
+    # the closed form exp(-(L - L_min) / temp) / sum, in float64
+    e = torch.exp(-(LOSSES.double() - LOSSES.double().min(-1, keepdim=True).values) / temp)
+    torch.testing.assert_close(t.double(), e / e.sum(-1, keepdim=True), atol=1e-6, rtol=0)
     # lower loss never gets less weight
     order = LOSSES.argsort(-1)
     assert (t.gather(-1, order).diff(dim=-1) <= 1e-7).all()
@@ -67,7 +69,13 @@ def test_router_loss_is_minimised_at_the_targets():
     for _ in range(50):  # Gibbs: cross-entropy >= entropy, with equality only at w == targets
         w = torch.softmax(torch.randn(4, 3, generator=gen), -1)
         assert router_loss(w, targets) > at_targets
-    # and the gradient through a softmax router vanishes there
+    # through a softmax router the gradient is (softmax(z) - targets) / B (closed form of the mean
+    # cross-entropy): not zero away from the targets, zero at them
+    z = torch.randn(4, 3, generator=gen).requires_grad_(True)
+    router_loss(torch.softmax(z, -1), targets).backward()
+    want = (torch.softmax(z.detach(), -1) - targets) / 4
+    assert want.abs().max() > 1e-2
+    torch.testing.assert_close(z.grad, want, atol=1e-6, rtol=0)
     z = targets.log().clone().requires_grad_(True)
     router_loss(torch.softmax(z, -1), targets).backward()
     assert z.grad.abs().max() < 1e-6

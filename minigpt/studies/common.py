@@ -33,7 +33,9 @@ def paired(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict
     """Mixed (equal weight per domain) mean of b - a over the same windows, with its standard error.
 
     ``a[d]`` and ``b[d]`` are per-window values (n,) on the same windows of domain d; the
-    standard error treats windows as independent and domains as separate strata.
+    standard error treats windows as independent and domains as separate strata. A domain with a
+    single window has no variance estimate and adds none, so the standard error is understated
+    there: give every domain at least two windows (every profile gives dozens).
     """
     deltas, var = [], 0.0
     for d in a:
