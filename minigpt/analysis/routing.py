@@ -154,14 +154,21 @@ def best_specialist_share(nll: dict) -> dict[str, float]:
 
 
 @torch.no_grad()
-def router_weights(trunk_model: GPT, k: int, routers: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each router's weights on ``x`` (B, T) as (B, T, N); a per-window router's vector is repeated over T."""
-    h = trunk_model.trunk(x, k)
-    out = {}
-    for name, router in routers.items():
-        w = router(h)
-        out[name] = w.unsqueeze(1).expand(-1, x.shape[1], -1) if w.dim() == 2 else w
-    return out
+def router_weights(trunk_model: GPT, k: int, routers: dict, x: torch.Tensor,
+                   batch_size: int | None = None) -> dict[str, torch.Tensor]:
+    """Each router's weights on ``x`` (B, T) as (B, T, N); a per-window router's vector is repeated over T.
+
+    ``batch_size`` runs the windows in the batches :func:`minigpt.scoring.score` used, which gives
+    its weights bit for bit (another batch size may round differently in the last bit).
+    """
+    step = batch_size or x.shape[0]
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in routers}
+    for i in range(0, x.shape[0], step):
+        h = trunk_model.trunk(x[i:i + step], k)
+        for name, router in routers.items():
+            w = router(h)
+            parts[name].append(w.unsqueeze(1).expand(-1, h.shape[1], -1) if w.dim() == 2 else w)
+    return {name: torch.cat(ws) for name, ws in parts.items()}
 
 
 @torch.no_grad()
