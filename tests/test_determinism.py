@@ -10,6 +10,7 @@ differ in their last bits and soft rows of the table in their last digits; rows 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -39,9 +40,19 @@ def _run(tmp: Path, name: str, threads: int, corpus: Path) -> dict:
     assert report["torch_threads"] == threads
     manifests = {p.parent.name.split("-")[0] + ":" + json.loads(p.read_text()).get("domain", ""):
                  json.loads(p.read_text())["model_fingerprint"] for p in (cache / "checkpoints").glob("*/manifest.json")}
-    routers = {p.name: p.read_bytes() for p in (cache / "routers").rglob("*") if p.is_file() and "lock" not in p.name}
     return {"report": {k: v for k, v in report.items() if k not in ("wall_seconds", "torch_threads")},
-            "models": manifests, "routers": routers}
+            "models": manifests, "routers": _entries(cache / "routers")}
+
+
+def _entries(folder: Path) -> dict[str, str]:
+    """sha256 of every cache entry in ``folder`` (a file, or all files of a folder), by entry name."""
+    out = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.name.endswith(".lock"):
+            continue  # version folders and locks: the entry name points into them
+        files = sorted(f for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else [entry]
+        out[entry.name] = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    return out
 
 
 HARD_ROWS = ("fused hard", "single dispatch")  # an argmax: a near-tie that flips moves a whole window
