@@ -34,6 +34,8 @@ if "google.colab" in sys.modules:  # same test as minigpt.notebook.in_colab(), b
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}"], check=True)
 
 # %%
+from dataclasses import replace
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -43,7 +45,7 @@ import torch
 from minigpt.analysis.routing import best_specialist_share, confusion_matrix
 from minigpt.config import DOMAINS
 from minigpt.notebook import setup, show_source, slider
-from minigpt.plots import plot_targets
+from minigpt.plots import plot_router_histories, plot_targets
 from minigpt.router import LinearRouter, normalized, performance_targets, router_loss, train_router
 from minigpt.studies.router_targets import compare_router_targets, router_windows, target_sharpness
 
@@ -154,6 +156,49 @@ for target, row in summary.iterrows():
     print(f"{target:12s} mean routing accuracy {row['accuracy (mean)']:.1%} (chance {chance:.1%}); "
           f"fused soft {row['fused soft, mixed']:.4f} vs oracle {row['oracle, mixed']:.4f}")
 assert summary.loc["domain", "accuracy (mean)"] > chance, "a router trained on domain labels should beat chance"
+
+# %% [markdown]
+# ### The same comparison with the causal per-token router
+#
+# The last-token router above weighs every position of a window with a summary that has already
+# read the whole window, including the tokens being predicted (notebook 4 measures that leak). The
+# package's `CausalRouter` gives one weight vector per position from the tokens seen so far, so it
+# could run while generating. Here it is trained with each target type: the two above and a third,
+# `lm`, which trains the router directly on the fused model's next-token loss (the first branch of
+# `train_router` shown in §2). Per-token routing accuracy counts tokens instead of windows, and
+# hard routing is now per token (`fused hard`) instead of one specialist per window.
+
+# %%
+pt_targets = ("domain", "performance", "lm")
+summary_pt, scores_pt = compare_router_targets(exp, pt_targets, kind="per_token")
+summary_pt.style.format("{:.3f}").format("{:.1%}", subset=[c for c in summary_pt.columns if c.startswith("accuracy")])
+
+# %%
+side = pd.concat({"last-token": summary, "per-token (causal)": summary_pt}, names=["router", "target"])
+side[["accuracy (mean)", "fused soft, mixed", "oracle, mixed"]].style.format("{:.4f}").format(
+    "{:.1%}", subset=["accuracy (mean)"])
+
+# %%
+for target in ("domain", "performance"):
+    a, b = summary.loc[target], summary_pt.loc[target]
+    print(f"{target:12s} fused soft: last-token {a['fused soft, mixed']:.4f}, per-token {b['fused soft, mixed']:.4f}; "
+          f"mean routing accuracy {a['accuracy (mean)']:.1%} vs {b['accuracy (mean)']:.1%}")
+print(f"lowest fused soft loss among the per-token routers: {summary_pt['fused soft, mixed'].idxmin()} targets")
+
+# %% [markdown]
+# How each per-token router learned: its training loss at every step (faint) with a moving
+# average. The three losses are different quantities (cross-entropy to one-hot labels, to the
+# soft performance targets, and the fused next-token loss), so each has its own panel and scale;
+# compare their shapes, not their heights. A router trained before the cache kept training
+# histories shows a note instead of a curve.
+
+# %%
+histories = {f"{t} targets": exp.router("per_token", replace(exp.profile.router, target=t)).train_history
+             for t in pt_targets}
+plot_router_histories(histories, title="per-token router: training loss by target type")
+plt.show()
+for name, h in histories.items():
+    print(f"{name:20s} " + (f"{len(h)} steps, first {h[0]:.3f}, last {h[-1]:.3f}" if h else "no history kept (cached earlier)"))
 
 # %% [markdown]
 # ## 4. Temperature: how sharp are performance targets?

@@ -48,11 +48,12 @@ from minigpt.config import DOMAINS
 from minigpt.fusion import FusedModel, fuse_logits, fuse_probs, hard_weights
 from minigpt.model import token_nll_from_logprobs
 from minigpt.notebook import setup, show_source, slider
-from minigpt.plots import DOMAIN_COLORS, plot_hybrid_routing, plot_mixed_losses
+from minigpt.plots import DOMAIN_COLORS, plot_hybrid_routing, plot_mixed_losses, plot_routed_text
 from minigpt.router import CausalRouter
 from minigpt.scoring import ORACLE, SPECIALIST_ROWS
-from minigpt.studies.hybrid import (accuracy_since_switch, hybrid_set, hybrid_table, hybrid_windows, run_hybrid,
-                                    segment_snippets, switch_lag, true_weight_by_distance)
+from minigpt.studies.hybrid import (accuracy_since_switch, generation_prompts, hybrid_set, hybrid_table, hybrid_windows,
+                                    routed_generations, run_hybrid, segment_snippets, switch_lag,
+                                    true_weight_by_distance)
 
 exp = setup()
 specialists, k = exp.specialists(), exp.k
@@ -326,6 +327,38 @@ plt.xlabel("position in window")
 plt.ylabel("token loss (5-token average)")
 plt.legend(fontsize=8, ncol=3)
 plt.show()
+
+# %% [markdown]
+# ## 6. The fused model writes
+#
+# Everything so far scored the fused model on held-out text. It is also a language model that can
+# continue a prompt. `FusedModel.generate` decodes greedily (always the most likely next token);
+# with `return_weights=True` it also returns, for every generated token, the router weights that
+# chose it. The causal router can do that because it only reads what has been written so far.
+# Four prompts of held-out text: the start of one window per domain, and one that begins as code
+# and switches to legal text halfway.
+
+# %%
+show_source(FusedModel.generate, start="chosen = []", stop="return idx, torch.stack")
+
+# %%
+fused = exp.fused("per_token")  # the specialists and the per-token router above, logit fusion
+prompts = generation_prompts(exp.eval_sets, n_tokens=exp.profile.model.block_size // 3)
+generations = routed_generations(fused, exp.tokenizer, prompts, new_tokens=40)
+plot_routed_text(generations, DOMAINS)
+plt.show()
+
+# %% [markdown]
+# Each generated token's background mixes the three domain colours by the router's weights at the
+# moment it was chosen: pure blue is all code, red all medical, green all legal, and a muddy
+# colour a split decision. Grey text is the prompt. The mean weights per continuation:
+
+# %%
+gen_weights = pd.DataFrame({name: w.mean(0).numpy() for name, _, _, w in generations},
+                           index=[f"{d} specialist" for d in DOMAINS]).T
+for name, _, _, w in generations:
+    assert w.shape == (40, len(DOMAINS)) and torch.allclose(w.sum(-1), torch.ones(40), atol=1e-5), name
+gen_weights.style.format("{:.2f}").background_gradient(cmap="Purples", axis=None)
 
 # %% [markdown]
 # ## Questions to answer

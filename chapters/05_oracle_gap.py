@@ -34,15 +34,16 @@ if "google.colab" in sys.modules:  # same test as minigpt.notebook.in_colab(), b
 
 # %%
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from minigpt import scoring
 from minigpt.analysis.table import oracle_headroom
 from minigpt.chapter import evaluate
 from minigpt.config import DOMAINS
-from minigpt.evaluate import loss_table
+from minigpt.evaluate import gap_by_position, gap_per_position, loss_table
 from minigpt.notebook import setup, show_markdown, show_source
-from minigpt.plots import plot_mixed_losses, plot_oracle_band
+from minigpt.plots import plot_gap_by_position, plot_mixed_losses, plot_oracle_band
 from minigpt.scoring import HEADLINE, ORACLE, SPECIALIST_ROWS
 from minigpt.studies.ceiling import routing_ceiling
 
@@ -152,6 +153,34 @@ pd.DataFrame(res["routing_accuracy"]).T.style.format("{:.1%}").set_caption(
 # %%
 plot_oracle_band(mixed)
 plt.show()
+
+# %% [markdown]
+# ### Where in the window is the gap?
+#
+# The headline's per-token router weighs position $t$ from the trunk states of tokens $1..t$
+# only, while the oracle has chosen with the whole window in view. So the gap need not be spread
+# evenly: at the first positions the router has read almost nothing. Below, the gap (headline
+# minus per-sequence oracle) at every position of the window, averaged over windows and then over
+# the three domains; the shaded spans are the buckets `gap_by_position` reports (and `table.json`
+# stores as `oracle_gap_by_position`), each with its mean as a black segment.
+
+# %%
+show_source(gap_by_position, start="T = next", stop="return out")
+
+# %%
+per_position = gap_per_position(res["nll"])  # HEADLINE minus ORACLE at each position, mean over domains
+buckets = res["oracle_gap_by_position"]
+plot_gap_by_position(per_position, buckets)
+plt.show()
+first, last = next(iter(buckets)), list(buckets)[-1]
+print("gap by bucket (nats): " + ", ".join(f"positions {b}: {v:+.4f}" for b, v in buckets.items()))
+print(f"first bucket / last bucket: {buckets[first]:+.4f} / {buckets[last]:+.4f}; "
+      f"largest gap at position {int(np.argmax(per_position))}")
+# the positions average back to the oracle gap above, and each bucket to the reported value
+assert abs(np.mean(per_position) - gap) < 1e-5
+for b, v in buckets.items():
+    lo, hi = map(int, b.split("-"))
+    assert abs(np.mean(per_position[lo:hi + 1]) - v) < 1e-5, b
 
 # %% [markdown]
 # ### Is the router the limit, or the trunk features it reads?

@@ -45,12 +45,13 @@ import pandas as pd
 
 from minigpt.analysis.routing import weight_on
 from minigpt.config import DOMAINS
-from minigpt.notebook import setup, show_markdown, slider
+from minigpt.notebook import announce, setup, show_markdown, slider
 from minigpt.plots import (GRID_PANELS, plot_gate_grid, plot_grid_heatmaps, plot_mean_weight_heatmaps,
                            plot_setting_vs_healthy, plot_settings_overview, plot_silent_collapse)
 from minigpt.studies.break2 import break2, grid_frame
 
 exp = setup(extra=("break2",))  # announces the extra training time too
+announce(exp, "break2")
 # one per-token router per setting (12 in the grid), trained once and cached, all scored on the held-out windows
 rep = break2(exp)
 settings, grid = rep["settings"], rep["grid"]

@@ -43,7 +43,7 @@ from minigpt.analysis.routing import confusion_matrix, misrouting, misrouting_ma
 from minigpt.analysis.table import baseline_comparison, oracle_headroom
 from minigpt.chapter import evaluate
 from minigpt.config import DOMAINS
-from minigpt.notebook import setup, slider
+from minigpt.notebook import announce, setup, slider
 from minigpt.plots import (DOMAIN_COLORS, plot_confusion, plot_degradations, plot_freeze_grid, plot_freeze_sweep,
                            plot_mixed_losses)
 from minigpt.scoring import HEADLINE, ORACLE, ORACLE_PER_TOKEN, SPECIALIST_ROWS
@@ -135,6 +135,7 @@ print("oracle ≤ every specialist, per-token oracle ≤ per-window oracle")
 # analysis.)
 
 # %%
+announce(exp, "break1")
 b1 = break1(exp)
 degr = pd.DataFrame(b1["degradations"]).set_index("metric")[["shared", "different", "relative_%", "z", "verdict"]]
 degr.style.format({"shared": "{:.4f}", "different": "{:.4f}", "relative_%": "{:+.2f}", "z": "{:+.1f}"}, na_rep="—")
@@ -152,7 +153,8 @@ if b1["confounded_by_base_quality"]:
     print(f"caution: {b1['confound_note']}")
 dv = b1["different_vs_controls"]
 print(f"logit fusion with different bases {dv['different_fused_logits_mixed']:.4f}; shared-base controls on the same "
-      f"bases {dv['controls_min']:.4f}–{dv['controls_max']:.4f} (outside that range: {dv['outside_control_range']})")
+      f"bases {dv['controls_min']:.4f}–{dv['controls_max']:.4f}: {dv['verdict_note']}")
+print(dv["controls_note"])
 assert b1["compat"]["refusal"] is not None, "the compatibility check must refuse specialists from different bases"
 
 # %% [markdown]
@@ -168,6 +170,7 @@ assert b1["compat"]["refusal"] is not None, "the compatibility check must refuse
 # gain is the headline's improvement over the best specialist (in %).
 
 # %%
+announce(exp, "sweep")
 sw = freeze_sweep(exp)
 frame = sweep_frame(sw)
 frame.style.format("{:.4f}").format("{:,.0f}", subset=["trainable params"]).format(

@@ -83,6 +83,14 @@ def litmus(table: pd.DataFrame, fused: str = HEADLINE, oracle: str = ORACLE,
     return [{"condition": c, "holds": bool(ok), "evidence": ev} for c, ok, ev in checks]
 
 
+def gap_per_position(nll: Mapping[str, Mapping[str, torch.Tensor]], method: str = HEADLINE,
+                     reference: str = ORACLE) -> list[float]:
+    """Mixed-loss gap (method − reference, nats) at every token position 0..T-1: per domain the mean
+    over windows, then the equal-weight mean over domains. :func:`gap_by_position` is its bucket means."""
+    per = [(nll[method][d].double() - nll[reference][d].double()).mean(0) for d in nll[method]]
+    return (torch.stack(per).mean(0)).tolist()
+
+
 def gap_by_position(nll: Mapping[str, Mapping[str, torch.Tensor]], method: str = HEADLINE,
                     reference: str = ORACLE, edges: Sequence[int] = (0, 8, 32)) -> dict[str, float]:
     """Mixed-loss gap (method − reference, nats) for token positions [edges[i], edges[i+1]) and beyond.

@@ -11,6 +11,7 @@ cache, so they run alone, in any order, or in parallel. Scoring and reports live
 from __future__ import annotations
 
 import copy
+import json
 import time
 from functools import cached_property
 from pathlib import Path
@@ -33,6 +34,9 @@ from .scoring import Experts
 from .streams import DomainStreams, encode_stream, eval_windows, mixed_windows, random_windows
 from .tokenizer import check_vocab, eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 from .train import train_lm
+
+# a router's cache entry: a folder with its weights and its per-step training losses
+ROUTER_WEIGHTS, ROUTER_HISTORY = "router.safetensors", "history.json"
 
 
 class Experiment:
@@ -200,26 +204,26 @@ class Experiment:
         the same key gives the same router whether the models before it were trained or loaded.
         ``inputs(x)`` -> (router input, expert logits (N, B, T, V)), computed without gradients.
         The router code's fingerprint is part of the key: editing a router retrains it.
+        The router comes back with ``train_history``: its per-step training losses, or None for a
+        router cached before they were kept (an entry that is one safetensors file, still loaded).
         """
         path = self.router_path(key_parts)
         T = self.profile.model.block_size
 
-        def build() -> nn.Module:
+        def build() -> tuple[nn.Module, list[float]]:
             torch.manual_seed(derive_seed(self.seed, *init_tags))
             router = make()
             batch = lambda g: mixed_windows(self.streams, "router", cfg.batch_size, T, g, cfg.domain_mix)  # noqa: E731
-            train_router(router, batch, inputs, cfg, derive_seed(self.seed, *data_tags), desc=desc)
-            return router
+            return router, train_router(router, batch, inputs, cfg, derive_seed(self.seed, *data_tags), desc=desc)
 
-        def load(q) -> nn.Module:
-            router = make()
-            load_model(router, str(q))
-            return router.eval()
-
-        return cached(path, build, lambda r, tmp: save_model(r, str(tmp)), load)
+        router, history = cached(path, build, _save_router, lambda q: _load_router(make(), q))
+        router.train_history = history
+        return router
 
     def router_path(self, key_parts: list) -> Path:
-        """Where :meth:`train_or_load_router` keeps the router of ``key_parts`` (its first part names it)."""
+        """Where :meth:`train_or_load_router` keeps the router of ``key_parts`` (its first part names it):
+        a folder with ``router.safetensors`` and ``history.json`` (routers cached before the history
+        was kept are one safetensors file at the same path)."""
         key = config_key(*key_parts[:1], router_code_fingerprint(), *key_parts[1:], self.seed, self.corpus_fingerprint)
         return cache_root() / "routers" / f"{key_parts[0]}-{key}.safetensors"
 
@@ -251,3 +255,22 @@ class Experiment:
               k: int | None = None, fusion: str = "logits") -> FusedModel:
         k = self.k if k is None else k
         return FusedModel(self.specialists(k=k), k, self.router(kind, router_cfg, k), fusion=fusion)
+
+
+def _save_router(obj: tuple[nn.Module, list[float]], path: Path) -> None:
+    """A router's cache entry: a new folder with its weights and its training losses."""
+    router, history = obj
+    path.mkdir()
+    save_model(router, str(path / ROUTER_WEIGHTS))
+    (path / ROUTER_HISTORY).write_text(json.dumps({"train_losses": [float(v) for v in history]}))
+
+
+def _load_router(router: nn.Module, path: Path) -> tuple[nn.Module, list[float] | None]:
+    """``router`` with the weights of the cache entry at ``path``, and its training losses (None for
+    an entry of the older form: one safetensors file, no history)."""
+    path = Path(path)
+    if not path.is_dir():
+        load_model(router, str(path))
+        return router.eval(), None
+    load_model(router, str(path / ROUTER_WEIGHTS))
+    return router.eval(), json.loads((path / ROUTER_HISTORY).read_text())["train_losses"]

@@ -130,14 +130,17 @@ class FusedModel(nn.Module):
         return F.log_softmax(fuse_logits(weights, logits).float(), dim=-1)
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    def generate(self, idx: torch.Tensor, max_new_tokens: int,
+                 return_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding with the fused model (router weights, else uniform).
 
         No KV cache: every step reruns the trunk and the crowns on the whole window, but the
-        head and the fusion only on the last position.
+        head and the fusion only on the last position. Returns the ids (B, T + new); with
+        ``return_weights`` also the weights that chose each new token, (B, new, N).
         """
         T_max = self.specialists[0].config.block_size
         stacked = self.stacked()  # under no_grad: always the batched crowns
+        chosen = []
         for _ in range(max_new_tokens):
             h = self.trunk(idx[:, -T_max:])
             w = self.weights(h)
@@ -146,7 +149,11 @@ class FusedModel(nn.Module):
             hidden = stacked.hidden(h)[:, :, -1:]  # (N, B, 1, C)
             scores = _stacked_logprobs(stacked, hidden, w, self.fusion)
             idx = torch.cat((idx, scores[:, -1].argmax(-1, keepdim=True)), dim=1)
-        return idx
+            chosen.append(w.reshape(w.shape[0], -1))  # (B, N)
+        if not return_weights:
+            return idx
+        n = len(self.specialists)
+        return idx, torch.stack(chosen, dim=1) if chosen else idx.new_zeros((idx.shape[0], 0, n), dtype=torch.float)
 
 
 def _stacked_logprobs(stacked: StackedCrowns, hidden: torch.Tensor, weights: torch.Tensor,

@@ -74,9 +74,7 @@ def setup(profile: str | None = None, seed: int = 0, extra: Sequence[str] = (), 
     the shared models that the notebook triggers (keys of :data:`EXTRA_WORK`), so its time is
     announced before the long cell too.
     """
-    unknown = [w for w in extra if w not in EXTRA_WORK]
-    if unknown:
-        raise ValueError(f"unknown extra work {unknown}; choose from {', '.join(EXTRA_WORK)}")
+    _check_work(extra)
     exp = Experiment(profile, seed, **overrides)
     p, m = exp.profile, exp.profile.model
     threads = env(THREADS_ENV)
@@ -95,10 +93,28 @@ def setup(profile: str | None = None, seed: int = 0, extra: Sequence[str] = (), 
     print(f"  expected run time: up to ~{p.expected_minutes:g} min of training on a fresh cache "
           f"({where}), a few seconds once the models are cached in {cache_root()}")
     for work in extra:
-        minutes = EXTRA_MINUTES.get(p.name, {}).get(work)
-        print(f"  plus {f'~{minutes:g} min' if minutes else 'more training'} for {EXTRA_WORK[work]} "
-              "on a fresh cache")
+        print(f"  plus {_extra_time(p.name, work)} for {EXTRA_WORK[work]} on a fresh cache")
     return exp
+
+
+def _check_work(extra: Sequence[str]) -> None:
+    unknown = [w for w in extra if w not in EXTRA_WORK]
+    if unknown:
+        raise ValueError(f"unknown extra work {unknown}; choose from {', '.join(EXTRA_WORK)}")
+
+
+def _extra_time(profile: str, work: str) -> str:
+    minutes = EXTRA_MINUTES.get(profile, {}).get(work)
+    return f"~{minutes:g} min" if minutes else "more training"
+
+
+def announce(exp: Experiment, work: str) -> None:
+    """One line printed by a long cell before it starts: what it trains and how long that takes on a
+    fresh cache (:data:`EXTRA_MINUTES`), so the estimate is where the wait is."""
+    _check_work([work])
+    where = " on 2 CPU cores" if exp.profile.name in EXTRA_MINUTES else ""
+    print(f"this cell trains {EXTRA_WORK[work]}: {_extra_time(exp.profile.name, work)}{where} on a fresh cache, "
+          "seconds once it is cached")
 
 
 def source_of(obj: Any, match: str | Sequence[str] | None = None, context: int = 2,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import matplotlib.colors as mcolors
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -67,6 +68,31 @@ def plot_loss_curves(curves, ax=None, smooth: int | None = None, offsets=None, t
     ax.set_title(title)
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_router_histories(histories: Mapping[str, Sequence[float] | None], title: str = "router training loss"):
+    """One panel per router (``{label: per-step losses or None}``): the per-step training loss with a
+    moving average, each on its own scale (cross-entropy to one-hot labels, to soft performance
+    targets and the fused next-token loss have different floors). A router without a kept history
+    (cached before histories were stored) gets a note in place of its curve."""
+    fig, axes = plt.subplots(1, len(histories), figsize=(3.6 * len(histories) + 0.6, 3.0), squeeze=False)
+    for i, (ax, (label, losses)) in enumerate(zip(axes[0], histories.items())):
+        if losses:
+            plot_loss_curves({label: losses}, ax=ax, title=label)
+            ax.get_lines()[0].set_color(f"C{i}")
+            ax.get_lines()[1].set_color(f"C{i}")
+            ax.get_legend().remove()
+            ax.set_ylabel("router training loss")
+        else:
+            ax.text(0.5, 0.5, "no training history kept:\ncached before histories were stored\n"
+                    "(delete its cache entry to retrain it)", ha="center", va="center", fontsize=8,
+                    transform=ax.transAxes, color="0.35")
+            ax.set(title=label, xticks=[], yticks=[])
+        if i:
+            ax.set_ylabel("")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def plot_trunk_crown(n_layer: int, k: int, domains=("code", "medical", "legal"), ax=None, counts=None,
@@ -469,6 +495,35 @@ def plot_oracle_band(mixed: pd.Series, lines=None, ax=None):
     return ax
 
 
+def _bucket_bounds(label: str) -> tuple[int, int]:
+    lo, hi = label.split("-")
+    return int(lo), int(hi)
+
+
+def plot_gap_by_position(per_position: Sequence[float], buckets: Mapping[str, float] | None = None, ax=None,
+                         label: str = "fused soft (per-token router) − oracle (per sequence)"):
+    """The oracle gap at every token position (nats; + = the row loses to the oracle there), with the
+    buckets of :func:`minigpt.evaluate.gap_by_position` (``{"lo-hi": mean gap}``) as shaded spans
+    and their mean as a horizontal segment."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.0))
+    gap = np.asarray(per_position, dtype=float)
+    ax.plot(np.arange(gap.size), gap, color="tab:purple", lw=1.2, marker="o", ms=2.5, label=label)
+    ax.axhline(0, color="black", lw=0.8)
+    for i, (name, mean) in enumerate((buckets or {}).items()):
+        lo, hi = _bucket_bounds(name)
+        ax.axvspan(lo - 0.5, hi + 0.5, color="0.5" if i % 2 else "tab:olive", alpha=0.12, lw=0)
+        ax.hlines(mean, lo - 0.5, hi + 0.5, color="black", lw=2, label="bucket mean" if i == 0 else None)
+        ax.annotate(f"positions {name}\n{mean:+.3f}", (0.5 * (lo + hi), mean), xytext=(0, 8),
+                    textcoords="offset points", ha="center", fontsize=7)
+    ax.set_xlim(-0.5, gap.size - 0.5)
+    ax.set_xlabel("position of the predicted token in the window")
+    ax.set_ylabel("gap to the oracle (nats)")
+    ax.set_title("Where in the window the oracle gap comes from (mean over windows and domains)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper right")
+    return ax
+
+
 # Break 1 (notebook 6)
 def plot_two_sets(frame: pd.DataFrame, ax=None, xlabel: str = "mixed held-out loss (nats/token, axis zoomed)"):
     """Grouped horizontal bars of ``frame``'s two columns per row (first row on top, axis zoomed),
@@ -487,12 +542,20 @@ def plot_two_sets(frame: pd.DataFrame, ax=None, xlabel: str = "mixed held-out lo
 def plot_controls(controls: Mapping[str, dict], against: dict, ax=None):
     """Logit fusion's mixed loss for each shared-base control (dots, span shaded) and for the
     different-base set (diamond); ``controls`` and ``against`` are Break 1's ``controls`` and
-    ``different_vs_controls``."""
+    ``different_vs_controls``. With ``against["per_control"]`` each control's dot is coloured by
+    what its paired 95% interval found: the different-base set worse (red), better (green) or no
+    clear difference (grey)."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(7.5, 1.8))
-    for seed, c in controls.items():
-        ax.plot(c["fused_logits_mixed"], 0, "o", color="tab:purple", ms=9)
-        ax.annotate(f"shared base\nseed {seed}", (c["fused_logits_mixed"], 0), xytext=(0, 10),
+        _, ax = plt.subplots(figsize=(7.5, 2.0))
+    said = {"worse": ("tab:red", "different bases worse"), "better": ("tab:green", "different bases better"),
+            "inconclusive": ("0.6", "no clear difference")}
+    per = against.get("per_control", {})
+    for i, (seed, c) in enumerate(sorted(controls.items(), key=lambda sc: sc[1]["fused_logits_mixed"])):
+        color, label = said.get(per.get(seed, {}).get("verdict"), ("tab:purple", None))
+        label = f"control: {label}" if label else None
+        ax.plot(c["fused_logits_mixed"], 0, "o", color="tab:purple", mec=color, mew=3, ms=10,
+                label=label if label not in ax.get_legend_handles_labels()[1] else None)
+        ax.annotate(f"shared base\nseed {seed}", (c["fused_logits_mixed"], 0), xytext=(0, 10 + 22 * (i % 2)),
                     textcoords="offset points", ha="center", fontsize=7)
     x = against["different_fused_logits_mixed"]
     ax.plot(x, 0, "D", color="tab:red", ms=9)
@@ -500,8 +563,11 @@ def plot_controls(controls: Mapping[str, dict], against: dict, ax=None):
                 color="tab:red")
     ax.axvspan(against["controls_min"], against["controls_max"], color="tab:purple", alpha=0.1)
     ax.set_yticks([])
-    ax.set_ylim(-1, 1)
+    ax.set_ylim(-1, 1.6)
     ax.set_xlabel("mixed loss of logit fusion (nats/token)")
+    if per:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="edge: paired 95% interval",
+                  title_fontsize=7)
     return ax
 
 
@@ -517,6 +583,44 @@ def plot_contrasts(contrasts: pd.DataFrame, ax=None):
     ax.set_xlabel("change from shared to different bases (nats; + = worse)")
     ax.tick_params(axis="y", labelsize=8)
     return ax
+
+
+def _reliability_panel(ax, curves: Mapping[str, pd.DataFrame], title: str, min_count: int) -> None:
+    counts = sum(b["count"].to_numpy() for b in curves.values())
+    bins = next(iter(curves.values()))
+    lim = float(min(1.0, bins["hi"][counts > 0].max()))  # zoom to the occupied bins (small models are unsure)
+    hist = ax.twinx()  # the token counts behind the curves, on their own (hidden) scale
+    hist.bar(0.5 * (bins["lo"] + bins["hi"]), counts, width=bins["hi"] - bins["lo"], color="0.6", alpha=0.2)
+    hist.set_ylim(0, counts.max() * 3.2)
+    hist.set_yticks([])
+    ax.set_zorder(hist.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.plot([0, lim], [0, lim], color="black", ls="--", lw=1, label="perfect calibration")
+    for i, (label, b) in enumerate(curves.items()):
+        ok = b["count"] >= min_count
+        ax.plot(b.loc[ok, "confidence"], b.loc[ok, "accuracy"], marker="o", ms=3.5, lw=1.5,
+                color=DOMAIN_COLORS.get(label.split()[0], f"C{i}"), label=label)
+    ax.set(xlim=(0, lim), ylim=(0, lim), xlabel="top-1 confidence (bin mean)",
+           title=title + (f" (axes zoomed to 0–{lim:.2f})" if lim < 1 else ""))
+    for a in (ax, hist):
+        a.set_box_aspect(1)
+
+
+def plot_reliability(panels: Mapping[str, Mapping[str, pd.DataFrame]], min_count: int = 20):
+    """Reliability diagrams, one panel per ``{title: {label: bins}}`` (bins from
+    :func:`minigpt.analysis.calibration.reliability_bins`): accuracy against mean confidence per bin
+    (bins with at least ``min_count`` tokens), the diagonal of perfect calibration, and each bin's
+    token count (all curves of the panel together) as a faint histogram. Below the diagonal =
+    overconfident. Both axes stop at the last occupied bin, so the diagonal stays at 45 degrees."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    for ax, (title, curves) in zip(axes[0], panels.items()):
+        _reliability_panel(ax, curves, title, min_count)
+    axes[0][0].set_ylabel("top-1 accuracy")
+    axes[0][-1].legend(fontsize=7, loc="upper left")
+    fig.text(0.5, 0.0, f"grey bars: tokens per confidence bin; points: bins with at least {min_count} tokens",
+             ha="center", fontsize=7, color="0.4")
+    fig.tight_layout()
+    return fig
 
 
 def plot_per_byte(losses: pd.DataFrame, ax=None, xlabel: str = "nats per byte (axis zoomed)"):
@@ -669,4 +773,63 @@ def plot_setting_vs_healthy(healthy_accuracy: Mapping[str, float], accuracy: Map
     a2.set_xlabel("mean weight (stacked; colour = specialist)")
     a2.set_ylabel("text")
     fig.tight_layout()
+    return fig
+
+
+# -- generation (notebook 4) -------------------------------------------------------------------------
+def _weight_color(w: Sequence[float], names: Sequence[str]) -> tuple[float, float, float]:
+    """The domain colours of :data:`DOMAIN_COLORS` mixed by ``w``, lightened so black text stays readable."""
+    rgb = sum(float(x) * np.array(mcolors.to_rgb(DOMAIN_COLORS.get(n, "0.5"))) for x, n in zip(w, names))
+    return tuple(0.75 * rgb + 0.25)
+
+
+def _visible(piece: str) -> str:
+    return piece.replace("\n", "↵").replace("\t", "⇥").replace("\r", "")
+
+
+def _layout(rows, width: int) -> list[tuple[int, int, str, object]]:
+    """(line, column, text, weights or None for prompt text / "title") for every piece, wrapped at ``width``."""
+    out, line = [], 0
+    for title, prompt, generated, weights in rows:
+        out.append((line, 0, title, "title"))
+        line, col = line + 1, 0
+        for text, w in [(p, None) for p in prompt] + list(zip(generated, weights)):
+            text = _visible(text)[:width]
+            if col + len(text) > width:
+                line, col = line + 1, 0
+            out.append((line, col, text, w))
+            col += len(text)
+        line += 2
+    return out
+
+
+def plot_routed_text(rows, names: Sequence[str], width: int = 96, fig_width: float = 11.0):
+    """Generated text coloured by the router: ``rows`` = [(title, prompt pieces, generated pieces,
+    weights (new, N))]. Prompt tokens are grey; each generated token's background mixes the domain
+    colours by the weights that chose it (pure blue = all code, red = medical, green = legal), with
+    a thin white seam between tokens. Newlines show as ↵, tabs as ⇥. A monospace layout: one
+    character per unit of the x axis."""
+    char_in = fig_width / width
+    fontsize = char_in * 72 / 0.61  # a monospace advance is ~0.6 em
+    items = _layout(rows, width)
+    n_lines = max(i[0] for i in items) + 2
+    fig = plt.figure(figsize=(fig_width, n_lines * char_in * 2.0 + 0.3))
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set(xlim=(0, width), ylim=(n_lines, -1.2))
+    ax.axis("off")
+    for line, col, text, w in items:
+        if isinstance(w, str):
+            ax.text(col, line + 0.5, text, va="center", fontsize=fontsize * 0.9, weight="bold")
+            continue
+        if w is not None:
+            # a hair narrower than the token, so a white seam marks where each token ends
+            ax.add_patch(plt.Rectangle((col, line + 0.08), len(text) - 0.12, 0.84, color=_weight_color(w, names), lw=0))
+        ax.text(col, line + 0.5, text, va="center", fontsize=fontsize, family="monospace",
+                color="0.55" if w is None else "black")
+    for i, n in enumerate(names):
+        x = i * width / (len(names) + 1.5)
+        ax.add_patch(plt.Rectangle((x, -1.0), 2, 0.8, color=_weight_color(np.eye(len(names))[i], names), lw=0))
+        ax.text(x + 2.5, -0.6, f"all weight on {n}", va="center", fontsize=fontsize * 0.85)
+    ax.text(len(names) * width / (len(names) + 1.5), -0.6, "grey: the prompt", va="center",
+            fontsize=fontsize * 0.85, color="0.55")
     return fig

@@ -7,6 +7,8 @@
   (a shared-base set and a different-bases set) whose every change, z-score and rank is worked out
   in the comments: the ranking, the verdicts, ``what_fails_first`` (the first *significant* metric
   in rank order, not the first in rank) and its within-set counterpart;
+* the one-sided comparison with the shared-base controls (``break1._vs_controls``): per control a
+  paired 95% interval, "worse than the controls" only when worse than every one of them;
 * :func:`break1.fusion_verdict` on a hand-made report.
 
 Per-window noise uses three zero-mean, mutually orthogonal patterns over the 4 windows of a domain
@@ -23,7 +25,7 @@ import torch
 from minigpt.config import DOMAINS
 from minigpt.scoring import ORACLE, ORACLE_PER_TOKEN, SPECIALIST_ROWS, Scores, fused_row
 from minigpt.studies import break1 as b1
-from minigpt.studies.common import VERDICT_Z, paired, verdict, window_means
+from minigpt.studies.common import INTERVAL_Z, VERDICT_Z, paired, paired_interval, verdict, window_means
 
 # -- paired -------------------------------------------------------------------------------------
 
@@ -267,27 +269,90 @@ def test_headline_misses_what_other_metrics_catch():
     assert "0.300 nats" in c["confound_note"] and "+0.100" in c["confound_note"]
 
 
+# -- the controls: one-sided, with paired intervals ----------------------------------------------------
+
+def test_paired_interval_is_delta_plus_minus_1_96_se():
+    assert INTERVAL_Z == 1.96
+    a = {d: 2.4 + ZERO for d in DOMAINS}
+    p = paired_interval(a, {d: 2.52 + 0.06 * A for d in DOMAINS})  # delta 0.12, se 0.02
+    assert p["delta"] == pytest.approx(0.12) and p["se"] == pytest.approx(0.02)
+    assert (p["ci_low"], p["ci_high"]) == pytest.approx((0.12 - 0.0392, 0.12 + 0.0392))
+    assert p["verdict"] == "worse"
+    assert paired_interval(a, {d: 2.37 + 0.06 * A for d in DOMAINS})["verdict"] == "inconclusive"  # -0.03 ± 0.0392
+    assert paired_interval(a, {d: 2.34 + 0.06 * A for d in DOMAINS})["verdict"] == "better"  # -0.06 ± 0.0392
+
+
+def _control_scores(level: float, noise: torch.Tensor = ZERO) -> Scores:
+    return _scores({fused_row("soft", R): dict.fromkeys(DOMAINS, level + noise)}, {}, {})
+
+
+def _vs(levels: dict[str, float]) -> dict:
+    """Different-base fused logits at 2.52 ± 0.06A per window against controls at ``levels``."""
+    scores, reps = _run(0.12)
+    ctrl = {s: _control_scores(v) for s, v in levels.items()}
+    run = b1._Run(base_seeds=[0, 1, 2], bases={}, base_losses={}, sets={}, scores=scores, reports=reps,
+                  controls={s: {"fused_logits_mixed": v} for s, v in levels.items()}, control_scores=ctrl)
+    return b1._vs_controls(run)
+
+
+def test_vs_controls_per_control_intervals_and_counts():
+    dv = _vs({"0": 2.4, "1": 2.55, "2": 2.3})
+    assert dv["n_controls"] == 3 and dv["control_base_seeds"] == [0, 1, 2] and dv["interval_z"] == INTERVAL_Z
+    pc = dv["per_control"]
+    assert pc["0"]["delta"] == pytest.approx(0.12) and pc["0"]["se"] == pytest.approx(0.02)
+    assert pc["0"]["ci_low"] == pytest.approx(0.12 - 1.96 * 0.02) and pc["0"]["paired"] is True
+    assert [pc[s]["verdict"] for s in "012"] == ["worse", "inconclusive", "worse"]  # -0.03 ± 0.0392 at seed 1
+    assert (dv["n_worse"], dv["n_better"], dv["n_inconclusive"]) == (2, 0, 1)
+    assert dv["worse_than_every_control"] is False and dv["better_than_every_control"] is False
+    assert (dv["controls_min"], dv["controls_max"]) == (2.3, 2.55)
+    assert dv["different_fused_logits_mixed"] == pytest.approx(2.52)
+    assert "3 controls" in dv["controls_note"] and "0, 1, 2" in dv["controls_note"]
+    assert "base quality is matched" in dv["controls_note"] and "4 held-out windows" in dv["controls_note"]
+    assert dv["verdict_note"].startswith("worse than 2 of 3 controls, better than 0, inconclusive against 1")
+
+
+def test_vs_controls_is_one_sided():
+    # better than every control: outside their range, but never counted as worse (the old check was two-sided)
+    better = _vs({"0": 2.7, "1": 2.8})
+    assert better["better_than_every_control"] and not better["worse_than_every_control"]
+    assert not better["controls_min"] <= better["different_fused_logits_mixed"] <= better["controls_max"]
+    worse = _vs({"0": 2.3, "1": 2.4})
+    assert worse["worse_than_every_control"] and worse["verdict_note"].endswith("worse than every control")
+    # above the range by its point estimate, but within the interval of one control: not worse than all
+    close = _vs({"0": 2.3, "1": 2.5})
+    assert close["different_fused_logits_mixed"] > close["controls_max"]
+    assert close["per_control"]["1"]["verdict"] == "inconclusive" and not close["worse_than_every_control"]
+
+
+def test_vs_control_without_per_window_losses_compares_points():
+    c = b1._vs_control(None, None, 2.5, 2.4)
+    assert c["paired"] is False and c["se"] is None and c["verdict"] == "worse" and c["delta"] == pytest.approx(0.1)
+    assert b1._vs_control(None, None, 2.3, 2.4)["verdict"] == "better"
+
+
 # -- fusion_verdict on a hand-made report ---------------------------------------------------------------
 
-def _report(behind: float, fused: float, lo: float, hi: float) -> dict:
+def _report(behind: float, fused: float, controls: dict[str, float]) -> dict:
     contrasts = [{"contrast": "fused logits minus best specialist", "different": behind, "change_nats": 0.05,
                   "verdict": "worse"},
                  {"contrast": "probability fusion minus logit fusion", "different": 0.1, "change_nats": 0.01,
                   "verdict": "no significant change"}]
-    return {"within_set_contrasts": contrasts,
-            "different_vs_controls": {"different_fused_logits_mixed": fused, "controls_min": lo, "controls_max": hi,
-                                      "outside_control_range": not lo <= fused <= hi}}
+    per = {s: b1._vs_control(None, None, fused, v) for s, v in controls.items()}
+    return {"within_set_contrasts": contrasts, "different_vs_controls": b1.vs_controls_summary(fused, per)}
 
 
 @pytest.mark.parametrize("behind, fused, want", [
-    (-0.02, 2.50, "survives"),                   # beats its best specialist, inside the controls 2.4..2.6
-    (+0.02, 2.50, "within base-quality range"),  # behind its best specialist, inside the controls
-    (-0.02, 2.70, "degrades"),                   # outside the controls
-    (+0.02, 2.39, "degrades"),
+    (-0.02, 2.50, "survives"),                     # beats its best specialist, between the controls 2.4, 2.6
+    (+0.02, 2.50, "not worse than the controls"),  # behind its best specialist, between the controls
+    (+0.02, 2.39, "not worse than the controls"),  # better than every control: one-sided, not a degradation
+    (-0.02, 2.39, "survives"),
+    (-0.02, 2.70, "degrades"),                     # worse than every control
 ])
 def test_fusion_verdict(behind, fused, want):
-    v = b1.fusion_verdict(_report(behind, fused, 2.4, 2.6))
+    v = b1.fusion_verdict(_report(behind, fused, {"0": 2.4, "1": 2.6}))
     assert v["verdict"] == want
     assert v["beats_best"] == (behind < 0) and v["behind_best_nats"] == behind
-    assert v["controls"] == (2.4, 2.6) and v["fused"] == fused
+    assert v["controls"] == (2.4, 2.6) and v["fused"] == fused and v["n_controls"] == 2
+    assert v["worse_than_controls"] == (fused > 2.6) and v["better_than_controls"] == (fused < 2.4)
+    assert set(v["per_control"]) == {"0", "1"}
     assert v["bites"] == [("fused logits minus best specialist", 0.05)]

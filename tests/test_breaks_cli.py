@@ -53,6 +53,16 @@ def test_break1(tmp_path, capsys):
     for mixed in (shared, diff):  # oracles bound every single specialist from below
         assert mixed["oracle (per token)"] <= mixed["oracle (per sequence)"] <= min(mixed[f"{d} specialist"] for d in DOMAINS) + 1e-9
     assert rep["controls"]["0"]["fused_logits_mixed"] == pytest.approx(shared[fused_row("soft", "trunk of base X")])
+    # one control per base seed; each judged by its paired interval; "worse" only when worse than all
+    dv = rep["different_vs_controls"]
+    assert dv["n_controls"] == len(rep["controls"]) == 3 and set(dv["per_control"]) == set(rep["controls"])
+    for seed, c in dv["per_control"].items():
+        assert c["paired"] and c["ci_low"] <= c["delta"] <= c["ci_high"]
+        assert c["delta"] == pytest.approx(dv["different_fused_logits_mixed"] - rep["controls"][seed]["fused_logits_mixed"],
+                                           abs=1e-5)
+        assert c["verdict"] == ("worse" if c["ci_low"] > 0 else "better" if c["ci_high"] < 0 else "inconclusive")
+    assert dv["worse_than_every_control"] == all(c["verdict"] == "worse" for c in dv["per_control"].values())
+    assert dv["controls_note"] in out and dv["verdict_note"] in out
     tm = rep["tokenizer_mismatch"]
     assert "tokenizer fingerprint" in tm["compat"]["refusal"]
     assert tm["compat"]["forced_report"]["mismatches"] == ["tokenizer"]  # same base, same trunk

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from minigpt.config import REPO_ROOT
+from minigpt.data import corpus_path
 from minigpt.experiment import Experiment
 
 pytestmark = pytest.mark.xdist_group("determinism")  # three training runs: keep them off the other worker
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.xdist_group("determinism")  # three training runs: keep
 def _run(tmp: Path, name: str, threads: int, corpus: Path) -> dict:
     """One CLI run from an empty model cache (the corpus is copied in: building it is not under test)."""
     cache = tmp / name / "cache"
-    shutil.copytree(corpus, cache / "corpus" / corpus.name)
+    shutil.copytree(corpus.resolve(), cache / "corpus" / corpus.name)
     env = {**os.environ, "MINIGPT_CACHE_DIR": str(cache), "MINIGPT_RESULTS_DIR": str(tmp / name / "results"),
            "OMP_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
     env.pop("PYTEST_XDIST_WORKER", None)
@@ -72,8 +73,8 @@ def _loss_differences(a: dict, b: dict) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    corpus = Experiment("ci").corpus  # built (or loaded) once here
-    folder = Path(corpus.cache_files[0]["filename"]).parent
+    Experiment("ci").corpus  # built (or loaded) once here
+    folder = corpus_path()  # the cache entry (copied as a plain folder, the cache adopts it)
     tmp = tmp_path_factory.mktemp("determinism")
     return {name: _run(tmp, name, threads, folder) for name, threads in (("one", 1), ("one again", 1), ("two", 2))}
 

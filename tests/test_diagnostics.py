@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from minigpt.analysis.calibration import calibration, expected_calibration_error
+from minigpt.analysis.calibration import calibration, expected_calibration_error, merge_stats, reliability_bins
 from minigpt.analysis.routing import (confusion_matrix, dominant_weight, gate_histograms, mean_weights, misrouting,
                                       oracle_agreement, routing_accuracy, weight_on)
 from minigpt.config import DOMAINS
@@ -74,6 +74,24 @@ def test_ece_by_hand():
     assert expected_calibration_error(conf, correct, n_bins=1) == pytest.approx(0.0)
     # a perfectly calibrated set in one bin
     assert expected_calibration_error(torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0])) == pytest.approx(0.0)
+
+
+def test_reliability_bins_by_hand():
+    # four tokens split over two domains as Scores keeps them; 0.9 lands in bin 13 (13/15, 14/15],
+    # 0.55 in bin 8 (8/15, 9/15]
+    per_domain = {"code": {"confidence": torch.tensor([0.9, 0.55]), "correct": torch.tensor([1.0, 1.0])},
+                  "legal": {"confidence": torch.tensor([0.9, 0.55]), "correct": torch.tensor([0.0, 1.0])}}
+    assert merge_stats(per_domain)["confidence"].tolist() == pytest.approx([0.9, 0.55, 0.9, 0.55])
+    bins = reliability_bins(per_domain)  # per-domain stats are merged first
+    assert len(bins) == 15 and bins["count"].sum() == 4
+    assert bins.loc[13, ["confidence", "accuracy", "count"]].tolist() == pytest.approx([0.9, 0.5, 2])
+    assert bins.loc[8, ["confidence", "accuracy", "count"]].tolist() == pytest.approx([0.55, 1.0, 2])
+    assert bins.loc[0, "count"] == 0 and math.isnan(bins.loc[0, "accuracy"])  # an empty bin
+    assert (bins.loc[8, "lo"], bins.loc[8, "hi"]) == pytest.approx((8 / 15, 9 / 15))
+    ece = ((bins["accuracy"] - bins["confidence"]).abs() * bins["count"]).sum() / bins["count"].sum()
+    # the bins are the ECE's: it is their count-weighted distance from the diagonal, 2/4 * 0.4 + 2/4 * 0.45
+    assert ece == pytest.approx(0.425) == expected_calibration_error(torch.tensor([0.9, 0.55, 0.9, 0.55]),
+                                                                      torch.tensor([1.0, 1.0, 0.0, 1.0]))
 
 
 def test_calibration_from_logits():

@@ -19,7 +19,7 @@ from minigpt import cache as cache_mod
 from minigpt.cache import cache_root
 from minigpt.checkpoint import model_fingerprint, trunk_hash
 from minigpt.config import DOMAINS, REPO_ROOT, get_profile, wheel_dir
-from minigpt.experiment import Experiment
+from minigpt.experiment import ROUTER_HISTORY, ROUTER_WEIGHTS, Experiment
 
 pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow]
 
@@ -209,6 +209,30 @@ def _flip_a_weight_byte(path) -> None:
     path.write_bytes(bytes(data))
 
 
+def test_a_router_keeps_its_training_history_and_an_older_entry_still_loads(mini_experiment, monkeypatch):
+    returned = []
+    real_train = experiment_mod.train_router
+    monkeypatch.setattr(experiment_mod, "train_router", lambda *a, **k: returned.append(real_train(*a, **k)) or returned[-1])
+    trained = mini_experiment().router("per_token")
+    assert len(returned) == 1 and len(returned[0]) == mini_experiment().profile.router.steps
+    assert trained.train_history == returned[0]  # what train_router returned, kept beside the weights
+    [entry] = [p for p in (cache_root() / "routers").iterdir() if p.name.startswith("per_token-")
+               and p.name.endswith(".safetensors")]
+    assert (entry / ROUTER_WEIGHTS).is_file() and (entry / ROUTER_HISTORY).is_file()
+    loaded = mini_experiment().router("per_token")
+    assert len(returned) == 1 and loaded.train_history == returned[0]  # loaded, not retrained
+    assert _identical(loaded.state_dict(), trained.state_dict())
+    # a router cached before the history was kept: one safetensors file at the same path
+    weights = (entry / ROUTER_WEIGHTS).read_bytes()
+    entry.unlink()
+    entry.write_bytes(weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # loads quietly, without a rebuild
+        old = mini_experiment().router("per_token")
+    assert len(returned) == 1 and old.train_history is None
+    assert _identical(old.state_dict(), trained.state_dict())
+
+
 def test_flipped_byte_in_a_cached_router_is_detected_and_rebuilt(mini_experiment, monkeypatch):
     trained = []
     real_train = experiment_mod.train_router
@@ -217,9 +241,10 @@ def test_flipped_byte_in_a_cached_router_is_detected_and_rebuilt(mini_experiment
     assert trained == [1]
     [entry] = [p for p in (cache_root() / "routers").iterdir() if p.name.startswith("per_token-")
                and p.name.endswith(".safetensors")]
-    on_disk = {n: t.clone() for n, t in load_file(str(entry)).items()}  # a copy: load_file may map the file
-    _flip_a_weight_byte(entry)
-    flipped = load_file(str(entry))  # a valid safetensors file holding one different number ...
+    weights = entry / ROUTER_WEIGHTS  # the entry is a folder: weights and training history
+    on_disk = {n: t.clone() for n, t in load_file(str(weights)).items()}  # a copy: load_file may map the file
+    _flip_a_weight_byte(weights)
+    flipped = load_file(str(weights))  # a valid safetensors file holding one different number ...
     assert sum(not torch.equal(on_disk[n], flipped[n]) for n in on_disk) == 1
 
     with warnings.catch_warnings(record=True) as caught:  # ... which the cache must not hand out
@@ -227,11 +252,11 @@ def test_flipped_byte_in_a_cached_router_is_detected_and_rebuilt(mini_experiment
         again = mini_experiment().router("per_token").state_dict()
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     assert len(messages) == 1, f"the damaged router was loaded without a warning: {messages}"
-    assert "\n" not in messages[0] and str(entry) in messages[0] and f"file {entry.name} " in messages[0]
+    assert "\n" not in messages[0] and str(entry) in messages[0] and f"file {entry.name}/{ROUTER_WEIGHTS} " in messages[0]
     assert "rebuilding it" in messages[0]
     assert trained == [1, 1]  # retrained ...
     assert _identical(again, first)  # ... to the same router as before the damage (it is seeded)
-    assert _identical(load_file(str(entry)), on_disk) and cache_mod.verify(entry) is not None
+    assert _identical(load_file(str(weights)), on_disk) and cache_mod.verify(entry) is not None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the repaired entry loads quietly, without another build
         mini_experiment().router("per_token")

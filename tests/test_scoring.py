@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from minigpt.config import DOMAINS, GPTConfig
-from minigpt.evaluate import gap_by_position, loss_table, routing_accuracy
+from minigpt.evaluate import gap_by_position, gap_per_position, loss_table, routing_accuracy
 from minigpt.fusion import average_weights
 from minigpt.model import GPT
 from minigpt.scoring import (ORACLE, ORACLE_PER_TOKEN, SPECIALIST_ROWS, Experts, dispatch_row, fused_row, score,
@@ -445,3 +445,9 @@ def test_gap_by_position_on_a_known_gap():
     first = sum((sum(gap[d][bucket_of[t]] for t in range(8)) / 8) for d in gap) / 3
     assert short["0-7"] == pytest.approx(first, abs=1e-12)
     assert short["8-9"] == pytest.approx((-0.2 + 0.1 + 0.4) / 3, abs=1e-12)
+    # position by position: the bucket means of gap_per_position are gap_by_position's buckets
+    per = gap_per_position(nll, method="method", reference="ref")
+    assert len(per) == T_ and per[0] == pytest.approx((0.5 + 0.2 - 0.1) / 3, abs=1e-12)
+    assert per[9] == pytest.approx((-0.2 + 0.1 + 0.4) / 3, abs=1e-12)
+    for lo, hi in ((0, 3), (3, 7), (7, 10)):
+        assert sum(per[lo:hi]) / (hi - lo) == pytest.approx(out[f"{lo}-{hi - 1}"], abs=1e-12)

@@ -214,7 +214,7 @@ def test_greedy_generation_matches_naive_fusion(fusion, router_kind):
     prompt = torch.randint(0, CFG.vocab_size, (B, 5), generator=torch.Generator().manual_seed(5))
     out = fm.generate(prompt, 20)  # runs past block_size: window slides
     assert out.shape == (B, 25) and torch.equal(out[:, :5], prompt)
-    idx = prompt
+    idx, ref_w = prompt, []
     for _ in range(20):
         window = idx[:, -CFG.block_size:]
         if router is None:
@@ -226,7 +226,17 @@ def test_greedy_generation_matches_naive_fusion(fusion, router_kind):
         mix = lambda xs: sum(w[:, n:n + 1] * xs[n] for n in range(N))  # noqa: E731  (an explicit loop, not fuse_*)
         scores = mix(logits) if fusion == "logits" else mix([torch.softmax(lg, -1) for lg in logits])
         idx = torch.cat((idx, scores.argmax(-1, keepdim=True)), dim=1)
+        ref_w.append(w)
     assert torch.equal(out, idx)
+    # return_weights: the same ids, plus the weights that chose each new token
+    ids, weights = fm.generate(prompt, 20, return_weights=True)
+    assert torch.equal(ids, out) and weights.shape == (B, 20, N)
+    torch.testing.assert_close(weights, torch.stack(ref_w, dim=1), atol=1e-6, rtol=0)
+    assert torch.allclose(weights.sum(-1), torch.ones(B, 20))
+    if router_kind == "per_token":  # the weights move from step to step as the window grows
+        assert (weights[:, 1:] - weights[:, :-1]).abs().max() > 1e-4
+    ids0, w0 = fm.generate(prompt, 0, return_weights=True)
+    assert torch.equal(ids0, prompt) and w0.shape == (B, 0, N)
 
 
 def test_rejects_unknown_impl_and_mismatched_shapes():

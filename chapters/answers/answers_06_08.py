@@ -223,20 +223,24 @@ bites = "; ".join(f"{n} ({c:+.4f} nats)" for n, c in pf["bites"])
 best_note = (" The contrast against the best specialist still carries base quality: when one specialist sits on a much "
              "better base, it is hard to beat and there is little for the others to add."
              if conf and any(n.startswith("fused logits minus best") for n, _ in pf["bites"]) else "")
+dv = b1["different_vs_controls"]
+vs_ctrl = (f"against the {dv['n_controls']} shared-base controls on the same bases ({lo:.4f}–{hi:.4f}) it is worse than "
+           f"{dv['n_worse']}, better than {dv['n_better']} and inconclusive against {dv['n_inconclusive']} "
+           "(paired 95% intervals over the same windows)")
 if pf["verdict"] == "survives":
     claim = (f"Prediction-level fusion survives: with different bases, logit fusion still beats its own best specialist "
-             f"by {-pf['behind_best_nats']:.4f} nats and sits inside the controls' range ({pf['fused']:.4f} in "
-             f"{lo:.4f}–{hi:.4f}). The chapter's prediction that fusion from different bases falls below its best "
-             "specialist does not hold at this scale.")
-elif pf["verdict"] == "within base-quality range":
-    claim = (f"Logit fusion falls {pf['behind_best_nats']:.4f} nats behind its own best specialist, but its loss "
-             f"({pf['fused']:.4f}) is inside the range the shared-base pipeline reaches on the same bases "
-             f"({lo:.4f}–{hi:.4f}). The drop is no larger than what weaker bases cost, so these numbers do not show the "
+             f"by {-pf['behind_best_nats']:.4f} nats, and at {pf['fused']:.4f} {vs_ctrl}, so it is not worse than the "
+             "controls. The chapter's prediction that fusion from different bases falls below its best specialist "
+             "does not hold at this scale.")
+elif pf["verdict"] == "not worse than the controls":
+    claim = (f"Logit fusion falls {pf['behind_best_nats']:.4f} nats behind its own best specialist, but at "
+             f"{pf['fused']:.4f} {vs_ctrl}: not worse than what the shared-base pipeline reaches on the same bases. "
+             "The drop is no larger than what the bases themselves cost, so these numbers do not show the "
              "prediction-level interface breaking; the chapter's degradation is not separable from base quality here.")
 else:
-    claim = (f"Logit fusion degrades beyond base quality: {pf['fused']:.4f}, outside the controls' {lo:.4f}–{hi:.4f}, "
-             f"and {pf['behind_best_nats']:+.4f} nats from its best specialist. Here the chapter's prediction holds even "
-             "for prediction-level fusion.")
+    claim = (f"Logit fusion degrades beyond base quality: at {pf['fused']:.4f} {vs_ctrl}, i.e. worse than every "
+             f"control, and {pf['behind_best_nats']:+.4f} nats from its best specialist. Here the chapter's prediction "
+             "holds even for prediction-level fusion.")
 show_markdown(f"""**6.3** {'Yes, substantially.' if conf else 'Only a little.'} The bases' own mixed losses span
 {b1['base_quality_spread']:.4f} nats against a shared-base fusion effect of {b1['shared_fusion_effect']:+.4f} nats
 (nb 6 §4){', so raw before/after comparisons mostly measure which base each specialist got' if conf else ''}. {claim}
@@ -420,7 +424,7 @@ clearest = (lambda c: f"{c['contrast']} (z = {c['z']:+.1f})")(max(worse_c, key=l
 
 show_markdown(f"""**8.3** Ranked by relative change, the first thing to degrade is {fails or 'nothing (no significant change)'};
 ranked by the within-set contrasts, which largely cancel base quality, it is {within or 'nothing'} (nb 8 Q3, nb 6 §3–4).
-{'The bases differ in quality by more than the whole fusion effect, so the first ranking is partly a ranking of weaker bases. ' if b1['confounded_by_base_quality'] else ''}Logit fusion's verdict against the controls: **{pf['verdict']}** ({pf['fused']:.4f} vs controls {lo:.4f}–{hi:.4f}).
+{'The bases differ in quality by more than the whole fusion effect, so the first ranking is partly a ranking of weaker bases. ' if b1['confounded_by_base_quality'] else ''}Logit fusion's verdict against the controls: **{pf['verdict']}** ({pf['fused']:.4f} vs controls {lo:.4f}–{hi:.4f}; {b1['different_vs_controls']['verdict_note']}).
 The headline mixed loss {'registers' if b1['headline_catches_it'] else 'does not register'} the break;
 {('alone it would have missed ' + ', '.join(b1['missed_by_headline'])) if b1['missed_by_headline'] else 'but it cannot say which component failed'}.
 Routing accuracy {'collapses' if b1['different']['mean_routing_accuracy']['trunk of base X'] < 0.5 * b1['shared']['mean_routing_accuracy']['trunk of base X'] else 'changes'}

@@ -5,14 +5,16 @@ three specialists, once with a differently seeded base under each. Base X (the f
 the routers that read one model and decodes hidden-state fusion. Three routers read three
 features (:data:`minigpt.scoring.FEATURES`) with the same config, initialisation and batches.
 Controls run the shared-base pipeline on every base seed, so a difference in base *quality* is
-not mistaken for the missing shared geometry. Conclusions (``what_fails_first``,
+not mistaken for the missing shared geometry; the different-base set counts as worse than the
+controls only if it is worse than every one of them, each judged by a paired 95% interval over the
+same held-out windows (``different_vs_controls``). Conclusions (``what_fails_first``,
 ``what_fails_first_within_set``) are computed from the measurements. A specialist trained under
 another tokenizer (:mod:`.tokenizer_mismatch`) completes the break.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import compat
-from ..analysis.calibration import calibration_from_stats
+from ..analysis.calibration import calibration_from_stats, merge_stats
 from ..analysis.routing import confusion_matrix, mean_weights, misrouting, oracle_agreement, routing_accuracy
 from ..analysis.similarity import cka_block
 from ..checkpoint import model_fingerprint
@@ -30,7 +32,8 @@ from ..fusion import average_weights
 from ..model import GPT
 from ..scoring import (FEATURES, ORACLE, ORACLE_PER_TOKEN, SHARED_TRUNK, SPECIALIST_ROWS, Experts, Scores, fused_row,
                        model_nll, score)
-from .common import VERDICT_Z, paired, refuse_then_force, token_sample, verdict, window_means, write_report
+from .common import (INTERVAL_Z, VERDICT_Z, paired, paired_interval, refuse_then_force, token_sample, verdict,
+                     window_means, write_report)
 from .tokenizer_mismatch import summary_lines as tokenizer_summary_lines
 from .tokenizer_mismatch import tokenizer_mismatch
 
@@ -60,6 +63,7 @@ class _Run:
     scores: dict[str, Scores]
     reports: dict[str, dict]
     controls: dict[str, dict]
+    control_scores: dict[str, Scores] = field(default_factory=dict)  # base seed (str) -> that control's Scores
 
 
 # -- one specialist set ---------------------------------------------------------------------------
@@ -95,9 +99,8 @@ def _calibration_report(stats: Mapping[str, Mapping[str, dict]], specs: Sequence
     """Calibration of every row with statistics, per domain and over all domains ("all")."""
     calib = {}
     for row, per in stats.items():
-        parts = list(per.values())
         calib[row] = {d: calibration_from_stats(s) for d, s in per.items()}
-        calib[row]["all"] = calibration_from_stats({key: torch.cat([s[key] for s in parts]) for key in parts[0]})
+        calib[row]["all"] = calibration_from_stats(merge_stats(per))
     scale = {s: calib[s]["all"]["logit_scale"] for s in specs}
     return {"calibration": calib, "mean_ece": float(np.mean([calib[s]["all"]["ece"] for s in specs])),
             "logit_scale": scale, "logit_scale_ratio": float(max(scale.values()) / min(scale.values()))}
@@ -252,7 +255,7 @@ def _measure(exp, base_seeds: list[int], bases: dict[int, GPT]) -> _Run:
     scores = {name: _score_set(exp, sets[name], bases[x_seed], list(FEATURES), name) for name in SETS}
     reports = {name: _setting_report(scores[name], list(FEATURES), SHARED_TRUNK, own_base[name]) for name in SETS}
     run = _Run(base_seeds, bases, losses, sets, scores, reports, {})
-    run.controls = _controls(exp, run)
+    run.controls, run.control_scores = _controls(exp, run)
     return run
 
 
@@ -268,18 +271,19 @@ def _control(rep: dict, base_loss: Mapping[str, float]) -> dict:
             "each_specialist_wins_own_domain": rep["each_specialist_wins_own_domain"]}
 
 
-def _controls(exp, run: _Run) -> dict[str, dict]:
-    """The shared-base pipeline on every base seed (base X's is the shared set itself)."""
-    controls = {}
+def _controls(exp, run: _Run) -> tuple[dict[str, dict], dict[str, Scores]]:
+    """The shared-base pipeline on every base seed (base X's is the shared set itself): each
+    control's summary and its Scores (the per-window losses the paired comparison needs)."""
+    controls, scores = {}, {}
     for s, b in run.bases.items():
         if s == run.base_seeds[0]:
-            rep = run.reports["shared"]
+            sc, rep = run.scores["shared"], run.reports["shared"]
         else:
             experts = Experts(exp.specialists(base_seed=s), exp.k, shared=True)
             sc = _score_set(exp, experts, b, [SHARED_TRUNK], f"shared base {s}")
             rep = _setting_report(sc, [SHARED_TRUNK], SHARED_TRUNK, run.base_losses[s])
-        controls[str(s)] = _control(rep, run.base_losses[s])
-    return controls
+        controls[str(s)], scores[str(s)] = _control(rep, run.base_losses[s]), sc
+    return controls, scores
 
 
 @torch.no_grad()
@@ -303,13 +307,58 @@ def _confounds(run: _Run) -> dict:
     spread = max(mixed) - min(mixed)
     rep = run.reports["shared"]
     effect = rep["best_specialist_mixed"] - rep["mixed"][fused_row("soft", SHARED_TRUNK)]
-    fused = run.reports["different"]["mixed"][fused_row("soft", SHARED_TRUNK)]
-    ctrl = [c["fused_logits_mixed"] for c in run.controls.values()]
     return {"base_quality_spread": spread, "shared_fusion_effect": effect,
             "confounded_by_base_quality": bool(spread > abs(effect)), "controls": run.controls,
-            "different_vs_controls": {"different_fused_logits_mixed": fused, "controls_min": min(ctrl),
-                                      "controls_max": max(ctrl),
-                                      "outside_control_range": bool(not min(ctrl) <= fused <= max(ctrl))}}
+            "different_vs_controls": _vs_controls(run)}
+
+
+def _vs_control(diff: Mapping[str, torch.Tensor] | None, ctrl: Mapping[str, torch.Tensor] | None,
+                fused: float, ctrl_fused: float) -> dict:
+    """The different-base set's fused loss minus one control's (+ = the different-base set is worse):
+    on the same held-out windows a paired 95% interval decides the verdict (worse / better /
+    inconclusive); without per-window losses only the point estimate is compared."""
+    if diff is None or ctrl is None:
+        delta = fused - ctrl_fused
+        return {"control_fused_logits_mixed": ctrl_fused, "delta": delta, "se": None, "ci_low": None,
+                "ci_high": None, "paired": False, "verdict": "worse" if delta > 0 else "better" if delta < 0
+                else "inconclusive"}
+    p = paired_interval(ctrl, diff)
+    return {"control_fused_logits_mixed": ctrl_fused, "delta": p["delta"], "se": p["se"], "ci_low": p["ci_low"],
+            "ci_high": p["ci_high"], "paired": True, "verdict": p["verdict"]}
+
+
+def vs_controls_summary(fused: float, per_control: Mapping[str, dict], n_windows: int | None = None) -> dict:
+    """One-sided: the different-base fused loss is worse than the controls only if it is worse than
+    every one of them (each judged by its paired interval); better than a control never counts
+    against it. The note says how many controls there are and why, from these fields."""
+    ctrl = [c["control_fused_logits_mixed"] for c in per_control.values()]
+    verdicts = [c["verdict"] for c in per_control.values()]
+    n, worse, better = len(verdicts), verdicts.count("worse"), verdicts.count("better")
+    windows = f" over the same {n_windows} held-out windows per domain" if n_windows else ""
+    return {
+        "different_fused_logits_mixed": fused, "controls_min": min(ctrl), "controls_max": max(ctrl),
+        "n_controls": n, "control_base_seeds": [int(s) for s in per_control], "interval_z": INTERVAL_Z,
+        "per_control": dict(per_control), "n_worse": worse, "n_better": better, "n_inconclusive": n - worse - better,
+        "worse_than_every_control": bool(n and worse == n), "better_than_every_control": bool(n and better == n),
+        "controls_note": (f"{n} control{'s' if n != 1 else ''}: the shared-base pipeline rerun on each base seed the "
+                          f"break uses ({', '.join(per_control)}), one per seed, so the controls stand on the same bases "
+                          "as the different-base specialists and base quality is matched; the different-base fused "
+                          "loss counts as worse than the controls only if it is worse than every control, each judged "
+                          f"by a paired interval (delta ± {INTERVAL_Z}·se{windows})"),
+        "verdict_note": (f"worse than {worse} of {n} controls, better than {better}, inconclusive against "
+                         f"{n - worse - better}: " + ("worse than every control" if n and worse == n else
+                                                      "not worse than the controls (that needs worse than every one)")),
+    }
+
+
+def _vs_controls(run: _Run) -> dict:
+    row = fused_row("soft", SHARED_TRUNK)
+    fused = run.reports["different"]["mixed"][row]
+    diff = window_means(run.scores["different"].nll[row]) if run.scores else None
+    per = {s: _vs_control(diff, window_means(run.control_scores[s].nll[row]) if s in run.control_scores else None,
+                          fused, c["fused_logits_mixed"]) for s, c in run.controls.items()}
+    n_windows = len(next(iter(diff.values()))) if diff else None
+    return vs_controls_summary(fused, per, n_windows)
 
 
 def _hidden_fusion(run: _Run) -> dict:
@@ -440,7 +489,11 @@ def _control_lines(rep: dict) -> list[str]:
                      f"weight avg {c['weight_average_mixed']:.4f}  routing acc {c['mean_routing_accuracy']:.0%}")
     dv = rep["different_vs_controls"]
     lines.append(f"  different bases: fused {dv['different_fused_logits_mixed']:.4f}; controls span "
-                 f"{dv['controls_min']:.4f}..{dv['controls_max']:.4f} -> outside the range: {dv['outside_control_range']}")
+                 f"{dv['controls_min']:.4f}..{dv['controls_max']:.4f}")
+    for seed, c in dv["per_control"].items():
+        ci = f"  95% [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]" if c["paired"] else "  (no per-window losses)"
+        lines.append(f"    minus control seed {seed}: {c['delta']:+.4f} nats{ci}  [{c['verdict']}]")
+    lines += [f"  {dv['controls_note']}", f"  -> {dv['verdict_note']}"]
     lines += ["", "representations (mean over pairs): linear CKA / cosine of raw coordinates, token by token"]
     for name, blk in rep["representations"].items():
         lines.append(f"  {name:<44} CKA {blk['mean_cka']:.3f}   cosine {blk['mean_paired_cosine']:+.3f}")
@@ -478,16 +531,20 @@ def fusion_verdict(rep: dict) -> dict:
     """Does logit fusion survive different bases? Read off a :func:`break1` report.
 
     ``beats_best``: with different bases, logit fusion still beats its own best specialist.
-    ``in_control_range``: its mixed loss lies within the shared-base controls' range on the same
-    bases (so a weaker base explains it as well as a lost shared geometry). ``verdict`` is
-    ``"survives"`` (both), ``"within base-quality range"`` (only the second) or ``"degrades"``.
+    ``worse_than_controls``: its mixed loss is worse (higher) than every shared-base control on the
+    same bases, each judged by a paired 95% interval (one-sided: being better than a control never
+    counts against it). ``verdict`` is ``"survives"`` (beats its best specialist and is not worse
+    than the controls), ``"not worse than the controls"`` (only the second) or ``"degrades"``.
+    ``per_control``: the verdict against each control (base seed -> worse / better / inconclusive).
     ``bites``: within-set contrasts that get significantly worse, largest change first.
     """
     c = {x["contrast"]: x for x in rep["within_set_contrasts"]}
     dv = rep["different_vs_controls"]
     behind = c["fused logits minus best specialist"]["different"]  # < 0: fusion beats its best specialist
-    beats, in_range = behind < 0, not dv["outside_control_range"]
-    return {"beats_best": bool(beats), "behind_best_nats": float(behind), "in_control_range": bool(in_range),
+    beats, worse = behind < 0, dv["worse_than_every_control"]
+    return {"beats_best": bool(beats), "behind_best_nats": float(behind), "worse_than_controls": bool(worse),
+            "better_than_controls": bool(dv["better_than_every_control"]), "n_controls": dv["n_controls"],
+            "per_control": {s: x["verdict"] for s, x in dv["per_control"].items()},
             "fused": dv["different_fused_logits_mixed"], "controls": (dv["controls_min"], dv["controls_max"]),
-            "verdict": "survives" if beats and in_range else "within base-quality range" if in_range else "degrades",
+            "verdict": "survives" if beats and not worse else "not worse than the controls" if not worse else "degrades",
             "bites": [(x["contrast"], x["change_nats"]) for x in rep["within_set_contrasts"] if x["verdict"] == "worse"]}

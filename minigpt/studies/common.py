@@ -55,6 +55,19 @@ def verdict(z: float | None, worse: str = "worse", better: str = "better") -> st
     return worse if z > VERDICT_Z else better if z < -VERDICT_Z else "no significant change"
 
 
+INTERVAL_Z = 1.96  # half-width of a two-sided 95% normal interval, in standard errors
+
+
+def paired_interval(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], z: float = INTERVAL_Z) -> dict:
+    """:func:`paired` ``b - a`` with its interval delta ± z·se and a verdict on it: 'worse' when the
+    whole interval is above zero (b has the higher loss), 'better' when it is below, else
+    'inconclusive'."""
+    p = paired(a, b)
+    lo, hi = p["delta"] - z * p["se"], p["delta"] + z * p["se"]
+    return {**p, "ci_low": lo, "ci_high": hi, "interval_z": z,
+            "verdict": "worse" if lo > 0 else "better" if hi < 0 else "inconclusive"}
+
+
 def token_sample(eval_sets: Mapping[str, tuple], per_domain: int) -> torch.Tensor:
     """The first ``per_domain`` held-out windows of every domain: the inputs CKA is computed on."""
     return torch.cat([x[:per_domain] for x, _ in eval_sets.values()])

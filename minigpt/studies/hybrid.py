@@ -231,6 +231,28 @@ def segment_snippets(tokenizer, hs: HybridSet, i: int, chars: int = 70) -> list[
     return out
 
 
+def generation_prompts(eval_sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]], n_tokens: int,
+                       hybrid: tuple[str, str] = ("code", "legal")) -> dict[str, torch.Tensor]:
+    """Prompts of ``n_tokens`` held-out tokens each: the start of every domain's first evaluation
+    window, and one hybrid prompt whose first half comes from ``hybrid[0]``'s second window and the
+    rest from ``hybrid[1]``'s."""
+    out = {f"{d} prompt": eval_sets[d][0][0, :n_tokens] for d in DOMAINS}
+    (a, b), half = hybrid, n_tokens // 2
+    out[f"{a} then {b}"] = torch.cat([eval_sets[a][0][1, :half], eval_sets[b][0][1, :n_tokens - half]])
+    return out
+
+
+def routed_generations(fused: nn.Module, tokenizer, prompts: Mapping[str, torch.Tensor],
+                       new_tokens: int) -> list[tuple[str, list[str], list[str], torch.Tensor]]:
+    """Greedy continuations of equally long ``prompts`` by a :class:`minigpt.fusion.FusedModel`, one
+    batch: per prompt (name, prompt tokens, generated tokens, each decoded alone, and the router
+    weights (new_tokens, N) that chose each generated token)."""
+    x = torch.stack(list(prompts.values()))
+    ids, weights = fused.generate(x, new_tokens, return_weights=True)
+    piece = lambda row: [tokenizer.decode([int(i)], skip_special_tokens=False) for i in row]  # noqa: E731
+    return [(name, piece(x[i]), piece(ids[i, x.shape[1]:]), weights[i]) for i, name in enumerate(prompts)]
+
+
 def switch_lag(weights: torch.Tensor, labels: torch.Tensor) -> list[int | None]:
     """One window's (T, N) weights and (T,) labels: after each domain switch, the number of tokens
     until the argmax first picks the new domain (None if it never does before the next switch)."""
