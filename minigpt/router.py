@@ -78,6 +78,56 @@ class CausalRouter(nn.Module):
 ROUTERS = {"last_token": LinearRouter, "per_token": CausalRouter}
 
 
+# -- a per-token router that remembers the document ---------------------------------------------
+# Each evaluation window starts the causal router cold, though in use a reader has the text before
+# it. These run the SAME trained CausalRouter with its decaying average carried in from a prefix
+# (the tokens just before the window), without touching its code (and so its cache key).
+def decayed_mean(h: torch.Tensor, decay: float, keep: torch.Tensor) -> torch.Tensor:
+    """CausalRouter's decaying average of (B, S, C) states, over the positions where ``keep`` (B, S)
+    is 1: position t averages kept h_s, s <= t, with weight decay ** (t - s)."""
+    S = h.shape[1]
+    t = torch.arange(S, device=h.device, dtype=h.dtype)
+    age = t.view(S, 1) - t.view(1, S)
+    w = torch.where(age >= 0, decay ** age.clamp(min=0), torch.zeros_like(age))  # (S, S), causal
+    w = w.unsqueeze(0) * keep.to(h.dtype).unsqueeze(1)  # (B, S, S): dropped positions weigh nothing
+    w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(h.dtype).tiny)
+    return torch.einsum("bts,bsc->btc", w, h)
+
+
+def after_last_eos(prefix_ids: torch.Tensor, eos: int) -> torch.Tensor:
+    """(B, P) token ids -> (B, P) mask, 1 strictly after the last end-of-document token (all 1 without
+    one): the part of the prefix that belongs to the document the window continues."""
+    P = prefix_ids.shape[1]
+    pos = torch.arange(P, device=prefix_ids.device).expand_as(prefix_ids)
+    last = torch.where(prefix_ids == eos, pos, torch.full_like(pos, -1)).max(-1, keepdim=True).values
+    return (pos > last).float()
+
+
+def with_memory(router: CausalRouter, prefix_h: torch.Tensor | None, shared_h: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``router``'s per-token weights (B, T, N) for a window whose trunk states are ``shared_h``
+    (B, T, C), its decaying average started on ``prefix_h`` (B, P, C), the states of the tokens
+    before the window, instead of cold. ``keep`` (B, P) masks prefix positions out (0: forgotten,
+    e.g. before a document boundary, or a window with no prefix). ``prefix_h=None``: cold start,
+    what ``router(shared_h)`` gives."""
+    T = shared_h.shape[1]
+    if prefix_h is None:
+        prefix_h, keep = shared_h[:, :0], shared_h.new_zeros(shared_h.shape[0], 0)
+    if keep is None:
+        keep = prefix_h.new_ones(prefix_h.shape[:2])
+    h = normalized(torch.cat([prefix_h, shared_h], dim=1))  # (B, P + T, C)
+    keep = torch.cat([keep.to(h.dtype), h.new_ones(shared_h.shape[:2])], dim=1)
+    summary = decayed_mean(h, router.decay, keep)[:, -T:]  # the window's positions only
+    return F.softmax(router.proj(summary), dim=-1)  # (B, T, N)
+
+
+def memory_code_fingerprint() -> str:
+    """Hash of the carried-state code: with :func:`router_code_fingerprint`, what a cached
+    document-memory result was measured with."""
+    src = "".join(inspect.getsource(obj) for obj in (decayed_mean, after_last_eos, with_memory))
+    return hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
 def check_router_kind(kind: str) -> None:
     """One-line error for a router kind that is not in ``ROUTERS``."""
     if kind not in ROUTERS:

@@ -22,7 +22,7 @@ from minigpt.cache import cached
 from minigpt.config import REPO_ROOT
 from minigpt.experiment import Experiment
 
-SUBCOMMANDS = ["run", "break1", "break2", "sweep-freeze", "hybrid", "seeds"]
+SUBCOMMANDS = ["run", "break1", "break2", "sweep-freeze", "hybrid", "document-memory", "seeds"]
 
 
 def _argv(command: str, profile: str = "ci") -> list[str]:
