@@ -174,16 +174,20 @@ def _router_rows(rows: _Rows, domain: str, name: str, w: torch.Tensor, logits: t
 def score(eval_sets: EvalSets, experts: Experts, routers: Mapping[str, nn.Module] | None = None, *,
           base: GPT | None = None, extra: Mapping[str, nn.Module] | None = None, batch_size: int = 16,
           features: Mapping[str, str] | None = None, hidden_head: nn.Module | None = None,
-          calibration: bool = False) -> Scores:
+          calibration: bool = False, names: Sequence[str] = SPECIALIST_ROWS) -> Scores:
     """Score every row on every domain's windows (see the module docstring for the rows).
 
     ``routers`` maps a name to a router; ``features[name]`` says what it reads (a key of
     :data:`FEATURES`, default the shared trunk). ``calibration`` keeps top-1 confidence statistics
-    of the specialists and of every soft-fused row (Break 1's calibration comparison).
+    of the specialists and of every soft-fused row (Break 1's calibration comparison). ``names``
+    are the experts' row names, in order (more than three experts need more names, e.g. a
+    generalist beside the specialists); the oracles choose among all experts.
     """
     routers, features = routers or {}, features or {}
     rows, weights, stats = _Rows(), _Rows(), _Rows()
     n = len(experts.models)
+    if len(names) < n:
+        raise ValueError(f"{n} experts but {len(names)} row names; pass names= with one name per expert")
     for domain, (x_all, y_all) in eval_sets.items():
         for i in range(0, x_all.shape[0], batch_size):
             x, y = x_all[i:i + batch_size], y_all[i:i + batch_size]
@@ -194,9 +198,9 @@ def score(eval_sets: EvalSets, experts: Experts, routers: Mapping[str, nn.Module
             trunks, hidden, logits = experts.forward(x)
             spec = torch.stack([token_nll(l, y) for l in logits])  # (N, B, T)
             for j in range(n):
-                rows.add(SPECIALIST_ROWS[j], domain, spec[j])
+                rows.add(names[j], domain, spec[j])
                 if calibration:
-                    stats.add(SPECIALIST_ROWS[j], domain, calibration_stats(logits[j], y))
+                    stats.add(names[j], domain, calibration_stats(logits[j], y))
             rows.add("uniform mix", domain, token_nll(fuse_logits(uniform_weights(x.shape[0], n), logits), y))
             for name, router in routers.items():
                 w = router(FEATURES[features.get(name, SHARED_TRUNK)](x, trunks, experts.models))

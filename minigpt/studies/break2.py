@@ -7,6 +7,15 @@ router is scored on the same held-out windows by :func:`minigpt.scoring.score`. 
 *silent collapse* when its mixed loss stays within ``tolerance_pct`` % of the healthy router's
 while some domain's routing accuracy drops below 50%: the headline number would not show it.
 Settings are fixed up front; the conclusions are computed from the measurements.
+
+Beside the cold temperatures the grid has soft ones (targets far from one-hot), and the report says
+what each temperature means here: ``target_sharpness``, the mean target weight on a window's best
+specialist, from the specialists' losses on random windows of the router split.
+
+The silent-collapse mechanism needs an expert that is a strong generalist. :func:`generalist`
+adds one, the monolithic crown (same base, same K, mixed data), as a fourth expert beside the three
+specialists and trains 4-output per-token routers under the healthy, imbalanced, cold and soft
+settings; its report is ``break2.json``'s ``generalist`` field.
 """
 from __future__ import annotations
 
@@ -21,13 +30,20 @@ import torch
 
 from ..analysis.routing import (confusion_matrix, dominant_weight, gate_histograms, mean_weights, misrouting,
                                 weight_on)
-from ..config import DOMAINS, RouterConfig
+from ..checkpoint import model_fingerprint
+from ..config import DOMAINS, RouterConfig, derive_seed
 from ..evaluate import SPECIALIST_ROWS, loss_table, routing_accuracy, table_json
-from ..scoring import Experts, Scores, fused_row, score
+from ..fusion import FusedModel
+from ..router import CausalRouter, performance_targets
+from ..scoring import Experts, Scores, fused_row, score, token_nll
+from ..streams import random_windows
 from .common import write_report
 
 DEFAULT_MIXES = ((1 / 3, 1 / 3, 1 / 3), (0.6, 0.2, 0.2), (0.9, 0.05, 0.05), (0.98, 0.01, 0.01))
-DEFAULT_TEMPS = (None, 0.01, 1e-3)  # None = the profile's temperature
+# None = the profile's temperature; then two cold ones (near one-hot targets) and three soft ones
+DEFAULT_TEMPS = (None, 0.01, 1e-3, 0.3, 1.0, 3.0)
+GENERALIST_ROW = "generalist (monolithic crown)"
+TARGET_WINDOWS = 64  # router-split windows per domain on which the targets' sharpness is measured
 
 
 def setting_name(cfg: RouterConfig) -> str:
@@ -43,6 +59,7 @@ class _Reference:
     accuracy: dict[str, float]
     tolerance_pct: float
     spec_nll: dict[str, torch.Tensor]  # {domain: (N, n, T)}, for the misrouting diagnostics
+    sharpness: dict[str, dict]  # target_sharpness at every temperature of the grid
 
 
 def _grid_configs(healthy: RouterConfig, mixes: Sequence[Sequence[float]], temps: Sequence[float | None],
@@ -60,6 +77,45 @@ def _grid_configs(healthy: RouterConfig, mixes: Sequence[Sequence[float]], temps
     for cfg in named.values():
         grid.setdefault(setting_name(cfg), cfg)
     return named, grid
+
+
+@torch.no_grad()
+def window_losses(exp, models: Sequence, per_domain: int = TARGET_WINDOWS) -> dict[str, torch.Tensor]:
+    """Each expert's mean loss on ``per_domain`` random windows of each domain's router split (the
+    same windows for any ``models``): ``{domain: (n, N)}``, what performance targets are made from."""
+    gen = torch.Generator().manual_seed(derive_seed(exp.seed, "break2-targets"))
+    fused, T, bs = FusedModel(models, exp.k), exp.profile.model.block_size, exp.profile.eval_batch_size
+    out = {}
+    for d in DOMAINS:
+        x, y = random_windows(exp.streams.get(d, "router"), per_domain, T, gen)
+        parts = []
+        for i in range(0, per_domain, bs):
+            _, logits = fused.expert_logits(x[i:i + bs])  # (N, B, T, V)
+            parts.append(token_nll(logits, y[i:i + bs].expand(logits.shape[0], -1, -1)).mean(-1).T)
+        out[d] = torch.cat(parts)
+    return out
+
+
+def target_sharpness(losses: Mapping[str, torch.Tensor], temps: Sequence[float]) -> dict[str, dict]:
+    """Per temperature (keyed ``f"{temp:g}"``): the mean target weight on each window's best expert,
+    ``softmax(-loss / temp).max()``, per domain and as the equal-weight mean over domains."""
+    out = {}
+    for t in temps:
+        per = {d: float(performance_targets(v, t).max(-1).values.double().mean()) for d, v in losses.items()}
+        out[f"{t:g}"] = {"mean_max_target": float(np.mean(list(per.values()))), "per_domain": per}
+    return out
+
+
+def own_margin(losses: Mapping[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """Per domain, in nats over the router windows: how much worse the other specialists are than
+    the window's own one (their mean, and the best of them)."""
+    out = {}
+    for i, d in enumerate(DOMAINS):
+        v = losses[d][:, :len(DOMAINS)].double()
+        others = v[:, [j for j in range(len(DOMAINS)) if j != i]]
+        out[d] = {"mean_other_minus_own": float((others.mean(-1) - v[:, i]).mean()),
+                  "best_other_minus_own": float((others.min(-1).values - v[:, i]).mean())}
+    return out
 
 
 def _describe(w: Mapping[str, torch.Tensor], table: pd.DataFrame, name: str, cfg: RouterConfig,
@@ -80,7 +136,8 @@ def _describe(w: Mapping[str, torch.Tensor], table: pd.DataFrame, name: str, cfg
          "weight_on_dominant": on_dominant,
          "weight_on_dominant_other_domains": float(np.mean([v for dm, v in on_dominant.items()
                                                             if dm != DOMAINS[overall]])),
-         "mean_max_weight": float(torch.cat([x.max(-1).values.flatten() for x in w.values()]).double().mean())}
+         "mean_max_weight": float(torch.cat([x.max(-1).values.flatten() for x in w.values()]).double().mean()),
+         "mean_max_target": ref.sharpness[f"{cfg.temp:g}"]["mean_max_target"]}
     d["silent_collapse"] = bool(abs(d["mixed_vs_healthy_%"]) <= ref.tolerance_pct and d["min_routing_accuracy"] < 0.5)
     d["newly_below_50"] = [dm for dm in DOMAINS if acc[dm] < 0.5 <= ref.accuracy[dm]]
     if full:
@@ -115,14 +172,16 @@ def _report(exp, table: pd.DataFrame, ref: _Reference, healthy_name: str, settin
 
 
 def break2(exp, mixes: Sequence[Sequence[float]] = DEFAULT_MIXES, temps: Sequence[float | None] = DEFAULT_TEMPS,
-           imbalance: Sequence[float] = (0.9, 0.05, 0.05), cold_temp: float = 1e-3, tolerance_pct: float = 2.0,
-           out: Path | None = None) -> dict:
+           imbalance: Sequence[float] = (0.9, 0.05, 0.05), cold_temp: float = 1e-3, soft_temp: float = 1.0,
+           tolerance_pct: float = 2.0, out: Path | None = None) -> dict:
     """Per-token routers trained on skewed data and/or with a near-zero target temperature.
 
     The four named settings (healthy, imbalanced, cold, both) are part of the grid ``mixes`` x
     ``temps`` (a temperature of None is the profile's). ``silent_collapse`` lists grid settings whose
     mixed loss stays within ``tolerance_pct`` % of the healthy router's while some domain's routing
-    accuracy is < 50%. Writes ``break2.json``; ``_raw`` keeps the weights and token losses for plots.
+    accuracy is < 50%. ``target_sharpness`` says how close to one-hot each temperature's targets
+    are; ``generalist`` is :func:`generalist`'s report (``soft_temp`` is its soft setting). Writes
+    ``break2.json``; ``_raw`` keeps the weights and token losses for plots.
     """
     t0 = time.time()
     p = exp.profile
@@ -132,17 +191,100 @@ def break2(exp, mixes: Sequence[Sequence[float]] = DEFAULT_MIXES, temps: Sequenc
                            batch_size=p.eval_batch_size)
     table = loss_table(scores.nll)
     h_name = setting_name(p.router)
+    losses = window_losses(exp, exp.specialists())
     ref = _Reference(mixed=float(table.loc[fused_row("soft", h_name), "mixed"]),
                      accuracy=routing_accuracy(scores.weights[h_name]), tolerance_pct=tolerance_pct,
-                     spec_nll={d: scores.spec_nll(d) for d in DOMAINS})
+                     spec_nll={d: scores.spec_nll(d) for d in DOMAINS},
+                     sharpness=target_sharpness(losses, sorted({c.temp for c in grid.values()}, reverse=True)))
     settings = {name: _describe(scores.weights[setting_name(cfg)], table, setting_name(cfg), cfg, ref, True)
                 for name, cfg in named.items()}
     grid_rep = {name: _describe(scores.weights[name], table, name, cfg, ref, False) for name, cfg in grid.items()}
     report = _report(exp, table, ref, h_name, settings, grid_rep)
+    report.update(target_sharpness=ref.sharpness, target_windows_per_domain=TARGET_WINDOWS,
+                  own_specialist_margin_nats=own_margin(losses))
+    report["generalist"], gen_weights = generalist(exp, imbalance, cold_temp, soft_temp, tolerance_pct)
     report["wall_seconds"] = round(time.time() - t0, 1)
-    report["_raw"] = {"weights": scores.weights, "nll": scores.nll,
+    report["_raw"] = {"weights": scores.weights, "nll": scores.nll, "generalist_weights": gen_weights,
                       "names": {n: setting_name(c) for n, c in named.items()}}
     return write_report(exp, report, "break2", out)
+
+
+# -- the silent-collapse precondition: a strong generalist among the experts ----------------------
+def _generalist_router(exp, models: Sequence, cfg: RouterConfig):
+    """A per-token router with one output per model of ``models`` (specialists + generalist), cached
+    by their fingerprints and ``cfg``; it draws the same training batches as Break 2's routers."""
+    return exp.train_or_load_router(
+        lambda: CausalRouter(exp.profile.model.n_embd, len(models)),
+        ["generalist", "seeded-init", cfg, [model_fingerprint(m) for m in models], exp.k],
+        ("generalist-router-init", exp.k), ("router", "per_token"), FusedModel(models, exp.k).expert_logits, cfg,
+        f"router [{len(models)} experts]")
+
+
+def _describe_generalist(w: Mapping[str, torch.Tensor], table: pd.DataFrame, name: str, cfg: RouterConfig,
+                         healthy: dict, tolerance_pct: float, names: Sequence[str]) -> dict:
+    """One 4-expert setting: losses, own-specialist routing accuracy, where the weight goes."""
+    row, g = fused_row("soft", name), len(DOMAINS)  # the generalist is the expert after the specialists
+    mixed = float(table.loc[row, "mixed"])
+    acc = routing_accuracy(w)  # argmax = the window's own specialist; the generalist counts as a miss
+    d = {"domain_mix": list(cfg.domain_mix), "temp": cfg.temp, "mixed_loss": mixed,
+         "per_domain_loss": {dm: float(table.loc[row, dm]) for dm in DOMAINS},
+         "mixed_vs_healthy_%": (mixed - healthy["mixed"]) / healthy["mixed"] * 100,
+         "routing_accuracy": acc, "min_routing_accuracy": min(acc.values()),
+         "weight_on_generalist": weight_on(w, g),
+         "argmax_on_generalist": {dm: float((x.argmax(-1) == g).double().mean()) for dm, x in w.items()},
+         "mean_weights": table_json(mean_weights(w, names))}
+    d["silent_collapse"] = bool(abs(d["mixed_vs_healthy_%"]) <= tolerance_pct and d["min_routing_accuracy"] < 0.5)
+    d["newly_below_50"] = [dm for dm in DOMAINS if acc[dm] < 0.5 <= healthy["accuracy"][dm]]
+    return d
+
+
+def _precondition(table: pd.DataFrame, healthy_mixed: float, tolerance_pct: float) -> dict:
+    """Is the generalist alone within the tolerance of the healthy router, and how far off their own
+    domains are the specialists (what a collapse onto one of them would cost)?"""
+    alone = float(table.loc[GENERALIST_ROW, "mixed"])
+    own = {d: float(table.loc[f"{d} specialist", d]) for d in DOMAINS}
+    off = {r: float(np.mean([table.loc[r, d] - own[d] for d in DOMAINS if d != r.split()[0]])) for r in SPECIALIST_ROWS}
+    vs = (alone - healthy_mixed) / healthy_mixed * 100
+    return {"generalist_alone_mixed": alone, "generalist_alone_vs_healthy_%": vs,
+            "precondition_holds": bool(abs(vs) <= tolerance_pct),
+            "generalist_minus_own_specialist_nats": {d: float(table.loc[GENERALIST_ROW, d]) - own[d] for d in DOMAINS},
+            "specialist_off_domain_penalty_nats": off}
+
+
+def generalist(exp, imbalance: Sequence[float] = (0.9, 0.05, 0.05), cold_temp: float = 1e-3, soft_temp: float = 1.0,
+               tolerance_pct: float = 2.0) -> tuple[dict, dict]:
+    """The three specialists plus a generalist (the monolithic crown) as a fourth expert, with per-token
+    routers trained healthy, on imbalanced data, with cold targets and with soft targets (which give the
+    generalist, second-best on every domain, a share of every target). Returns the report (silent
+    collapse by Break 2's rule, against this healthy 4-expert router) and the routers' weights."""
+    p = exp.profile
+    models, names = exp.specialists() + [exp.monolithic()], (*SPECIALIST_ROWS, GENERALIST_ROW)
+    cfgs = {"healthy": p.router, "imbalanced": replace(p.router, domain_mix=tuple(imbalance)),
+            "cold": replace(p.router, temp=cold_temp), "soft": replace(p.router, temp=soft_temp)}
+    routers = {f"4 experts, {n}": _generalist_router(exp, models, c) for n, c in cfgs.items()}
+    scores = score(exp.eval_sets, Experts(models, exp.k), routers, base=exp.base(), batch_size=p.eval_batch_size,
+                   names=names)
+    table = loss_table(scores.nll)
+    w = {n: scores.weights[f"4 experts, {n}"] for n in cfgs}
+    healthy = {"mixed": float(table.loc[fused_row("soft", "4 experts, healthy"), "mixed"]),
+               "accuracy": routing_accuracy(w["healthy"])}
+    settings = {n: _describe_generalist(w[n], table, f"4 experts, {n}", c, healthy, tolerance_pct, names)
+                for n, c in cfgs.items()}
+    losses = window_losses(exp, models)
+    g = len(DOMAINS)
+    targets = {n: {d: float(performance_targets(v, c.temp)[:, g].double().mean()) for d, v in losses.items()}
+               for n, c in cfgs.items()}
+    rep = {"experts": list(names), "router_names": list(routers), "tolerance_pct": tolerance_pct,
+           "healthy_mixed": healthy["mixed"], "healthy_routing_accuracy": healthy["accuracy"],
+           **_precondition(table, healthy["mixed"], tolerance_pct),
+           "generalist_best_window_share": {d: float((v.argmin(-1) == g).double().mean()) for d, v in losses.items()},
+           "target_weight_on_generalist": targets, "settings": settings,
+           "silent_collapse": [n for n, st in settings.items() if st["silent_collapse"] and n != "healthy"],
+           "silent_collapse_newly_below_50": [n for n, st in settings.items()
+                                              if st["silent_collapse"] and st["newly_below_50"]],
+           "healthy_already_below_50": [d for d in DOMAINS if healthy["accuracy"][d] < 0.5],
+           "table": table_json(table)}
+    return rep, w
 
 
 def summarize(rep: dict) -> str:
@@ -171,7 +313,27 @@ def summarize(rep: dict) -> str:
                      f"settings that push a domain the healthy router gets right below 50% while the loss stays "
                      f"within tolerance: {rep['silent_collapse_newly_below_50'] or 'none'}")
     lines.append(rep["tolerance_note"])
-    return "\n".join(lines)
+    lines += ["", "target temperature -> mean target weight on a window's best specialist (router-split windows): "
+              + ", ".join(f"{t}: {v['mean_max_target']:.2f}" for t, v in rep["target_sharpness"].items())]
+    return "\n".join(lines + _summarize_generalist(rep["generalist"]))
+
+
+def _summarize_generalist(gen: dict) -> list[str]:
+    """The generalist part of the CLI's output."""
+    lines = ["", f"a generalist as a 4th expert ({gen['experts'][-1]}): alone {gen['generalist_alone_mixed']:.4f} "
+                 f"({gen['generalist_alone_vs_healthy_%']:+.2f}% vs the healthy 4-expert router "
+                 f"{gen['healthy_mixed']:.4f}); precondition (alone within {gen['tolerance_pct']:g}%): "
+                 f"{'holds' if gen['precondition_holds'] else 'does not hold'}",
+             f"  {'setting':<12}{'mix':<16}{'temp':>7}{'mixed':>9}{'vs healthy':>11}  own-specialist accuracy "
+             "(code/medical/legal)   weight on the generalist"]
+    for name, st in gen["settings"].items():
+        acc = "/".join(f"{v:.0%}" for v in st["routing_accuracy"].values())
+        on_g = "/".join(f"{v:.2f}" for v in st["weight_on_generalist"].values())
+        lines.append(f"  {name:<12}{'/'.join(f'{m:.2f}' for m in st['domain_mix']):<16}{st['temp']:>7g}"
+                     f"{st['mixed_loss']:>9.4f}{st['mixed_vs_healthy_%']:>+10.2f}%  {acc:<38}{on_g}"
+                     f"{'  (healthy)' if name == 'healthy' else '  SILENT' if st['silent_collapse'] else ''}")
+    lines.append(f"silent collapse with a generalist: {gen['silent_collapse'] or 'none'}")
+    return lines
 
 
 def grid_frame(rep: dict, key: str) -> pd.DataFrame:
