@@ -168,11 +168,19 @@ assert b1["compat"]["refusal"] is not None, "the compatibility check must refuse
 # the embeddings frozen) and evaluates each set the same way. *Divergence* is how much the
 # specialists improved on their own domain over the base (in %, averaged over domains); the fused
 # gain is the headline's improvement over the best specialist (in %).
+#
+# One more point freezes too little: **`none`**, where nothing is frozen. Each specialist fine-tunes
+# every parameter, embeddings included, and its output head is untied (a copy of the base's
+# embedding, trained on its own), so the three no longer share a trunk or an output space. They are
+# scored as unshared experts, each running its own embeddings; the router reads the code
+# specialist's own embedding output (reading the base's embeddings would bring back a shared frozen
+# piece, the very thing this point gives up). It stands in the first row of the table and left of
+# K = 0 in the plots.
 
 # %%
 announce(exp, "sweep")
 sw = freeze_sweep(exp)
-frame = sweep_frame(sw)
+frame = sweep_frame(sw, with_none=True)  # the "none" row first, then K = 0..L-1
 frame.style.format("{:.4f}").format("{:,.0f}", subset=["trainable params"]).format(
     "{:+.2f}", subset=["divergence %", "fused vs best specialist %", "fused vs base %"]).format(
     "{:.1%}", subset=["routing accuracy"])
@@ -235,12 +243,53 @@ plt.legend(fontsize=7)
 plt.show()
 
 # %%
-gains = frame["fused vs best specialist %"]
+gains = frame["fused vs best specialist %"].drop("none", errors="ignore")  # the K points
 print(f"best K by fused gain over the best specialist: {sw['best_k_by_fused_gain']} ({gains.max():+.2f}%); "
       f"by fused mixed loss: {sw['best_k_by_fused_mixed']}")
 print("K where fusion still beats the best specialist: " + (", ".join(str(k) for k in gains.index[gains > 0]) or "none"))
-params = frame["trainable params"].values
+params = frame["trainable params"].values  # "none" first: it trains everything
 assert np.all(np.diff(params) < 0), "each extra frozen block must leave fewer trainable parameters"
+
+# %% [markdown]
+# ### Freeze too little: nothing frozen
+#
+# What does giving up the shared trunk and the shared head cost, or buy? The `compat` check is
+# asked first (it should refuse: the embeddings differ), then the `none` point is set next to the
+# smallest K. Hidden-state fusion mixes the specialists' final hidden states and decodes them with
+# the code specialist's own head; with a shared tied head that equals logit fusion, without one it
+# need not. Weight averaging averages every parameter, heads included.
+
+# %%
+nz, k0 = sw["per_k"]["none"], sw["per_k"][str(min(sw["ks"]))]
+print(f"compat.check on the nothing-frozen specialists: {nz['compat_refusal'] or 'accepted'}")
+assert nz["compat_refusal"] is not None, "specialists with different embeddings share no trunk: the check must refuse"
+rows = {"fused soft (logits)": "fused_gain_vs_best_specialist_%", "fused hidden": "fused_hidden_gain_vs_best_specialist_%",
+        "weight average": "weight_average_gain_vs_best_specialist_%", "divergence": "divergence_%"}
+pd.DataFrame({f"K = {min(sw['ks'])}": {n: k0[key] for n, key in rows.items()},
+              "none": {n: nz[key] for n, key in rows.items()}}).style.format("{:+.2f}%")
+
+# %%
+d = sw["none_minus_smallest_k"]
+verdict = ("fusing the nothing-frozen specialists gives the lowest fused mixed loss of the whole sweep"
+           if sw["none_fused_mixed_beats_every_k"] else
+           "some K gives a lower fused mixed loss than fusing the nothing-frozen specialists")
+print(f"{verdict} (none − best K: {sw['none_minus_best_k_fused_mixed']:+.4f} nats).")
+print(f"Against K = {min(sw['ks'])}, the specialists diverge {'more' if d['divergence_%'] > 0 else 'less'} "
+      f"({d['divergence_%']:+.2f} points), the router's oracle gap {'widens' if d['oracle_gap'] > 0 else 'narrows'} "
+      f"({d['oracle_gap']:+.4f} nats), routing accuracy moves {sw['none_minus_smallest_k_routing_accuracy']:+.1%}, "
+      f"and the crowns' final hidden states grow {'less' if sw['none_minus_smallest_k_crown_cka'] < 0 else 'more'} "
+      f"alike (CKA {sw['none_minus_smallest_k_crown_cka']:+.3f}).")
+best_spec = {name: min(r["mixed"][s] for s in SPECIALIST_ROWS) for name, r in (("none", nz), ("K0", k0))}
+print(f"Its best single specialist is {'worse' if best_spec['none'] > best_spec['K0'] else 'better'} on mixed text than "
+      f"at K = {min(sw['ks'])} ({best_spec['none']:.4f} vs {best_spec['K0']:.4f} nats): a gain over the best specialist "
+      "measures against a bar that moves with the specialists, so compare fused mixed losses too.")
+print("hidden-state fusion " + ("keeps up with" if nz["fused_hidden_gain_vs_best_specialist_%"]
+                                >= nz["fused_gain_vs_best_specialist_%"] else "falls behind")
+      + " logit fusion once the heads are no longer shared; weight averaging "
+      + ("beats" if nz["weight_average_gain_vs_best_specialist_%"] > 0 else "does not beat")
+      + " the best specialist and is " + ("better" if nz["mixed"]["weight average"] < nz["mixed"]["base"] else "worse")
+      + f" than the base ({nz['mixed']['weight average']:.4f} vs {nz['mixed']['base']:.4f} nats).")
+print(sw["none_note"])
 
 # %% [markdown]
 # ## Question 5 · When the router gets it wrong, how wrong?
@@ -315,6 +364,7 @@ print("misrouted shares agree with routing accuracy: " + ", ".join(f"{d} {1 - ac
 #    Take the base-quality controls into account.
 # 4. Along the freeze-depth sweep, which wins: a stronger shared interface or more room for the
 #    specialists to adapt? Name the depth where the balance tips in this run, and compare your points
-#    with KALAVAI's line.
+#    with KALAVAI's line. What does freezing nothing at all (`none`) do to the fused model, and what
+#    would you lose in deployment by fusing specialists that share no trunk?
 # 5. Are the router's mistakes confident picks of an unrelated specialist, or near-ties between
 #    two specialists that each suit the text in part? Which remedy does your answer point to?

@@ -1,7 +1,8 @@
 """Checkpoints as safetensors weights plus a JSON manifest that pins the interface.
 
 The manifest records the model config, tokenizer fingerprint, base fingerprint, a hash of the
-frozen trunk, the training config, the seed and the package version. Loading checks the manifest
+frozen trunk, the training config, the seed and the package version (and ``tied_head: false`` for a
+model whose head was untied, so the loader unties it before loading the weights). Loading checks the manifest
 against what the caller expects and refuses a mismatch (:class:`CheckpointMismatch`: a sound
 checkpoint of something else), and checks the weights against the manifest's fingerprint
 (:class:`CheckpointCorrupt`: damaged bytes). No pickle is ever loaded.
@@ -59,6 +60,8 @@ def save_checkpoint(model: GPT, path: Path, manifest: dict[str, Any]) -> None:
     save_model(model, str(path / WEIGHTS))
     full = {"model_config": dataclasses.asdict(model.config), "package_version": __version__,
             "model_fingerprint": model_fingerprint(model), **manifest}
+    if not model.tied_head:  # the loader unties before loading (no key: a tied head, as every older manifest)
+        full["tied_head"] = False
     (path / MANIFEST).write_text(json.dumps(full, indent=2, default=str))
 
 
@@ -77,6 +80,8 @@ def load_checkpoint(path: Path, expect: dict[str, Any] | None = None) -> tuple[G
                                      "was built for another config; fix the config that asked for it, or "
                                      f"delete {path} to retrain it")
     model = GPT(GPTConfig(**manifest["model_config"]))
+    if manifest.get("tied_head", True) is False:
+        model.untie_head()
     try:
         load_model(model, str(path / WEIGHTS))
     except (RuntimeError, OSError, SafetensorError) as err:  # wrong shapes for the config, or a damaged file

@@ -2,6 +2,7 @@
 
 ``trunk(idx, k)`` runs the embeddings and the first ``k`` blocks; ``crown(h, k)`` runs the rest,
 the final LayerNorm and the (tied) head, so ``crown(trunk(idx, k), k)`` equals ``forward(idx)``.
+``untie_head()`` gives the head its own copy of the embedding (the freeze sweep's "nothing frozen" point).
 Parameter names follow Hugging Face GPT-2 (``transformer.h.0.attn.c_attn`` ...) so real GPT-2
 weights map onto this model one to one (see ``minigpt.hf``).
 """
@@ -117,6 +118,16 @@ class GPT(nn.Module):
         loss = None if targets is None else lm_loss(logits, targets)
         return logits, loss
 
+    def untie_head(self) -> GPT:
+        """Give the head its own parameter, a copy of the token embedding, trained apart from it from
+        now on. An untied head is no longer part of the trunk: it shows up as ``lm_head.weight``."""
+        self.lm_head.weight = nn.Parameter(self.transformer.wte.weight.detach().clone())
+        return self
+
+    @property
+    def tied_head(self) -> bool:
+        return self.lm_head.weight is self.transformer.wte.weight
+
     # -- which parameters belong where ----------------------------------------------------
     def trunk_parameters(self, k: int) -> dict[str, nn.Parameter]:
         """Embeddings (and so the tied head) plus blocks 0..k-1: frozen in every specialist."""
@@ -125,7 +136,7 @@ class GPT(nn.Module):
         return {n: p for n, p in self.named_parameters() if n.startswith(keep)}
 
     def crown_parameters(self, k: int) -> dict[str, nn.Parameter]:
-        """Blocks k.. and the final LayerNorm: what a specialist trains."""
+        """Blocks k.. and the final LayerNorm (and an untied head): what a specialist trains."""
         trunk = self.trunk_parameters(k)
         return {n: p for n, p in self.named_parameters() if n not in trunk}
 

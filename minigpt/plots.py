@@ -306,7 +306,8 @@ def plot_cka_blocks(representations, keys=None, vmin: float = 0.0):
 
 
 def plot_freeze_sweep(frame: pd.DataFrame, k_profile: int | None = None, mark: int | None = None):
-    """Small multiples of the freeze-depth sweep (one row per K, as :func:`minigpt.studies.freeze_sweep.sweep_frame`)."""
+    """Small multiples of the freeze-depth sweep (one row per K, as :func:`minigpt.studies.freeze_sweep.sweep_frame`).
+    A ``none`` row (nothing frozen, ``sweep_frame(rep, with_none=True)``) is drawn left of K = 0, apart from the line."""
     panels = [("mixed loss (nats)", ["best specialist mixed", "fused mixed", "oracle mixed"]),
               ("gain, %", ["divergence %", "fused vs best specialist %"]),
               ("oracle gap (nats)", ["oracle gap"]),
@@ -314,10 +315,14 @@ def plot_freeze_sweep(frame: pd.DataFrame, k_profile: int | None = None, mark: i
               ("crown similarity", ["crown CKA", "crown cosine"]),
               ("trainable parameters", ["trainable params"])]
     fig, axes = plt.subplots(2, 3, figsize=(11, 5.2), sharex=True)
-    ks = frame.index.astype(int)
+    none = frame.index == "none"
+    k_frame = frame[~none]
+    ks = k_frame.index.astype(int)
     for ax, (label, cols) in zip(axes.flat, panels):
-        for c in cols:
-            ax.plot(ks, frame[c], marker="o", label=c)
+        for i, c in enumerate(cols):
+            ax.plot(ks, k_frame[c], marker="o", color=f"C{i}", label=c)
+            if none.any():  # nothing frozen: its own point at x = K0 - 1, not joined to the K line
+                ax.plot([ks.min() - 1], frame.loc[none, c].values, marker="D", color=f"C{i}", ls="none")
         if k_profile is not None:
             ax.axvline(k_profile, color="0.6", ls=":", lw=1)
         if mark is not None:
@@ -327,7 +332,8 @@ def plot_freeze_sweep(frame: pd.DataFrame, k_profile: int | None = None, mark: i
             ax.legend(fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("freeze depth K (blocks in the shared trunk)")
-        ax.set_xticks(list(ks))
+        ax.set_xticks([ks.min() - 1] * bool(none.any()) + list(ks),
+                      ["none"] * bool(none.any()) + [str(k) for k in ks])
     fig.tight_layout()
     return fig
 
@@ -388,8 +394,9 @@ def plot_freeze_grid(rep: dict, n_layer: int, counts_by_k=None, k_profile: int |
     across K; each specialist's own-domain gain over the base; per-domain routing accuracy.
     ``counts_by_k`` = {K: :func:`minigpt.analysis.crowns.param_counts`} labels the diagrams. ``ks``
     draws only those depths (several images for a deep model) with the axes still scaled to every K.
+    The sweep's ``none`` point (nothing frozen) has no trunk/crown cut to draw and is left out.
     """
-    every_k = sorted(rep["per_k"], key=int)
+    every_k = sorted((K for K in rep["per_k"] if K.isdigit()), key=int)  # the grid draws K points, not "none"
     ks = every_k if ks is None else [str(K) for K in ks]
     fig, axes = plt.subplots(4, len(ks), figsize=(2.7 * len(ks) + 0.6, 0.45 * (n_layer + 3) + 6.4),
                              squeeze=False, gridspec_kw={"height_ratios": [0.3 * (n_layer + 3), 2.2, 1.6, 1.6]})
@@ -736,7 +743,7 @@ def plot_silent_collapse(rep: dict, ax=None):
     ax.add_patch(plt.Rectangle((-tol, 0), 2 * tol, 0.5, color="tab:red", alpha=0.1, label="silent collapse region"))
     mixes = sorted({tuple(r["domain_mix"]) for r in grid.values()})
     temps = sorted({r["temp"] for r in grid.values()}, reverse=True)
-    markers = dict(zip(temps, "os^Dv"))
+    markers = dict(zip(temps, "os^Dv<>Ph*"))
     color = lambda i: plt.cm.viridis(i / max(len(mixes) - 1, 1))  # noqa: E731
     for name, r in grid.items():
         ax.scatter(r["mixed_vs_healthy_%"], r["min_routing_accuracy"], marker=markers[r["temp"]], s=45,
@@ -832,4 +839,61 @@ def plot_routed_text(rows, names: Sequence[str], width: int = 96, fig_width: flo
         ax.text(x + 2.5, -0.6, f"all weight on {n}", va="center", fontsize=fontsize * 0.85)
     ax.text(len(names) * width / (len(names) + 1.5), -0.6, "grey: the prompt", va="center",
             fontsize=fontsize * 0.85, color="0.55")
+    return fig
+
+
+# the per-token router with document memory (notebook 5)
+def plot_gap_curves(curves: Mapping[str, Sequence[float]], buckets: Mapping[str, Mapping[str, float]] | None = None,
+                    ax=None, colors: Sequence[str] = ("tab:purple", "tab:orange", "tab:green")):
+    """Several rows' oracle gap at every token position (nats; + = the row loses to the oracle there)
+    in one figure, e.g. the per-token router started cold and with document memory; ``buckets[name]``
+    (:func:`minigpt.evaluate.gap_by_position`) adds each row's bucket means as segments in its colour."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.2))
+    for (name, gap), color in zip(curves.items(), colors):
+        gap = np.asarray(gap, dtype=float)
+        ax.plot(np.arange(gap.size), gap, color=color, lw=1.2, marker="o", ms=2, label=name)
+        for b, mean in (buckets or {}).get(name, {}).items():
+            lo, hi = _bucket_bounds(b)
+            ax.hlines(mean, lo - 0.5, hi + 0.5, color=color, lw=2.5, alpha=0.6)
+    for i, b in enumerate(next(iter((buckets or {}).values()), {})):
+        lo, hi = _bucket_bounds(b)
+        ax.axvspan(lo - 0.5, hi + 0.5, color="0.5" if i % 2 else "tab:olive", alpha=0.08, lw=0)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlim(-0.5, max(len(g) for g in curves.values()) - 0.5)
+    ax.set_xlabel("position of the predicted token in the window")
+    ax.set_ylabel("gap to the oracle (nats)")
+    ax.set_title("Oracle gap by position (thick segments: bucket means)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper right")
+    return ax
+
+
+def plot_generalist(gen: dict):
+    """Break 2 with a generalist as a fourth expert (``break2.json``'s ``generalist``), one bar group per
+    setting: own-specialist routing accuracy per domain (left), the weight on the generalist per domain
+    (middle) and the mixed loss (right) with a band of ± the tolerance around the healthy router's, the
+    generalist alone and the best specialist."""
+    settings, tol, h = gen["settings"], gen["tolerance_pct"], gen["healthy_mixed"]
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.3), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
+    colors = _setting_colors(settings)
+    pd.DataFrame({n: s["routing_accuracy"] for n, s in settings.items()}).plot.bar(ax=ax1, rot=0, color=colors)
+    ax1.axhline(0.5, color="black", ls="--", lw=1)
+    ax1.set_ylim(0, 1.05)
+    ax1.set_ylabel("routing accuracy (own specialist)")
+    pd.DataFrame({n: s["weight_on_generalist"] for n, s in settings.items()}).plot.bar(ax=ax2, rot=0, color=colors,
+                                                                                        legend=False)
+    ax2.set_ylim(0, 1.05)
+    ax2.set_ylabel("mean weight on the generalist")
+    ax1.legend(fontsize=7, ncol=2)
+    mixed = pd.Series({n: s["mixed_loss"] for n, s in settings.items()}).iloc[::-1]
+    ax3.barh(mixed.index, mixed.values, color=colors[::-1])
+    ax3.axvspan(h * (1 - tol / 100), h * (1 + tol / 100), color="tab:purple", alpha=0.12, label=f"healthy ± {tol:g}%")
+    ax3.axvline(gen["generalist_alone_mixed"], color="tab:green", ls="-.", lw=1.5, label="generalist alone")
+    best = min(gen["table"][r]["mixed"] for r in SPECIALIST_ROWS)
+    ax3.axvline(best, color="black", ls="--", lw=1, label="best specialist")
+    lo, hi = min(mixed.min(), best, h * (1 - tol / 100)), max(mixed.max(), best, h * (1 + tol / 100))
+    ax3.set_xlim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
+    ax3.set_xlabel("mixed held-out loss (nats/token)")
+    ax3.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
     return fig

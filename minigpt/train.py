@@ -1,10 +1,12 @@
-"""Training loops: the base on mixed data, a specialist's crown on one domain, a monolithic baseline.
+"""Training loops: the base on mixed data, a specialist's crown on one domain, a monolithic baseline,
+and a specialist with nothing frozen (:func:`fine_tune_everything`, the freeze sweep's ``none`` point).
 
 AdamW with linear warmup and cosine decay, gradient clipping, a tqdm bar, and a seed that fixes
 both the data order and the initialisation, so the same seed gives the same weights on CPU.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable
 
@@ -92,3 +94,11 @@ def train_lm(model: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: Tr
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.cpu().eval()
     return losses
+
+
+def fine_tune_everything(base: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: TrainConfig, seed: int,
+                         desc: str = "train") -> tuple[GPT, list[float]]:
+    """A copy of ``base`` with nothing frozen: its head untied (a copy of the embedding, trained on its
+    own) and every parameter trained, embeddings included. Returns (model, per-step training loss)."""
+    model = copy.deepcopy(base).untie_head()
+    return model, train_lm(model, next_batch, cfg, seed, freeze_k=None, desc=desc)

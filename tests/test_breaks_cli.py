@@ -80,16 +80,56 @@ def test_break2(tmp_path, capsys):
     hist = rep["settings"]["imbalanced"]["gate_histograms"]["counts"]
     n_tokens = sum(hist["code"]["code specialist"])
     assert all(sum(c) == n_tokens for per in hist.values() for c in per.values())
+    # cold and soft temperatures beside the profile's; a colder target is never less one-hot
+    temps = sorted({g["temp"] for g in rep["grid"].values()}, reverse=True)
+    assert {1e-3, 0.01, 0.3, 1.0, 3.0} <= set(temps) and len(rep["grid"]) == 4 * len(temps)
+    sharp = [rep["target_sharpness"][f"{t:g}"]["mean_max_target"] for t in temps]
+    assert all(1 / len(DOMAINS) - 1e-9 <= a <= b <= 1 + 1e-9 for a, b in zip(sharp, sharp[1:]))
+    assert all(g["mean_max_target"] == rep["target_sharpness"][f"{g['temp']:g}"]["mean_max_target"]
+               for g in rep["grid"].values())
+    _check_generalist(rep["generalist"], out)
+
+
+def _check_generalist(gen: dict, out: str) -> None:
+    """Break 2's generalist setting: a 4th expert, its routers judged by the same rule."""
+    assert "a generalist as a 4th expert" in out and len(gen["experts"]) == 4
+    assert set(gen["settings"]) == {"healthy", "imbalanced", "cold", "soft"}
+    assert gen["generalist_alone_mixed"] == pytest.approx(gen["table"][gen["experts"][-1]]["mixed"], abs=1e-5)
+    assert gen["precondition_holds"] == (abs(gen["generalist_alone_vs_healthy_%"]) <= gen["tolerance_pct"])
+    assert gen["settings"]["healthy"]["mixed_vs_healthy_%"] == pytest.approx(0)
+    for name, st in gen["settings"].items():
+        assert st["silent_collapse"] == (abs(st["mixed_vs_healthy_%"]) <= gen["tolerance_pct"]
+                                         and st["min_routing_accuracy"] < 0.5)
+        assert all(0 <= st["weight_on_generalist"][d] <= 1 for d in DOMAINS)
+        for d in DOMAINS:  # accuracy counts the own specialist only: it and the generalist share at most 100%
+            assert st["routing_accuracy"][d] + st["argmax_on_generalist"][d] <= 1 + 1e-6
+            assert sum(st["mean_weights"][d].values()) == pytest.approx(1, abs=1e-4)
+    assert gen["silent_collapse"] == [n for n, st in gen["settings"].items() if st["silent_collapse"] and n != "healthy"]
 
 
 def test_sweep_freeze(tmp_path, capsys):
     rep, out = _run("sweep-freeze", tmp_path, capsys)
     assert "KALAVAI" in out
-    ks = [int(k) for k in rep["per_k"]]
-    assert ks == list(range(len(ks))) and len(ks) >= 2
-    params = [rep["per_k"][str(k)]["trainable_params"] for k in ks]
+    assert list(rep["per_k"])[0] == "none"  # nothing frozen comes first, then K = 0..L-1
+    ks = [int(k) for k in rep["per_k"] if k != "none"]
+    assert ks == list(range(len(ks))) == rep["ks"] and len(ks) >= 2
+    params = [rep["per_k"][k]["trainable_params"] for k in ("none", *map(str, ks))]
     assert params == sorted(params, reverse=True) and len(set(params)) == len(params)  # deeper trunk, smaller crown
     assert rep["fit"]["n"] == len(rep["points"]) + len(rep["points_from_other_runs"])
+    # nothing frozen: every parameter trained (untied head included), refused by compat, kept out of the fit
+    none, model = rep["per_k"]["none"], Experiment("ci", seed=0).base()
+    assert none["trainable_params"] == model.num_params() + model.transformer.wte.weight.numel()
+    assert none["frozen_blocks"] is None and not none["shared_trunk"] and none["compat_refusal"]
+    assert "trunk" in none["compat_forced_mismatches"] and rep["none_in_points"] is False
+    assert [q["k"] for q in rep["points"]] == ks
+    for K in ks:  # a shared tied head is linear: hidden-state fusion is logit fusion
+        r = rep["per_k"][str(K)]
+        assert r["compat_refusal"] is None and r["frozen_blocks"] == K
+        assert r["fused_hidden_gain_vs_best_specialist_%"] == pytest.approx(r["fused_gain_vs_best_specialist_%"], abs=1e-3)
+    mixed = none["mixed"]
+    assert mixed["oracle (per token)"] <= min(mixed[f"{d} specialist"] for d in DOMAINS)
+    assert rep["none_minus_best_k_fused_mixed"] == pytest.approx(
+        mixed[fused_row("soft", "per-token")] - min(rep["per_k"][str(K)]["mixed"][fused_row("soft", "per-token")] for K in ks))
 
 
 def test_hybrid(tmp_path, capsys):

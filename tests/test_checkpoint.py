@@ -51,6 +51,23 @@ def test_roundtrip_is_bit_exact(trained):
     assert manifest["trunk_hash"] == trunk_hash(loaded, 1)
 
 
+def test_untied_head_survives_the_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(CFG).untie_head()
+    with torch.no_grad():
+        model.lm_head.weight.add_(0.1)  # the head now differs from the embedding
+    save_checkpoint(model, tmp_path / "untied", {"role": "specialist"})
+    loaded, manifest = load_checkpoint(tmp_path / "untied")
+    assert manifest["tied_head"] is False and not loaded.tied_head
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+    assert torch.equal(loaded.transformer.wte.weight, model.transformer.wte.weight)
+    assert model_fingerprint(loaded) == model_fingerprint(model)
+
+
+def test_tied_manifest_says_nothing_about_the_head(trained):
+    assert "tied_head" not in read_manifest(trained[1])  # older manifests stay valid: no key = tied
+
+
 def test_expected_manifest_values_pass(trained):
     _, path = trained
     _, manifest = load_checkpoint(path, expect={"tokenizer_fingerprint": "tok-a", "role": "specialist"})

@@ -67,6 +67,24 @@ def test_head_is_tied_to_token_embedding(model, tiny_ids):
     assert torch.equal(model.lm_head.weight, model.transformer.wte.weight)
 
 
+def test_untied_head_trains_apart_from_the_embedding(model, tiny_ids):
+    """The freeze sweep's "nothing frozen" point: untie_head copies wte into a parameter of its own."""
+    wte = model.transformer.wte.weight
+    model.untie_head()
+    assert not model.tied_head and model.lm_head.weight is not wte
+    assert torch.equal(model.lm_head.weight, wte)  # initialised from the embedding
+    assert "lm_head.weight" in model.crown_parameters(0) and "lm_head.weight" not in model.trunk_parameters(0)
+    head, emb = model.lm_head.weight.detach().clone(), wte.detach().clone()
+    for train, still in ((model.lm_head.weight, wte), (wte, model.lm_head.weight)):
+        frozen = still.detach().clone()
+        opt = torch.optim.SGD([train], lr=0.5)
+        model(tiny_ids, tiny_ids)[1].backward()
+        opt.step()
+        model.zero_grad(set_to_none=True)
+        assert torch.equal(still, frozen) and not torch.equal(train, frozen)  # training one leaves the other
+    assert not torch.equal(model.lm_head.weight, head) and not torch.equal(wte, emb)
+
+
 def test_trunk_does_not_read_crown_parameters(model, tiny_ids):
     k = 1
     h = model.trunk(tiny_ids, k)

@@ -345,12 +345,27 @@ tb = pd.DataFrame(b2["table"]).T
 spec_mixed = tb.loc[list(SPECIALIST_ROWS), "mixed"]
 spread_s = spec_mixed.max() - spec_mixed.min()
 dom_row = imb["dominant_specialist"]
-show_markdown(f"""**7.4** Because the specialists are close to each other as generalists: their mixed losses span only
-{spread_s:.4f} nats ({', '.join(f'{r.split()[0]} {v:.4f}' for r, v in spec_mixed.items())}), and the
-{dom_row} alone scores {spec_mixed[dom_row]:.4f} against {b2['healthy_mixed']:.4f} for the healthy fused model. A router
-that leans on one of them replaces a good mix with a slightly worse single model, and the mixed loss can only move by
-about that much. Soft fusion also keeps a tail on the other specialists, which softens it further. The less the
-specialists differ, the less a collapse costs — and the less the headline loss can tell you about the router.""")
+alone_pct = (spec_mixed[dom_row] - b2["healthy_mixed"]) / b2["healthy_mixed"] * 100
+tol2 = b2["tolerance_pct"]
+off = b2["generalist"]["specialist_off_domain_penalty_nats"]
+if abs(imb["mixed_vs_healthy_%"]) > tol2:
+    why = (f"Here it does move: the imbalanced router is {imb['mixed_vs_healthy_%']:+.2f}% off the healthy one, beyond the "
+           f"{tol2:g}% window. Leaning on a specialist is loud because a specialist is much worse off its own domain "
+           f"({', '.join(f'{r.split()[0]} {v:+.2f}' for r, v in off.items())} nats against each domain's own specialist), "
+           "so a silent collapse needs an expert that is good everywhere — a generalist (answer 7.7).")
+elif abs(alone_pct) <= tol2:
+    why = (f"Because the specialists are close to each other as generalists: their mixed losses span only {spread_s:.4f} nats, "
+           f"and the {dom_row} alone is {alone_pct:+.2f}% from the healthy fused model, inside the {tol2:g}% window. A router "
+           "that leans on one of them replaces a good mix with a slightly worse single model, and the mixed loss can only "
+           "move by about that much.")
+else:
+    why = (f"Not because the specialists are interchangeable: the {dom_row} alone is {alone_pct:+.2f}% from the healthy "
+           f"fused model, beyond the {tol2:g}% window. The imbalanced router stays inside it because it leans only part of "
+           f"the way — its dominant specialist takes {imb['weight_on_dominant_other_domains']:.2f} of the weight on the other "
+           "domains, and soft fusion keeps the rest on the own specialists, which carry most of the loss.")
+show_markdown(f"""**7.4** {why} Specialists' mixed losses: {', '.join(f'{r.split()[0]} {v:.4f}' for r, v in spec_mixed.items())};
+healthy fused {b2['healthy_mixed']:.4f}. The less the experts differ off their own domains, the less a collapse costs —
+and the less the headline loss can tell you about the router.""")
 
 # %%
 h_acc = b2["healthy_routing_accuracy"]
@@ -362,10 +377,55 @@ what they flag in this grid of {len(b2['grid'])} routers (nb 7 §4):
 - any domain's accuracy more than 20 points below a reference router's: {len(by_acc)} settings;
 - the most-weighted specialist taking more than half the weight on other domains' text: {len(by_dom)} settings;
 - for comparison, a mixed loss more than {b2['tolerance_pct']:g}% worse than the reference: {len(by_loss)} settings.
-The loss rule is blind because the specialists are interchangeable enough that leaning on one costs little
-(answer 7.4). Where the domains' own specialists are not always best, use oracle agreement (the share of tokens routed
+{'The loss rule catches fewer: leaning on one specialist costs less than the window (answer 7.4).' if len(by_loss) < max(len(by_acc), len(by_dom)) else 'Here the loss rule catches at least as many: leaning on a specialist is costly enough to show (answer 7.4), but with a strong generalist among the experts it would not be (answer 7.7).'} Where the domains' own specialists are not always best, use oracle agreement (the share of tokens routed
 to the specialist that is actually best on the window) instead of label accuracy, so a router is not punished for
 following the better expert.""")
+
+# %%
+sh = b2["target_sharpness"]
+h_t = f"{exp.profile.router.temp:g}"  # the healthy setting's temperature
+cold_t, soft_t = min(sh, key=float), max(sh, key=float)
+gbal = {f"{r['temp']:g}": r for r in b2["grid"].values() if max(r["domain_mix"]) - min(r["domain_mix"]) < 1e-9}
+margin = b2["own_specialist_margin_nats"]
+soft_ts = [t for t in sh if float(t) > float(h_t)]
+soft_drop = [t for t in soft_ts if gbal[t]["min_routing_accuracy"] < gbal[h_t]["min_routing_accuracy"]]
+near_one_hot = sh[h_t]["mean_max_target"] >= 0.9
+show_markdown(f"""**7.6** On the router split the other specialists are
+{', '.join(f"{d} {m['mean_other_minus_own']:.2f}" for d, m in margin.items())} nats worse than a window's own one, so at
+the profile's temperature ({h_t}) the targets already put {sh[h_t]['mean_max_target']:.0%} on the best specialist; at
+{cold_t}, {sh[cold_t]['mean_max_target']:.0%}; at the softest ({soft_t}), {sh[soft_t]['mean_max_target']:.0%} (nb 7 §6).
+{f'So *cold* barely differs from *healthy* in what it teaches: both are nearly one-hot (the balanced cold router moves the mixed loss {gbal[cold_t]["mixed_vs_healthy_%"]:+.2f}%).' if near_one_hot else 'So the cold settings do teach something the healthy one does not: certainty where the healthy targets still hedge.'}
+With balanced data, the router's mean top weight goes from {gbal[h_t]['mean_max_weight']:.2f} (healthy) to
+{gbal[soft_t]['mean_max_weight']:.2f} at {soft_t}: {'it hedges as its targets do' if gbal[soft_t]['mean_max_weight'] < gbal[h_t]['mean_max_weight'] else 'it does not hedge as its targets do'}.
+{f"Soft targets lower the worst domain's routing accuracy at {', '.join(soft_drop)}" if soft_drop else "No soft temperature lowers the worst domain's routing accuracy"}
+(healthy {gbal[h_t]['min_routing_accuracy']:.0%}; at {soft_t} {gbal[soft_t]['min_routing_accuracy']:.0%}), and its mixed loss
+moves {gbal[soft_t]['mixed_vs_healthy_%']:+.2f}%.""")
+
+# %%
+gen = b2["generalist"]
+gset = gen["settings"]
+onto = {n: [d for d in DOMAINS if st["argmax_on_generalist"][d] > 0.5] for n, st in gset.items()}
+lead = (f"The precondition {'holds' if gen['precondition_holds'] else 'does not hold'}: the generalist alone is "
+        f"{gen['generalist_alone_vs_healthy_%']:+.2f}% from the healthy four-expert router (window ±{gen['tolerance_pct']:g}%), "
+        f"and it is {', '.join(f'{d} {v:+.3f}' for d, v in gen['generalist_minus_own_specialist_nats'].items())} nats from each "
+        "domain's own specialist on its own domain (nb 7 §7).")
+where = ("Settings whose router sends most of a domain's tokens to the generalist: "
+         + "; ".join(f"{n} ({', '.join(ds)})" for n, ds in onto.items() if ds) + "."
+         if any(onto.values()) else "No setting sends most of any domain's tokens to the generalist.")
+if gen["silent_collapse"]:
+    verdict = (f"Silent collapse by Break 2's rule: {', '.join(gen['silent_collapse'])} — the headline stays within the window "
+               "while a domain's own-specialist routing accuracy is below 50%"
+               + (f"; but the healthy router is already below 50% on {', '.join(gen['healthy_already_below_50'])}, so "
+                  "counting only domains it handles, the settings that qualify are: "
+                  f"{', '.join(gen['silent_collapse_newly_below_50']) or 'none'}." if gen["healthy_already_below_50"] else "."))
+else:
+    verdict = "No setting is a silent collapse: every router that leaves its specialists also moves the headline, or none leaves them."
+why = ("With three specialists a collapse onto one of them costs what that specialist loses off its own domain; with a "
+       "generalist this close to the healthy mix, leaning on it costs only the gap between the two, so the headline can stay "
+       "inside its window while per-domain routing falls." if gen["precondition_holds"] else
+       "Even the generalist alone falls outside the window here, so at this profile no expert is strong enough for a "
+       "collapse onto it to stay silent.")
+show_markdown(f"""**7.7** {lead} {where} {verdict} {why}""")
 
 # %% [markdown]
 # ## Notebook 8 · The chapter's five questions
@@ -450,6 +510,18 @@ if (pred < 0).all():
 else:
     kal_note = "the line predicts a gain at some of these divergences; compare it with the measured gains above."
 
+nz = sw["per_k"].get("none")
+none_note = "" if nz is None else (
+    f"Freezing nothing (the `none` point: embeddings trained, heads untied) gives divergence {nz['divergence_%']:.2f}% and a "
+    f"fused gain of {nz['fused_gain_vs_best_specialist_%']:+.2f}% over its own best specialist; its fused mixed loss is "
+    f"{abs(sw['none_minus_best_k_fused_mixed']):.4f} nats {'below' if sw['none_minus_best_k_fused_mixed'] < 0 else 'above'} "
+    f"the best K's. " + ("So on this run freezing too little costs nothing in loss: the extra room to adapt outweighs the "
+                         "lost shared interface, but the set no longer passes the compatibility check, runs three embedding "
+                         "tables and heads instead of one, and its oracle gap is "
+                         f"{'wider' if sw['none_minus_smallest_k']['oracle_gap'] > 0 else 'narrower'} than at K = {min(sw['ks'])}."
+                         if sw["none_fused_mixed_beats_every_k"] else
+                         "So freezing too little does cost here: without a shared trunk and head the fused model falls "
+                         "behind the best frozen depth."))
 direction = ("harder: the fused gain falls as K grows" if slope < 0 else "easier: the fused gain grows with K")
 boundary = (f"fusion beats the best specialist at every K tried ({', '.join(map(str, pos))})" if len(pos) == len(gains)
             else f"fusion beats the best specialist only at K = {', '.join(map(str, pos))}" if pos
@@ -463,7 +535,8 @@ show_markdown(f"""**8.4** Across K = {', '.join(str(int(q)) for q in ks)} (nb 8 
 {'Here the adaptation effect dominates: a shared interface is guaranteed by the frozen trunk at any K, so what limits fusion is how different the specialists are allowed to become.' if slope < 0 else 'Here the stronger shared interface dominates.'}
 Against KALAVAI's line our points sit {abs(resid):.2f} points {'above' if resid > 0 else 'below'} it on average
 {f"(our fit: gain = {fit['slope']:.2f} × divergence {fit['intercept']:+.2f}, R² {fit['r2']:.2f})" if fit['slope'] is not None and fit['r2'] is not None else ''}:
-{kal_note}""")
+{kal_note}
+{none_note}""")
 
 # %%
 w_pt = res["weights"]["per-token"]

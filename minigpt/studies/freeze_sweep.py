@@ -2,7 +2,8 @@
 
 At every freeze depth K the specialists and a per-token router are trained (or loaded), every row
 is scored by :func:`minigpt.scoring.score`, and the crowns' final hidden states are compared (CKA,
-paired cosine). Each K gives one (divergence, gain) point; :func:`points_from_other_runs` adds the
+paired cosine). A ``none`` point adds specialists with nothing frozen (embeddings trained, head
+untied), scored as unshared experts: "freeze too little". Each K gives one (divergence, gain) point; :func:`points_from_other_runs` adds the
 points other seeds' sweeps and Break 1's controls left on disk with the same data fingerprints,
 and the line through all of them is set next to KALAVAI's.
 """
@@ -21,46 +22,125 @@ import torch
 from ..analysis.divergence import divergence, fit_gain_vs_divergence, fusion_gain, own_domain_gains
 from ..analysis.similarity import cka_block, linear_cka
 from ..chapter import out_dir
+from ..checkpoint import model_fingerprint
+from ..config import DOMAINS, derive_seed
 from ..evaluate import (HEADLINE, ORACLE, SPECIALIST_ROWS, gap_by_position, litmus, loss_table, routing_accuracy,
                         table_json)
 from ..fusion import average_weights
 from ..model import GPT
-from ..scoring import Experts, score
-from .common import token_sample, write_report
+from ..scoring import SHARED_TRUNK, Experts, fused_row, score
+from ..streams import random_windows
+from ..train import fine_tune_everything
+from .common import refuse_then_force, token_sample, write_report
 
 ROUTER = "per-token"  # the one router trained at every K (others would multiply the cost)
+NONE = "none"  # the "nothing frozen" point's key in ``per_k``
+# Without a shared trunk the router reads the first (code) specialist's own embedding output: it is
+# part of the fused set, so it costs nothing extra. The base's embeddings would be a fourth, frozen
+# component kept only for routing, i.e. a shared trunk again, which this point has given up.
+NONE_FEATURE = SHARED_TRUNK
+SHARED_INTERFACE = {"shared_trunk": True, "head": "tied to the frozen embedding, shared by every crown",
+                    "router_input": "the shared trunk (embeddings + blocks 0..K-1)",
+                    "hidden_fusion_head": "the shared tied head (the base's embedding)"}
+NONE_INTERFACE = {"shared_trunk": False, "head": "untied: each specialist's own copy of the base embedding, trained",
+                  "router_input": f"the {DOMAINS[0]} specialist's own embedding output (wte + wpe), fine-tuned with it",
+                  "hidden_fusion_head": f"the {DOMAINS[0]} specialist's own untied head"}
+NONE_NOTE = ("'none' = nothing frozen: each specialist fine-tunes every parameter (embeddings included) with an "
+             "untied head initialised from the base's embedding, same schedule, seed and data as the K "
+             "specialists; scored as unshared experts (each runs its own embeddings). frozen_blocks is null there. "
+             "It is left out of 'points' and the fit: it changes the divergence and removes the shared output "
+             "space at once, so it is not a point on the same divergence -> gain relation.")
 
 
-def _depth(exp, K: int, base: GPT, xs: torch.Tensor) -> dict:
-    """Everything measured at freeze depth ``K``: the table, divergence and gains, routing, oracle gap,
-    and how alike the crowns' final hidden states are on the token sample ``xs``."""
-    specs = exp.specialists(k=K)
-    scores = score(exp.eval_sets, Experts(specs, K), {ROUTER: exp.router("per_token", k=K)}, base=base,
-                   extra={"weight average": average_weights(specs)}, batch_size=exp.profile.eval_batch_size)
+def none_specialist(exp, domain: str) -> GPT:
+    """The ``domain`` specialist with nothing frozen (:func:`minigpt.train.fine_tune_everything`), cached
+    under key parts that say so, so it never collides with a specialist at some K."""
+    p, base = exp.profile, exp.base()
+    batch = lambda g: random_windows(exp.streams.get(domain, "specialist"), p.specialist.batch_size,  # noqa: E731
+                                     p.model.block_size, g)
+    seed = derive_seed(exp.seed, "specialist", domain)
+    return exp.checkpoint(
+        "specialist", [p.model, p.base, exp.seed, p.specialist, domain, "freeze:none", "head:untied", exp.seed],
+        lambda: fine_tune_everything(base, batch, p.specialist, seed, f"{domain} specialist (nothing frozen)"),
+        {"role": "specialist", "domain": domain, "seed": exp.seed, "freeze_k": None, "frozen": "nothing",
+         "base_seed": exp.seed, "base_fingerprint": model_fingerprint(base), "profile": p.name})
+
+
+def _measures(scores, final: dict, base_final: torch.Tensor, trainable: int) -> dict:
+    """The fields every point of the sweep reports, from its scores and final hidden states."""
     table = loss_table(scores.nll)
-    with torch.no_grad():
-        final = {m.manifest["domain"]: m.crown_hidden(m.trunk(xs, K), K) for m in specs}
-        base_final = base.crown_hidden(base.trunk(xs, K), K)
     return {
         "own_domain_gain_%": own_domain_gains(table), "divergence_%": divergence(table),
         "fused_gain_vs_best_specialist_%": fusion_gain(table),
         "fused_gain_vs_base_%": float(table.loc[HEADLINE, "Δ% vs base"]),
+        "fused_hidden_gain_vs_best_specialist_%": fusion_gain(table, fused_row("hidden", ROUTER)),
+        "weight_average_gain_vs_best_specialist_%": fusion_gain(table, "weight average"),
         "oracle_gap": float(table.loc[HEADLINE, "mixed"] - table.loc[ORACLE, "mixed"]),
         "oracle_gap_by_position": gap_by_position(scores.nll),
         "routing_accuracy": routing_accuracy(scores.weights[ROUTER]),
         "mixed": {row: float(v) for row, v in table["mixed"].items()},
         "crowns_final_hidden": cka_block(final),
         "cka_crown_vs_base_final_hidden": {d: linear_cka(h, base_final) for d, h in final.items()},
-        "litmus": litmus(table), "table": table_json(table),
-        "trainable_params": sum(v.numel() for v in specs[0].crown_parameters(K).values()),
+        "litmus": litmus(table), "table": table_json(table), "trainable_params": trainable,
     }
 
 
-def freeze_sweep(exp, ks: Sequence[int] | None = None, out: Path | None = None) -> dict:
+def _finals(models: Sequence[GPT], base: GPT, K: int, xs: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """Each model's final hidden state (after its own trunk and crown) and the base's, on ``xs``."""
+    with torch.no_grad():
+        final = {m.manifest["domain"]: m.crown_hidden(m.trunk(xs, K), K) for m in models}
+        return final, base.crown_hidden(base.trunk(xs, K), K)
+
+
+def _depth(exp, K: int, base: GPT, xs: torch.Tensor) -> dict:
+    """Everything measured at freeze depth ``K``: the table, divergence and gains, routing, oracle gap,
+    and how alike the crowns' final hidden states are on the token sample ``xs``. Hidden-state fusion
+    decodes with the shared tied head, so it equals logit fusion up to rounding."""
+    specs = exp.specialists(k=K)
+    refusal, _ = refuse_then_force(specs, K)
+    scores = score(exp.eval_sets, Experts(specs, K), {ROUTER: exp.router("per_token", k=K)}, base=base,
+                   extra={"weight average": average_weights(specs)}, batch_size=exp.profile.eval_batch_size,
+                   hidden_head=base.lm_head)
+    trainable = sum(v.numel() for v in specs[0].crown_parameters(K).values())
+    return {"frozen_blocks": K, **SHARED_INTERFACE, "compat_refusal": refusal,
+            **_measures(scores, *_finals(specs, base, K, xs), trainable)}
+
+
+def _none_point(exp, base: GPT, xs: torch.Tensor) -> dict:
+    """The ``none`` point: specialists with nothing frozen, scored as unshared experts. compat.check
+    refuses them (their embeddings differ); the refusal is recorded and the check forced."""
+    specs = [none_specialist(exp, d) for d in DOMAINS]
+    refusal, forced = refuse_then_force(specs, 0)
+    experts = Experts(specs, 0, shared=False)
+    router = exp.feature_router(experts, NONE_FEATURE, exp.profile.router, tag="nothing frozen")
+    scores = score(exp.eval_sets, experts, {ROUTER: router}, base=base, extra={"weight average": average_weights(specs)},
+                   batch_size=exp.profile.eval_batch_size, features={ROUTER: NONE_FEATURE}, hidden_head=specs[0].lm_head)
+    trainable = sum(v.numel() for v in specs[0].parameters() if v.requires_grad)
+    return {"frozen_blocks": None, **NONE_INTERFACE, "compat_refusal": refusal,
+            "compat_forced_mismatches": forced["mismatches"], **_measures(scores, *_finals(specs, base, 0, xs), trainable)}
+
+
+def _none_vs_k(per_k: dict, ks: Sequence[int]) -> dict:
+    """How the ``none`` point compares with the K points (every number from ``per_k``)."""
+    none, k0 = per_k[NONE], per_k[str(min(ks))]
+    best = min((str(K) for K in ks), key=lambda q: per_k[q]["mixed"][HEADLINE])
+    return {"none_fused_beats_best_specialist": none["fused_gain_vs_best_specialist_%"] > 0,
+            "none_minus_smallest_k": {key: none[key] - k0[key] for key in
+                                      ("divergence_%", "fused_gain_vs_best_specialist_%", "oracle_gap",
+                                       "weight_average_gain_vs_best_specialist_%")},
+            "none_minus_best_k_fused_mixed": none["mixed"][HEADLINE] - per_k[best]["mixed"][HEADLINE],
+            "none_fused_mixed_beats_every_k": all(none["mixed"][HEADLINE] < per_k[str(K)]["mixed"][HEADLINE] for K in ks),
+            "none_minus_smallest_k_crown_cka": (none["crowns_final_hidden"]["mean_cka"]
+                                                - k0["crowns_final_hidden"]["mean_cka"]),
+            "none_minus_smallest_k_routing_accuracy": float(np.mean(list(none["routing_accuracy"].values()))
+                                                            - np.mean(list(k0["routing_accuracy"].values())))}
+
+
+def freeze_sweep(exp, ks: Sequence[int] | None = None, out: Path | None = None, nothing_frozen: bool = True) -> dict:
     """K = 0..L-1 (or ``ks``): specialists, a per-token router and the full table at each depth, plus
-    CKA between crowns. The divergence -> gain fit pools every K of this seed with the points of
-    other runs already on disk for the same profile (:func:`points_from_other_runs`).
-    Writes ``freeze_sweep.json``.
+    CKA between crowns; with ``nothing_frozen`` also the ``none`` point (:data:`NONE_NOTE`). The
+    divergence -> gain fit pools every K of this seed with the points of other runs already on disk
+    for the same profile (:func:`points_from_other_runs`). Writes ``freeze_sweep.json``.
     """
     t0 = time.time()
     p = exp.profile
@@ -68,6 +148,8 @@ def freeze_sweep(exp, ks: Sequence[int] | None = None, out: Path | None = None) 
     xs = token_sample(exp.eval_sets, min(8, p.eval_chunks))
     base = exp.base()
     per_k = {str(K): _depth(exp, K, base, xs) for K in ks}
+    if nothing_frozen:
+        per_k = {NONE: _none_point(exp, base, xs), **per_k}
     points = [{"seed": exp.seed, "base_seed": exp.seed, "k": K, "divergence": per_k[str(K)]["divergence_%"],
                "gain": per_k[str(K)]["fused_gain_vs_best_specialist_%"]} for K in ks]
     here = Path(out or out_dir(exp))
@@ -75,11 +157,13 @@ def freeze_sweep(exp, ks: Sequence[int] | None = None, out: Path | None = None) 
     report = {
         "profile": p.name, **exp.provenance(), "seed": exp.seed, "ks": ks, "router_config": p.router,
         "per_k": per_k, "points": points, "points_from_other_runs": others,
+        "none_measured": nothing_frozen, "none_in_points": False, "none_note": NONE_NOTE,
+        **(_none_vs_k(per_k, ks) if nothing_frozen else {}),
         "fit": fit_gain_vs_divergence(points + others),
         "fit_note": "gain = fused (per-token router) improvement over the best specialist on mixed data, %; "
                     "KALAVAI's line: gain = 0.82 * divergence - 2.72",
-        "best_k_by_fused_gain": max(per_k, key=lambda q: per_k[q]["fused_gain_vs_best_specialist_%"]),
-        "best_k_by_fused_mixed": min(per_k, key=lambda q: per_k[q]["mixed"][HEADLINE]),
+        "best_k_by_fused_gain": max(map(str, ks), key=lambda q: per_k[q]["fused_gain_vs_best_specialist_%"]),
+        "best_k_by_fused_mixed": min(map(str, ks), key=lambda q: per_k[q]["mixed"][HEADLINE]),
     }
     report["wall_seconds"] = round(time.time() - t0, 1)
     return write_report(exp, report, "freeze_sweep", here)
@@ -115,17 +199,32 @@ def points_from_other_runs(profile_dir: Path, seed: int, provenance: Mapping[str
     return others
 
 
+def _none_lines(rep: dict) -> list[str]:
+    """The ``none`` point's own lines: what it shares, what compat.check says, the fusion rules."""
+    r = rep["per_k"].get(NONE)
+    if r is None:
+        return []
+    return ["", f"none = nothing frozen (embeddings trained, head untied; not in the fit): router reads "
+                f"{r['router_input']}; hidden fusion decodes with {r['hidden_fusion_head']}",
+            f"  compat.check refuses: {r['compat_refusal']}",
+            f"  fused vs best specialist: logits {r['fused_gain_vs_best_specialist_%']:+.2f}%, hidden "
+            f"{r['fused_hidden_gain_vs_best_specialist_%']:+.2f}%, weight average (all parameters, heads included) "
+            f"{r['weight_average_gain_vs_best_specialist_%']:+.2f}%; fused mixed minus the best K's "
+            f"{rep['none_minus_best_k_fused_mixed']:+.4f} nats"]
+
+
 def summarize(rep: dict) -> str:
     """A :func:`freeze_sweep` report as text (the CLI's output)."""
     lines = [f"Freeze-depth sweep — profile {rep['profile']}, seed {rep['seed']}", "",
-             f"  {'K':>2} {'trainable':>10} {'divergence':>11} {'own-domain gains (code/med/legal)':>36} "
-             f"{'fused vs best spec':>19} {'oracle gap':>11} {'crown CKA':>10} {'cosine':>8}"]
+             f"  {'K':>4} {'trainable':>10} {'divergence':>11} {'own-domain gains (code/med/legal)':>36} "
+             f"{'fused vs best spec':>19} {'oracle gap':>11} {'weight avg':>10} {'crown CKA':>10} {'cosine':>8}"]
     for K, r in rep["per_k"].items():
         g = "/".join(f"{v:+.2f}" for v in r["own_domain_gain_%"].values())
         crowns = r["crowns_final_hidden"]
-        lines.append(f"  {K:>2} {r['trainable_params']:>10,} {r['divergence_%']:>+10.2f}% {g:>36} "
+        lines.append(f"  {K:>4} {r['trainable_params']:>10,} {r['divergence_%']:>+10.2f}% {g:>36} "
                      f"{r['fused_gain_vs_best_specialist_%']:>+18.2f}% {r['oracle_gap']:>+11.4f} "
-                     f"{crowns['mean_cka']:>10.3f} {crowns['mean_paired_cosine']:>+8.3f}")
+                     f"{r['mixed']['weight average']:>10.4f} {crowns['mean_cka']:>10.3f} {crowns['mean_paired_cosine']:>+8.3f}")
+    lines += _none_lines(rep)
     fit = rep["fit"]
     lines.append("")
     if fit["slope"] is not None:
@@ -144,17 +243,23 @@ def summarize(rep: dict) -> str:
     return "\n".join(lines)
 
 
-def sweep_frame(rep: dict) -> pd.DataFrame:
-    """The sweep as one row per K: sizes, divergence, gains, oracle gap, routing, similarity."""
+def sweep_frame(rep: dict, with_none: bool = False) -> pd.DataFrame:
+    """The sweep as one row per K (index: int K): sizes, divergence, gains, oracle gap, routing,
+    similarity. ``with_none`` puts the ``none`` point (nothing frozen) first, under the label "none"."""
     rows = {}
     for K, r in rep["per_k"].items():
+        if K == NONE and not with_none:
+            continue
         mixed = r["mixed"]
-        rows[int(K)] = {"trainable params": r["trainable_params"], "divergence %": r["divergence_%"],
-                        "fused vs best specialist %": r["fused_gain_vs_best_specialist_%"],
-                        "fused vs base %": r["fused_gain_vs_base_%"],
-                        "fused mixed": mixed[HEADLINE], "best specialist mixed": min(mixed[s] for s in SPECIALIST_ROWS),
-                        "oracle mixed": mixed[ORACLE], "oracle gap": r["oracle_gap"],
-                        "routing accuracy": sum(r["routing_accuracy"].values()) / len(r["routing_accuracy"]),
-                        "crown CKA": r["crowns_final_hidden"]["mean_cka"],
-                        "crown cosine": r["crowns_final_hidden"]["mean_paired_cosine"]}
+        rows[K if K == NONE else int(K)] = {
+            "trainable params": r["trainable_params"], "divergence %": r["divergence_%"],
+            "fused vs best specialist %": r["fused_gain_vs_best_specialist_%"],
+            "fused vs base %": r["fused_gain_vs_base_%"],
+            "fused mixed": mixed[HEADLINE], "best specialist mixed": min(mixed[s] for s in SPECIALIST_ROWS),
+            "oracle mixed": mixed[ORACLE], "oracle gap": r["oracle_gap"],
+            "weight average mixed": mixed["weight average"],
+            "fused hidden mixed": mixed.get(fused_row("hidden", ROUTER), float("nan")),
+            "routing accuracy": sum(r["routing_accuracy"].values()) / len(r["routing_accuracy"]),
+            "crown CKA": r["crowns_final_hidden"]["mean_cka"],
+            "crown cosine": r["crowns_final_hidden"]["mean_paired_cosine"]}
     return pd.DataFrame(rows).T.rename_axis("K")
