@@ -200,17 +200,21 @@ SLOW_WRITER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
-def test_sigkill_mid_write_leaves_no_partial_entry(tmp_path):
-    target, marker = tmp_path / "entry.txt", tmp_path / "half-written"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(target), str(marker)],
-                            stderr=subprocess.PIPE, text=True)
+def _kill_when_ready(marker, script: str, *args) -> None:
+    """Run ``script`` in a subprocess, SIGKILL it once it has created ``marker``, and check it died so."""
+    proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(marker, proc)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_sigkill_mid_write_leaves_no_partial_entry(tmp_path):
+    target, marker = tmp_path / "entry.txt", tmp_path / "half-written"
+    _kill_when_ready(marker, SLOW_WRITER, target, marker)
     assert not target.exists()  # the half-written data never reached the real path
     assert len(_leftovers(tmp_path)) == 1  # it is in the temporary folder the writer died in
 
@@ -453,14 +457,7 @@ REPLACER = textwrap.dedent("""
 def test_sigkill_mid_replacement_leaves_the_old_or_the_new_entry(tmp_path, where, survivor):
     target, marker = tmp_path / "entry", tmp_path / "paused"
     atomic_write(target, lambda p: (p.mkdir(), (p / "a").write_text("old"), (p / "b").write_text("old")))
-    proc = subprocess.Popen([sys.executable, "-c", REPLACER, str(target), str(marker), where],
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(marker, proc)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    _kill_when_ready(marker, REPLACER, target, marker, where)
     assert target.exists(), f"killed {where}: no entry at all"
     assert ((target / "a").read_text(), (target / "b").read_text()) == (survivor, survivor)
     atomic_write(target, lambda p: (p.mkdir(), (p / "a").write_text("next"), (p / "b").write_text("next")))
