@@ -94,7 +94,7 @@ def test_another_thread_count_changes_only_the_last_digits(runs):
     diff = _loss_differences(a["report"]["table"], b["report"]["table"])
     print(f"1 vs 2 threads: largest loss difference {diff['soft']:.1e} nats on soft rows, {diff['hard']:.1e} on "
           f"hard-decision rows; models identical: {a['models'] == b['models']}")
-    # tolerances, not an expectation of a difference (identical passes too). Measured on a 2-core AMD
-    # EPYC at ci: 8e-5 nats on soft rows, 1e-2 on single dispatch (README, "Reproducibility")
+    # tolerances, not an expectation of a difference (identical passes too). Measured on a 2-core Intel
+    # Xeon at ci: 8e-5 nats on soft rows, 1e-2 on single dispatch (README, "Reproducibility")
     assert diff["soft"] < 1e-3
     assert diff["hard"] < 0.05
