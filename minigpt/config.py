@@ -40,6 +40,7 @@ ENV_VARS = {
     "MINIGPT_WHEEL_DIR": "where the corpus source wheels are kept; default <cache>/wheels",
     "MINIGPT_HEADLESS": "1 forces static output instead of sliders, 0 forces live widgets",
     "MINIGPT_NUM_THREADS": "torch intra-op threads for notebooks",
+    "TQDM_DISABLE": "set to hide progress bars (tqdm's own variable, passed on to notebook bars too)",
 }
 
 

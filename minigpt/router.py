@@ -23,11 +23,11 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .config import RouterConfig
 from .fusion import fuse_logits
 from .model import token_nll_from_logprobs
+from .progress import progress
 
 TARGETS = ("domain", "performance", "lm")
 
@@ -178,7 +178,7 @@ def train_router(router: nn.Module, next_batch: Callable[[torch.Generator], tupl
     opt = torch.optim.Adam(router.parameters(), lr=cfg.lr)
     router.train()
     history: list[float] = []
-    for step in tqdm(range(cfg.steps), desc=desc, leave=False, mininterval=1.0):
+    for step in progress(range(cfg.steps), desc):
         x, y, labels = next_batch(gen)
         with torch.no_grad():
             h, logits = expert_logits(x)  # (B, T, C), (N, B, T, V)

@@ -11,10 +11,10 @@ import math
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from .config import TrainConfig, device_name
 from .model import GPT, lm_loss
+from .progress import progress
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -30,9 +30,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to ``cfg.lr``, then cosine decay to ``cfg.lr * cfg.min_lr_ratio``."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    done = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     floor = cfg.lr * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(1.0, done)))
 
 
 def make_optimizer(params: dict[str, torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
@@ -73,7 +73,7 @@ def train_lm(model: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: Tr
     foreach = all(p.device.type in ("cpu", "cuda") for p in plist) or None
     model.train()
     losses: list[float] = []
-    bar = tqdm(range(cfg.steps), desc=desc, leave=False, mininterval=1.0)
+    bar = progress(range(cfg.steps), desc)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)

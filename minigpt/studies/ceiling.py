@@ -14,7 +14,6 @@ from typing import Mapping
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..cache import cache_root, cached, config_key
 from ..chapter import rounded
@@ -23,6 +22,7 @@ from ..config import DOMAINS, derive_seed
 from ..evaluate import ORACLE, loss_table, routing_accuracy
 from ..router import ROUTERS, check_router_kind, router_code_fingerprint, router_loss
 from ..scoring import Experts, fused_row, score
+from ..progress import progress
 
 FITTED = "eval-fitted"  # the router's name in the scored rows
 
@@ -46,7 +46,7 @@ def fit_to_eval_labels(router: torch.nn.Module, states: Mapping[str, torch.Tenso
     labels = torch.cat([torch.full((s.shape[0],), DOMAINS.index(d)) for d, s in states.items()])
     opt = torch.optim.Adam(router.parameters(), lr=lr)
     router.train()
-    for _ in tqdm(range(steps), desc="router fitted on eval", leave=False, mininterval=1.0):
+    for _ in progress(range(steps), "router fitted on eval"):
         w = router(x)  # (n_all, N) or (n_all, T, N)
         loss = router_loss(w, F.one_hot(labels, w.shape[-1]).to(w.dtype))  # the window's label everywhere
         opt.zero_grad(set_to_none=True)
