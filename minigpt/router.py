@@ -153,6 +153,12 @@ def performance_targets(losses: torch.Tensor, temp: float) -> torch.Tensor:
     return F.softmax(-losses / temp, dim=-1)
 
 
+def mean_max_target(losses: torch.Tensor, temp: float) -> float:
+    """How sharp performance targets are: the mean target weight on each window's best expert,
+    ``softmax(-loss / temp).max()``, over per-window losses (..., N). 1 is one-hot, 1/N uniform."""
+    return float(performance_targets(losses, temp).max(-1).values.double().mean())
+
+
 def router_loss(weights: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy between target distributions and router weights, both (..., N).
 

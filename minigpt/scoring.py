@@ -216,3 +216,14 @@ def model_nll(model: nn.Module, eval_sets: EvalSets, batch_size: int = 16) -> di
     """One whole model's token losses ``{domain: (n, T)}`` (a base alone, a specialist on other text)."""
     return {d: torch.cat([token_nll(model(x[i:i + batch_size])[0], y[i:i + batch_size])
                           for i in range(0, x.shape[0], batch_size)]) for d, (x, y) in eval_sets.items()}
+
+
+@torch.no_grad()
+def per_window_losses(fused, x: torch.Tensor, y: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Each expert's mean loss on each window: (n, T) ids and targets -> (n, N), what performance
+    targets are made from. ``fused`` is a :class:`minigpt.fusion.FusedModel` (its crowns run batched)."""
+    parts = []
+    for i in range(0, x.shape[0], batch_size):
+        _, logits = fused.expert_logits(x[i:i + batch_size])  # (N, B, T, V)
+        parts.append(token_nll(logits, y[i:i + batch_size].expand(logits.shape[0], -1, -1)).mean(-1).T)
+    return torch.cat(parts)

@@ -34,8 +34,8 @@ from ..checkpoint import model_fingerprint
 from ..config import DOMAINS, RouterConfig, derive_seed
 from ..evaluate import SPECIALIST_ROWS, loss_table, routing_accuracy, table_json
 from ..fusion import FusedModel
-from ..router import CausalRouter, performance_targets
-from ..scoring import Experts, Scores, fused_row, score, token_nll
+from ..router import CausalRouter, mean_max_target, performance_targets
+from ..scoring import Experts, Scores, fused_row, per_window_losses, score
 from ..streams import random_windows
 from .common import write_report
 
@@ -88,11 +88,7 @@ def window_losses(exp, models: Sequence, per_domain: int = TARGET_WINDOWS) -> di
     out = {}
     for d in DOMAINS:
         x, y = random_windows(exp.streams.get(d, "router"), per_domain, T, gen)
-        parts = []
-        for i in range(0, per_domain, bs):
-            _, logits = fused.expert_logits(x[i:i + bs])  # (N, B, T, V)
-            parts.append(token_nll(logits, y[i:i + bs].expand(logits.shape[0], -1, -1)).mean(-1).T)
-        out[d] = torch.cat(parts)
+        out[d] = per_window_losses(fused, x, y, bs)
     return out
 
 
@@ -101,7 +97,7 @@ def target_sharpness(losses: Mapping[str, torch.Tensor], temps: Sequence[float])
     ``softmax(-loss / temp).max()``, per domain and as the equal-weight mean over domains."""
     out = {}
     for t in temps:
-        per = {d: float(performance_targets(v, t).max(-1).values.double().mean()) for d, v in losses.items()}
+        per = {d: mean_max_target(v, t) for d, v in losses.items()}
         out[f"{t:g}"] = {"mean_max_target": float(np.mean(list(per.values()))), "per_domain": per}
     return out
 

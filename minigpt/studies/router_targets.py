@@ -14,8 +14,8 @@ from ..config import DOMAINS
 from ..evaluate import ORACLE, loss_table, routing_accuracy
 from ..experiment import Experiment
 from ..fusion import FusedModel
-from ..router import performance_targets
-from ..scoring import dispatch_row, fused_row, token_nll
+from ..router import mean_max_target
+from ..scoring import dispatch_row, fused_row, per_window_losses
 from ..streams import random_windows
 
 
@@ -47,8 +47,7 @@ def compare_router_targets(exp: Experiment, targets: Sequence[str] = ("domain", 
 def window_losses(exp: Experiment, x: torch.Tensor, y: torch.Tensor, k: int | None = None) -> torch.Tensor:
     """Mean next-token loss of each specialist on each window: (B, T) ids -> (B, N)."""
     k = exp.k if k is None else k
-    _, logits = FusedModel(exp.specialists(k=k), k).expert_logits(x)  # (N, B, T, V)
-    return token_nll(logits, y.expand(logits.shape[0], *y.shape)).mean(-1).T  # (B, N)
+    return per_window_losses(FusedModel(exp.specialists(k=k), k), x, y, exp.profile.eval_batch_size)
 
 
 def router_windows(exp: Experiment, per_domain: int, seed: int = 0):
@@ -67,4 +66,4 @@ def router_windows(exp: Experiment, per_domain: int, seed: int = 0):
 
 def target_sharpness(losses: torch.Tensor, temps: Sequence[float]) -> np.ndarray:
     """Mean target weight on the best specialist, ``softmax(-loss/temp).max()``, for each temperature."""
-    return np.array([float(performance_targets(losses, t).max(-1).values.mean()) for t in temps])
+    return np.array([mean_max_target(losses, t) for t in temps])
