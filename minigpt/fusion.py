@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .device import autocast, resolve, to_device, to_host
 from .model import GPT
 from .stacked import StackedCrowns
 
@@ -51,9 +52,9 @@ def hard_weights(router_weights: torch.Tensor) -> torch.Tensor:
     return F.one_hot(router_weights.argmax(-1), router_weights.shape[-1]).to(router_weights.dtype)
 
 
-def uniform_weights(batch: int, n: int) -> torch.Tensor:
+def uniform_weights(batch: int, n: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Equal weight on every specialist, ignoring the input (output averaging)."""
-    return torch.full((batch, n), 1.0 / n)
+    return torch.full((batch, n), 1.0 / n, device=device)
 
 
 def average_weights(models: Sequence[GPT], names: Sequence[str] | None = None) -> GPT:
@@ -135,25 +136,31 @@ class FusedModel(nn.Module):
         """Greedy decoding with the fused model (router weights, else uniform).
 
         No KV cache: every step reruns the trunk and the crowns on the whole window, but the
-        head and the fusion only on the last position. Returns the ids (B, T + new); with
-        ``return_weights`` also the weights that chose each new token, (B, new, N).
+        head and the fusion only on the last position. Runs on the device (the model moves there
+        once); returns the ids (B, T + new) on the CPU; with ``return_weights`` also the weights
+        that chose each new token, (B, new, N).
         """
+        dev = resolve()
+        to_device(self, dev)
+        idx = to_device(idx, dev)
         T_max = self.specialists[0].config.block_size
         stacked = self.stacked()  # under no_grad: always the batched crowns
         chosen = []
-        for _ in range(max_new_tokens):
-            h = self.trunk(idx[:, -T_max:])
-            w = self.weights(h)
-            if w.dim() == 3:
-                w = w[:, -1:]  # per-token weights: only the last position is decoded
-            hidden = stacked.hidden(h)[:, :, -1:]  # (N, B, 1, C)
-            scores = _stacked_logprobs(stacked, hidden, w, self.fusion)
-            idx = torch.cat((idx, scores[:, -1].argmax(-1, keepdim=True)), dim=1)
-            chosen.append(w.reshape(w.shape[0], -1))  # (B, N)
+        with autocast(dev):
+            for _ in range(max_new_tokens):
+                h = self.trunk(idx[:, -T_max:])
+                w = self.weights(h)
+                if w.dim() == 3:
+                    w = w[:, -1:]  # per-token weights: only the last position is decoded
+                hidden = stacked.hidden(h)[:, :, -1:]  # (N, B, 1, C)
+                scores = _stacked_logprobs(stacked, hidden, w, self.fusion)
+                idx = torch.cat((idx, scores[:, -1].argmax(-1, keepdim=True)), dim=1)
+                chosen.append(w.reshape(w.shape[0], -1).float())  # (B, N)
         if not return_weights:
-            return idx
+            return to_host(idx)
         n = len(self.specialists)
-        return idx, torch.stack(chosen, dim=1) if chosen else idx.new_zeros((idx.shape[0], 0, n), dtype=torch.float)
+        weights = torch.stack(chosen, dim=1) if chosen else idx.new_zeros((idx.shape[0], 0, n), dtype=torch.float)
+        return to_host((idx, weights))
 
 
 def _stacked_logprobs(stacked: StackedCrowns, hidden: torch.Tensor, weights: torch.Tensor,

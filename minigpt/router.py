@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import RouterConfig
+from .device import autocast, grad_scaler, resolve, to_device, to_host
 from .fusion import fuse_logits
 from .model import token_nll_from_logprobs
 from .progress import progress
@@ -171,40 +172,53 @@ def router_loss(weights: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def train_router(router: nn.Module, next_batch: Callable[[torch.Generator], tuple],
                  expert_logits: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                 cfg: RouterConfig, seed: int, desc: str = "router") -> list[float]:
-    """Train ``router`` in place.
+                 cfg: RouterConfig, seed: int, desc: str = "router",
+                 experts: Sequence[nn.Module] = ()) -> list[float]:
+    """Train ``router`` in place on the device (:func:`minigpt.device.resolve`, where it stays).
 
-    ``next_batch(gen)`` -> (x, y, domain_labels); ``expert_logits(x)`` -> (shared_h (B, T, C),
-    logits (N, B, T, V)), computed without gradients. Returns the per-step router loss.
+    ``next_batch(gen)`` -> (x, y, domain_labels) on the CPU, moved here; ``expert_logits(x)`` ->
+    (shared_h (B, T, C), logits (N, B, T, V)), computed without gradients by ``experts`` (the
+    models it runs, moved to the device with the router). Returns the per-step router loss, read
+    back once at the end.
     """
     if cfg.target not in TARGETS:
         raise ValueError(f"unknown router target {cfg.target!r}; choose one of {', '.join(TARGETS)}")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    dev = resolve()
+    to_device([router, *experts], dev)
     opt = torch.optim.Adam(router.parameters(), lr=cfg.lr)
+    scaler = grad_scaler(dev)  # passes straight through unless CUDA runs in fp16
     router.train()
-    history: list[float] = []
+    history: list[torch.Tensor] = []
     for step in progress(range(cfg.steps), desc):
-        x, y, labels = next_batch(gen)
-        with torch.no_grad():
-            h, logits = expert_logits(x)  # (B, T, C), (N, B, T, V)
-        weights = router(h)  # (B, N) or (B, T, N)
-        n = logits.shape[0]
-        if cfg.target == "lm":
-            fused = fuse_logits(weights, logits)
-            loss = token_nll_from_logprobs(F.log_softmax(fused.float(), -1), y).mean()
-        else:
-            if cfg.target == "domain":
-                targets = F.one_hot(labels, n).float()  # (B, N)
-            else:
-                with torch.no_grad():
-                    nll = torch.stack([token_nll_from_logprobs(F.log_softmax(l.float(), -1), y)
-                                       for l in logits])  # (N, B, T)
-                targets = performance_targets(nll.mean(-1).T, cfg.temp)  # (B, N) per sequence
-            loss = router_loss(weights, targets)  # a per-token router gets the sequence's target everywhere
+        x, y, labels = to_device(next_batch(gen), dev)
+        with autocast(dev):
+            loss = _router_step_loss(router, expert_logits, x, y, labels, cfg)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.append(loss.item())
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        history.append(loss.detach())
     router.eval()
-    return history
+    return to_host(torch.stack(history)).tolist() if history else []
+
+
+def _router_step_loss(router: nn.Module, expert_logits: Callable, x: torch.Tensor, y: torch.Tensor,
+                      labels: torch.Tensor, cfg: RouterConfig) -> torch.Tensor:
+    """One step's router loss towards ``cfg.target`` (domain labels, performance targets or the fused LM loss)."""
+    with torch.no_grad():
+        h, logits = expert_logits(x)  # (B, T, C), (N, B, T, V)
+    weights = router(h)  # (B, N) or (B, T, N)
+    n = logits.shape[0]
+    if cfg.target == "lm":
+        fused = fuse_logits(weights, logits)
+        return token_nll_from_logprobs(F.log_softmax(fused.float(), -1), y).mean()
+    if cfg.target == "domain":
+        targets = F.one_hot(labels, n).float()  # (B, N)
+    else:
+        with torch.no_grad():
+            nll = torch.stack([token_nll_from_logprobs(F.log_softmax(l.float(), -1), y)
+                               for l in logits])  # (N, B, T)
+        targets = performance_targets(nll.mean(-1).T, cfg.temp)  # (B, N) per sequence
+    return router_loss(weights, targets)  # a per-token router gets the sequence's target everywhere

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import DOMAINS
+from .device import autocast, resolve, to_device, to_host
 from .fusion import broadcast_weights, fuse_logits, fuse_probs, hard_weights, uniform_weights
 from .model import GPT, token_nll_from_logprobs
 
@@ -188,42 +189,68 @@ def score(eval_sets: EvalSets, experts: Experts, routers: Mapping[str, nn.Module
     n = len(experts.models)
     if len(names) < n:
         raise ValueError(f"{n} experts but {len(names)} row names; pass names= with one name per expert")
-    for domain, (x_all, y_all) in eval_sets.items():
-        for i in range(0, x_all.shape[0], batch_size):
-            x, y = x_all[i:i + batch_size], y_all[i:i + batch_size]
-            if base is not None:
-                rows.add("base", domain, token_nll(base(x)[0], y))
-            for name, model in (extra or {}).items():
-                rows.add(name, domain, token_nll(model(x)[0], y))
-            trunks, hidden, logits = experts.forward(x)
-            spec = torch.stack([token_nll(l, y) for l in logits])  # (N, B, T)
-            for j in range(n):
-                rows.add(names[j], domain, spec[j])
-                if calibration:
-                    stats.add(names[j], domain, calibration_stats(logits[j], y))
-            rows.add("uniform mix", domain, token_nll(fuse_logits(uniform_weights(x.shape[0], n), logits), y))
-            for name, router in routers.items():
-                w = router(FEATURES[features.get(name, SHARED_TRUNK)](x, trunks, experts.models))
-                weights.add(name, domain, _router_rows(rows, domain, name, w, logits, hidden, y, hidden_head))
-                if calibration:
-                    stats.add(fused_row("soft", name), domain, calibration_stats(fuse_logits(w, logits), y))
-            add_oracles(rows, domain, spec)
-    return Scores(rows.cat(), weights.cat(), stats.merged() if calibration else {})
+    dev = resolve()
+    to_device([*experts.models, *routers.values(), *(extra or {}).values(),
+               *(m for m in (base, hidden_head) if m is not None)], dev)
+    with autocast(dev):
+        for domain, (x_all, y_all) in eval_sets.items():
+            x_all, y_all = to_device((x_all, y_all), dev)
+            for i in range(0, x_all.shape[0], batch_size):
+                x, y = x_all[i:i + batch_size], y_all[i:i + batch_size]
+                _score_batch(rows, weights, stats if calibration else None, domain, x, y, experts, routers,
+                             base, extra or {}, features, hidden_head, names)
+    # read back once, to be reported
+    return Scores(to_host(rows.cat()), to_host(weights.cat()), to_host(stats.merged()) if calibration else {})
+
+
+def _score_batch(rows: _Rows, weights: _Rows, stats: _Rows | None, domain: str, x: torch.Tensor, y: torch.Tensor,
+                 experts: Experts, routers: Mapping[str, nn.Module], base: GPT | None, extra: Mapping[str, nn.Module],
+                 features: Mapping[str, str], hidden_head: nn.Module | None, names: Sequence[str]) -> None:
+    """Every row of one batch of ``domain``'s windows (``stats`` None: no calibration statistics)."""
+    if base is not None:
+        rows.add("base", domain, token_nll(base(x)[0], y))
+    for name, model in extra.items():
+        rows.add(name, domain, token_nll(model(x)[0], y))
+    trunks, hidden, logits = experts.forward(x)
+    spec = torch.stack([token_nll(l, y) for l in logits])  # (N, B, T)
+    n = len(experts.models)
+    for j in range(n):
+        rows.add(names[j], domain, spec[j])
+        if stats is not None:
+            stats.add(names[j], domain, calibration_stats(logits[j], y))
+    rows.add("uniform mix", domain, token_nll(fuse_logits(uniform_weights(x.shape[0], n, x.device), logits), y))
+    for name, router in routers.items():
+        w = router(FEATURES[features.get(name, SHARED_TRUNK)](x, trunks, experts.models))
+        weights.add(name, domain, _router_rows(rows, domain, name, w, logits, hidden, y, hidden_head))
+        if stats is not None:
+            stats.add(fused_row("soft", name), domain, calibration_stats(fuse_logits(w, logits), y))
+    add_oracles(rows, domain, spec)
 
 
 @torch.no_grad()
 def model_nll(model: nn.Module, eval_sets: EvalSets, batch_size: int = 16) -> dict[str, torch.Tensor]:
     """One whole model's token losses ``{domain: (n, T)}`` (a base alone, a specialist on other text)."""
-    return {d: torch.cat([token_nll(model(x[i:i + batch_size])[0], y[i:i + batch_size])
-                          for i in range(0, x.shape[0], batch_size)]) for d, (x, y) in eval_sets.items()}
+    dev = resolve()
+    to_device(model, dev)
+    out = {}
+    with autocast(dev):
+        for d, (x, y) in eval_sets.items():
+            x, y = to_device((x, y), dev)
+            out[d] = torch.cat([token_nll(model(x[i:i + batch_size])[0], y[i:i + batch_size])
+                                for i in range(0, x.shape[0], batch_size)])
+    return to_host(out)
 
 
 @torch.no_grad()
 def per_window_losses(fused, x: torch.Tensor, y: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
     """Each expert's mean loss on each window: (n, T) ids and targets -> (n, N), what performance
     targets are made from. ``fused`` is a :class:`minigpt.fusion.FusedModel` (its crowns run batched)."""
+    dev = resolve()
+    to_device(fused, dev)
+    x, y = to_device((x, y), dev)
     parts = []
-    for i in range(0, x.shape[0], batch_size):
-        _, logits = fused.expert_logits(x[i:i + batch_size])  # (N, B, T, V)
-        parts.append(token_nll(logits, y[i:i + batch_size].expand(logits.shape[0], -1, -1)).mean(-1).T)
-    return torch.cat(parts)
+    with autocast(dev):
+        for i in range(0, x.shape[0], batch_size):
+            _, logits = fused.expert_logits(x[i:i + batch_size])  # (N, B, T, V)
+            parts.append(token_nll(logits, y[i:i + batch_size].expand(logits.shape[0], -1, -1)).mean(-1).T)
+    return to_host(torch.cat(parts))

@@ -12,18 +12,12 @@ from typing import Callable
 
 import torch
 
-from .config import TrainConfig, device_name
+from .config import TrainConfig
+from .device import autocast, grad_scaler, resolve, to_device, to_host
 from .model import GPT, lm_loss
 from .progress import progress
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def default_device() -> torch.device:
-    """``$MINIGPT_DEVICE`` if set, else CUDA when available, else the CPU (the models here are small
-    enough that Apple's MPS rarely beats the CPU, so it is used only when asked for)."""
-    name = device_name() or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -59,41 +53,52 @@ def trainable_parameters(model: GPT, freeze_k: int | None) -> dict[str, torch.nn
 
 def train_lm(model: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: TrainConfig,
              seed: int, freeze_k: int | None = None, desc: str = "train") -> list[float]:
-    """Train ``model`` in place and return the per-step training loss.
+    """Train ``model`` in place on the device (:func:`minigpt.device.resolve`, where it stays) and
+    return the per-step training loss.
 
     With ``freeze_k`` set, the trunk (embeddings + first K blocks, and so the tied head) is frozen
     and run under ``no_grad``: no activations are kept for it and backward stops at block K.
+    Batches are drawn on the CPU (the generator fixes the data order on every device) and moved;
+    the losses stay on the device until the end, so no step waits for the GPU.
     """
     gen = torch.Generator().manual_seed(seed)
-    device = default_device()
-    model.to(device)  # trained where it is fastest, handed back on the CPU
+    dev = resolve()
+    to_device(model, dev)
     params = trainable_parameters(model, freeze_k)
     opt = make_optimizer(params, cfg)
+    scaler = grad_scaler(dev)  # passes straight through unless CUDA runs in fp16
     plist = list(params.values())
     foreach = all(p.device.type in ("cpu", "cuda") for p in plist) or None
     model.train()
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     bar = progress(range(cfg.steps), desc)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        x, y = (t.to(device) for t in next_batch(gen))
-        if freeze_k is None:
-            logits, loss = model(x, y)
-        else:
-            with torch.no_grad():
-                h = model.trunk(x, freeze_k)
-            loss = lm_loss(model.crown(h, freeze_k), y)
+        x, y = to_device(next_batch(gen), dev)
+        with autocast(dev):
+            loss = _lm_step_loss(model, x, y, freeze_k)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
         # foreach: same norm bit for bit, fewer dispatches (CPU is not foreach's default device)
         torch.nn.utils.clip_grad_norm_(plist, cfg.grad_clip, foreach=foreach)
-        opt.step()
-        losses.append(loss.item())
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    model.cpu().eval()
-    return losses
+        scaler.step(opt)
+        scaler.update()
+        losses.append(loss.detach())
+        if step % 20 == 0 and not bar.disable:  # the bar's value is the only read-back during training
+            bar.set_postfix(loss=f"{float(to_host(loss)):.3f}")
+    model.eval()
+    return to_host(torch.stack(losses)).tolist() if losses else []
+
+
+def _lm_step_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, freeze_k: int | None) -> torch.Tensor:
+    """One step's loss: the whole model, or a frozen trunk under ``no_grad`` and the crown on top."""
+    if freeze_k is None:
+        return model(x, y)[1]
+    with torch.no_grad():
+        h = model.trunk(x, freeze_k)
+    return lm_loss(model.crown(h, freeze_k), y)
 
 
 def fine_tune_everything(base: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: TrainConfig, seed: int,
