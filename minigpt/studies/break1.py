@@ -27,6 +27,7 @@ from ..analysis.routing import confusion_matrix, mean_weights, misrouting, oracl
 from ..analysis.similarity import cka_block
 from ..checkpoint import model_fingerprint
 from ..config import DOMAINS
+from ..device import autocast, resolve, to_device, to_host
 from ..evaluate import loss_table, table_json
 from ..fusion import average_weights
 from ..model import GPT
@@ -289,16 +290,19 @@ def _controls(exp, run: _Run) -> tuple[dict[str, dict], dict[str, Scores]]:
 @torch.no_grad()
 def _representations(exp, run: _Run) -> dict:
     """How alike are the representations? CKA and paired cosine on the first held-out windows."""
-    k, bases = exp.k, run.bases
-    xs = token_sample(exp.eval_sets, min(8, exp.profile.eval_chunks))
+    k, bases, dev = exp.k, run.bases, resolve()
+    to_device([*bases.values(), *run.sets["shared"].models, *run.sets["different"].models], dev)
+    xs = to_device(token_sample(exp.eval_sets, min(8, exp.profile.eval_chunks)), dev)
     final = lambda ex: {m.manifest["domain"]: h for m, h in zip(ex.models, ex.forward(xs)[1])}  # noqa: E731
-    return {
-        "embeddings (bases)": cka_block({f"base seed {s}": b.trunk(xs, 0) for s, b in bases.items()}),
-        f"trunk output at K={k} (bases)": cka_block({f"base seed {s}": b.trunk(xs, k) for s, b in bases.items()}),
-        "final hidden (bases)": cka_block({f"base seed {s}": b.crown_hidden(b.trunk(xs, k), k) for s, b in bases.items()}),
-        "final hidden (shared-base specialists)": cka_block(final(run.sets["shared"])),
-        "final hidden (different-base specialists)": cka_block(final(run.sets["different"])),
-    }
+    with autocast(dev):
+        states = {
+            "embeddings (bases)": {f"base seed {s}": b.trunk(xs, 0) for s, b in bases.items()},
+            f"trunk output at K={k} (bases)": {f"base seed {s}": b.trunk(xs, k) for s, b in bases.items()},
+            "final hidden (bases)": {f"base seed {s}": b.crown_hidden(b.trunk(xs, k), k) for s, b in bases.items()},
+            "final hidden (shared-base specialists)": final(run.sets["shared"]),
+            "final hidden (different-base specialists)": final(run.sets["different"]),
+        }
+    return {name: cka_block(h) for name, h in to_host(states).items()}
 
 
 def _confounds(run: _Run) -> dict:

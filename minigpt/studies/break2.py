@@ -213,7 +213,7 @@ def _generalist_router(exp, models: Sequence, cfg: RouterConfig):
         lambda: CausalRouter(exp.profile.model.n_embd, len(models)),
         ["generalist", "seeded-init", cfg, [model_fingerprint(m) for m in models], exp.k],
         ("generalist-router-init", exp.k), ("router", "per_token"), FusedModel(models, exp.k).expert_logits, cfg,
-        f"router [{len(models)} experts]")
+        f"router [{len(models)} experts]", list(models))
 
 
 def _describe_generalist(w: Mapping[str, torch.Tensor], table: pd.DataFrame, name: str, cfg: RouterConfig,

@@ -19,6 +19,7 @@ from ..cache import cache_root, cached, config_key
 from ..chapter import rounded
 from ..checkpoint import model_fingerprint
 from ..config import DOMAINS, derive_seed
+from ..device import autocast, resolve, to_device
 from ..evaluate import ORACLE, loss_table, routing_accuracy
 from ..router import ROUTERS, check_router_kind, router_code_fingerprint, router_loss
 from ..scoring import Experts, fused_row, score
@@ -42,8 +43,10 @@ def fit_to_eval_labels(router: torch.nn.Module, states: Mapping[str, torch.Tenso
     unknown = [d for d in states if d not in DOMAINS]
     if unknown:
         raise ValueError(f"unknown domains {unknown}; states must be keyed by {', '.join(DOMAINS)}")
-    x = torch.cat([states[d] for d in states])  # (n_all, T, C)
-    labels = torch.cat([torch.full((s.shape[0],), DOMAINS.index(d)) for d, s in states.items()])
+    dev = resolve()  # tiny and full batch: float32 even on CUDA
+    to_device(router, dev)
+    x = to_device(torch.cat([states[d] for d in states]), dev)  # (n_all, T, C)
+    labels = torch.cat([torch.full((s.shape[0],), DOMAINS.index(d), device=dev) for d, s in states.items()])
     opt = torch.optim.Adam(router.parameters(), lr=lr)
     router.train()
     for _ in progress(range(steps), "router fitted on eval"):
@@ -58,9 +61,14 @@ def fit_to_eval_labels(router: torch.nn.Module, states: Mapping[str, torch.Tenso
 @torch.no_grad()
 def _eval_states(exp, specs, k: int) -> dict[str, torch.Tensor]:
     """The shared trunk's output on every held-out window, ``{domain: (n, T, C)}``."""
-    bs = exp.profile.eval_batch_size
-    return {d: torch.cat([specs[0].trunk(x[i:i + bs], k) for i in range(0, x.shape[0], bs)])
-            for d, (x, _) in exp.eval_sets.items()}
+    bs, dev = exp.profile.eval_batch_size, resolve()
+    to_device(specs[0], dev)
+    states = {}
+    with autocast(dev):
+        for d, (x, _) in exp.eval_sets.items():
+            x = to_device(x, dev)
+            states[d] = torch.cat([specs[0].trunk(x[i:i + bs], k) for i in range(0, x.shape[0], bs)]).float()
+    return states  # on the device, where the router is fitted on them
 
 
 def routing_ceiling(exp, kind: str = "per_token", steps: int = 300) -> dict:

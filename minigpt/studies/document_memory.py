@@ -30,6 +30,7 @@ from ..cache import cache_root, cached, config_key
 from ..chapter import rounded
 from ..checkpoint import model_fingerprint
 from ..config import DOMAINS
+from ..device import autocast, resolve, to_device
 from ..evaluate import ORACLE, gap_by_position, gap_per_position, loss_table, routing_accuracy
 from ..router import after_last_eos, memory_code_fingerprint, router_code_fingerprint, with_memory
 from ..scoring import Experts, fused_row, score
@@ -82,14 +83,16 @@ class CarriedStateRouter(nn.Module):
 @torch.no_grad()
 def _memory_batches(exp, trunk, k: int, across_documents: bool) -> list[tuple]:
     """(prefix states, prefix mask, window states) per scoring batch of every domain, in order."""
-    bs, eos, out = exp.profile.eval_batch_size, eos_id(exp.tokenizer), []
+    bs, eos, out, dev = exp.profile.eval_batch_size, eos_id(exp.tokenizer), [], resolve()
+    to_device(trunk, dev)  # the states stay on the device, where score() runs the router on them
     for d, (x_all, _) in exp.eval_sets.items():
         ids, has = eval_prefixes(exp.streams.get(d, "eval"), x_all)
         for i in range(0, x_all.shape[0], bs):
-            pre, x = ids[i:i + bs], x_all[i:i + bs]
-            keep = torch.ones(pre.shape) if across_documents else after_last_eos(pre, eos)
-            keep = keep * has[i:i + bs].unsqueeze(1).float()  # no prefix: cold start
-            out.append((trunk.trunk(pre, k), keep, trunk.trunk(x, k)))
+            pre, x, has_b = to_device((ids[i:i + bs], x_all[i:i + bs], has[i:i + bs]), dev)
+            keep = torch.ones(pre.shape, device=dev) if across_documents else after_last_eos(pre, eos)
+            keep = keep * has_b.unsqueeze(1).float()  # no prefix: cold start
+            with autocast(dev):
+                out.append((trunk.trunk(pre, k), keep, trunk.trunk(x, k)))
     return out
 
 

@@ -24,6 +24,7 @@ from ..analysis.similarity import cka_block, linear_cka
 from ..chapter import out_dir
 from ..checkpoint import model_fingerprint
 from ..config import DOMAINS, derive_seed
+from ..device import autocast, resolve, to_device, to_host
 from ..evaluate import (HEADLINE, ORACLE, SPECIALIST_ROWS, gap_by_position, litmus, loss_table, routing_accuracy,
                         table_json)
 from ..fusion import average_weights
@@ -87,9 +88,12 @@ def _measures(scores, final: dict, base_final: torch.Tensor, trainable: int) -> 
 
 def _finals(models: Sequence[GPT], base: GPT, K: int, xs: torch.Tensor) -> tuple[dict, torch.Tensor]:
     """Each model's final hidden state (after its own trunk and crown) and the base's, on ``xs``."""
-    with torch.no_grad():
+    dev = resolve()
+    to_device([*models, base], dev)
+    xs = to_device(xs, dev)
+    with torch.no_grad(), autocast(dev):
         final = {m.manifest["domain"]: m.crown_hidden(m.trunk(xs, K), K) for m in models}
-        return final, base.crown_hidden(base.trunk(xs, K), K)
+        return to_host((final, base.crown_hidden(base.trunk(xs, K), K)))
 
 
 def _depth(exp, K: int, base: GPT, xs: torch.Tensor) -> dict:
