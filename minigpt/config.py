@@ -187,9 +187,10 @@ PROFILES: dict[str, Profile] = {
         tokenizer_chars=20_000_000,
         eval_chunks=256,
         eval_batch_size=32,
-        # not measured (no GPU here): ~1.5 TFLOP per full training step; at ~4 TFLOP/s (a T4 in fp32)
-        # that is ~25 min for the base, ~20 for the specialists, ~20 for the monolithic baseline
-        expected_minutes=65.0,
+        # not measured (no GPU here): `python -m minigpt smoke --profile gpu` counts the FLOPs of the
+        # chapter's run at these steps; at an assumed ~8 TFLOP/s (a T4 in fp16) that is ~13 min for
+        # the base, ~10 for the specialists, ~10 for the monolithic crown, ~2 for the routers
+        expected_minutes=35.0,
     ),
     # Real GPT-2 small (124M) as the base: its hub weights and tokenizer replace the trained base and
     # the learned BPE (minigpt.hf; needs the Hugging Face hub and `pip install -e '.[hf]'`). Only
@@ -203,7 +204,7 @@ PROFILES: dict[str, Profile] = {
         freeze_k=6,
         eval_chunks=192,  # fewer than gpu's 256: GPT-2's BPE is not fitted to the code eval split
         eval_batch_size=16,
-        expected_minutes=25.0,
+        expected_minutes=21.0,  # smoke --profile gpt2: counted FLOPs at an assumed ~8 TFLOP/s (a T4 in fp16)
     ),
 }
 
