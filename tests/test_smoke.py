@@ -5,7 +5,9 @@ import math
 from dataclasses import replace
 
 import pytest
+import torch
 
+from minigpt import device
 from minigpt import smoke as smoke_mod
 from minigpt.cli import main
 from minigpt.config import get_profile
@@ -49,3 +51,11 @@ def test_the_estimate_follows_the_profile_step_and_window_counts():
     gpt2 = estimate_minutes(get_profile("gpt2"))
     assert gpt2["base"]["tflop"] == 0 and gpt2["break1"]["tflop"] == 0  # hub base, not trained; break1 refused
     assert set(CHAPTER) <= set(PHASES)
+
+
+def test_every_phase_runs_under_mixed_precision(monkeypatch):
+    """CUDA's autocast cannot run here; the CPU's bf16 autocast goes through the same dtype seams
+    (half-precision activations meeting float32 weights, losses and router weights)."""
+    monkeypatch.setattr(device, "amp_dtype", lambda dev: torch.bfloat16)
+    assert isinstance(device.autocast(torch.device("cpu")), torch.autocast)
+    assert len(smoke("ci", batch=2)["checks"]) > 30
