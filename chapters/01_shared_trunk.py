@@ -55,7 +55,7 @@ exp = setup()  # MINIGPT_PROFILE picks the scale; the default is "cpu"
 #
 # The corpora are built on your machine from things `pip` can fetch: Python's own standard
 # library (code), the Human Phenotype Ontology and ICD-10-CM (medical definitions), and licence
-# texts plus EU regulations (legal). Documents, not lines, are assigned to the four splits, so
+# texts plus EU regulations (legal). Documents, not lines, are assigned to the five splits, so
 # no document leaks from the text a model trained on into the text it is evaluated on:
 #
 # | split | used by |
@@ -63,7 +63,8 @@ exp = setup()  # MINIGPT_PROFILE picks the scale; the default is "cpu"
 # | `pretrain` | the shared base (and the tokenizer) |
 # | `specialist` | the three crowns (notebook 2) |
 # | `router` | the router (notebook 3) |
-# | `eval` | every row of the final table (notebook 5) |
+# | `dev` | every choice the book makes (schedules, freeze depth, router settings), never a reported number |
+# | `eval` | every row of the final table (notebook 5); never used to choose anything |
 
 # %%
 stats = corpus_stats(exp.corpus)
