@@ -375,6 +375,8 @@ gen_weights.style.format("{:.2f}").background_gradient(cmap="Purples", axis=None
 # 4. On hybrid windows, which router has the higher per-token routing accuracy, and how does each
 #    router's accuracy change with the distance from a switch? Is either router better than chance
 #    right after a switch?
-# 5. The causal router averages *all* earlier trunk states. Use the heatmaps to explain what that
-#    does in the third segment of a window, and propose a change to the router (still causal) that
-#    would react faster.
+# 5. The causal router reads a decaying average of the earlier trunk states (`RouterConfig.decay`;
+#    the switch-lag cell above prints how many tokens it takes to follow a switch). Use the heatmaps
+#    to explain what a longer memory (decay closer to 1) would do in the third segment of a window,
+#    and what a shorter one would cost on single-domain windows. Which would you pick, and on which
+#    split would you measure it?
