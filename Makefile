@@ -14,7 +14,7 @@ $(BIN)/python:
 # What `pip install -e .[test]` provides, by import name: the package itself and every test extra in
 # pyproject.toml (tests/test_bad_input.py keeps the two lists in step). A missing one is installed;
 # if it is still missing (no network), setup stops with one line saying so.
-TEST_IMPORTS := pytest xdist nbmake jupytext ipykernel hypothesis nbformat transformers
+TEST_IMPORTS := pytest xdist nbmake jupytext ipykernel hypothesis nbformat transformers setuptools
 define CHECK_TEST_EXTRAS
 import importlib.metadata as md, importlib.util as iu, sys
 missing = [n for n in sys.argv[1:] if iu.find_spec(n) is None]
