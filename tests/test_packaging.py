@@ -1,6 +1,6 @@
 """What ``pip install`` gets: every subpackage of ``minigpt/`` in the wheel (a fixed package list in
 pyproject.toml once left ``minigpt.analysis`` and ``minigpt.studies`` out, so an install from git
-failed at the first notebook import)."""
+failed at the first notebook import), and default folders that stay out of site-packages."""
 from __future__ import annotations
 
 import shutil
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_extra
+from minigpt import config
 
 setuptools = require_extra("setuptools")  # the test extra pins a version that builds wheels itself
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,3 +68,18 @@ def test_the_built_wheel_ships_every_source_file(tmp_path):
     wanted = {p.relative_to(src).as_posix() for p in (src / "minigpt").rglob("*") if p.is_file()}
     assert wanted - shipped == set(), f"the wheel lacks {sorted(wanted - shipped)}"
 
+
+def test_defaults_stay_in_the_checkout(monkeypatch):
+    monkeypatch.delenv("MINIGPT_CACHE_DIR", raising=False)
+    monkeypatch.delenv("MINIGPT_RESULTS_DIR", raising=False)
+    assert config.cache_dir() == ROOT / ".cache" and config.results_dir() == ROOT / "results"
+
+
+def test_an_installed_package_defaults_to_the_working_folder(monkeypatch, tmp_path):
+    """Installed as a wheel the package's parent is site-packages: .cache/ and results/ go where the
+    notebook runs (on Colab /content) instead."""
+    monkeypatch.setattr(config, "REPO_ROOT", tmp_path / "site-packages")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MINIGPT_CACHE_DIR", raising=False)
+    monkeypatch.delenv("MINIGPT_RESULTS_DIR", raising=False)
+    assert config.cache_dir() == tmp_path / ".cache" and config.results_dir() == tmp_path / "results"
