@@ -6,7 +6,7 @@ PROFILE ?= cpu
 SEED    ?= 0
 TORCH   := torch==2.13.0
 
-.PHONY: run seeds test setup env-check clean-cache book
+.PHONY: run seeds test setup env-check clean-cache book colab
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,11 @@ seeds: setup
 # one thread per worker: two xdist workers on two cores, oversubscription makes small ops ~10x slower
 test: setup
 	MINIGPT_PROFILE=ci TQDM_DISABLE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup tests --nbmake chapters
+
+# Colab badges and install cells of every notebook and the README's badges, from the one setting
+# in pyproject.toml ([project.urls] Repository): `make colab REPO=owner/name` writes it first
+colab: setup
+	$(BIN)/python tools/colab.py $(if $(REPO),--repository '$(REPO)')
 
 env-check: setup
 	$(BIN)/python -m minigpt.env_check
