@@ -6,7 +6,7 @@ PROFILE ?= cpu
 SEED    ?= 0
 TORCH   := torch==2.13.0
 
-.PHONY: run seeds test setup env-check clean-cache book colab
+.PHONY: run seeds decisions test setup env-check clean-cache book colab readme reference
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -50,6 +50,19 @@ test: setup
 # in pyproject.toml ([project.urls] Repository): `make colab REPO=owner/name` writes it first
 colab: setup
 	$(BIN)/python tools/colab.py $(if $(REPO),--repository '$(REPO)')
+
+# every setting the book chose, re-made on the dev split (docs/design.md, "Decision log")
+decisions: setup
+	$(BIN)/python -m minigpt decisions --profile $(PROFILE) --seed $(SEED)
+
+# README.md's and docs/design.md's measured numbers, rewritten from results/reference/
+readme: setup
+	$(BIN)/python -m minigpt.readme
+
+# copy results/cpu/ (seeds 0-2 and seed 0's studies) into results/reference/ with the machine, then
+# rewrite the README's and design.md's numbers from them
+reference: setup
+	$(BIN)/python -m minigpt.readme --collect
 
 env-check: setup
 	$(BIN)/python -m minigpt.env_check
