@@ -6,7 +6,7 @@ PROFILE ?= cpu
 SEED    ?= 0
 TORCH   := torch==2.13.0
 
-.PHONY: run seeds test setup env-check clean-cache book
+.PHONY: run seeds decisions test setup env-check clean-cache book colab readme reference
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(BIN)/python:
 # What `pip install -e .[test]` provides, by import name: the package itself and every test extra in
 # pyproject.toml (tests/test_bad_input.py keeps the two lists in step). A missing one is installed;
 # if it is still missing (no network), setup stops with one line saying so.
-TEST_IMPORTS := pytest xdist nbmake jupytext ipykernel hypothesis nbformat transformers
+TEST_IMPORTS := pytest xdist nbmake jupytext ipykernel hypothesis nbformat transformers setuptools
 define CHECK_TEST_EXTRAS
 import importlib.metadata as md, importlib.util as iu, sys
 missing = [n for n in sys.argv[1:] if iu.find_spec(n) is None]
@@ -45,6 +45,24 @@ seeds: setup
 # one thread per worker: two xdist workers on two cores, oversubscription makes small ops ~10x slower
 test: setup
 	MINIGPT_PROFILE=ci TQDM_DISABLE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup tests --nbmake chapters
+
+# Colab badges and install cells of every notebook and the README's badges, from the one setting
+# in pyproject.toml ([project.urls] Repository): `make colab REPO=owner/name` writes it first
+colab: setup
+	$(BIN)/python tools/colab.py $(if $(REPO),--repository '$(REPO)')
+
+# every setting the book chose, re-made on the dev split (docs/design.md, "Decision log")
+decisions: setup
+	$(BIN)/python -m minigpt decisions --profile $(PROFILE) --seed $(SEED)
+
+# README.md's and docs/design.md's measured numbers, rewritten from results/reference/
+readme: setup
+	$(BIN)/python -m minigpt.readme
+
+# copy results/cpu/ (seeds 0-2 and seed 0's studies) into results/reference/ with the machine, then
+# rewrite the README's and design.md's numbers from them
+reference: setup
+	$(BIN)/python -m minigpt.readme --collect
 
 env-check: setup
 	$(BIN)/python -m minigpt.env_check

@@ -25,14 +25,25 @@
 # and is trained there on first use.
 
 # %%
-# Colab only: install the companion package (torch is preinstalled there).
-# Locally: `pip install -e .` in the repository, then open this notebook.
+# Colab only: install the companion package, and use the `gpu` profile when the runtime has a GPU.
+# Locally (`pip install -e .` in the repository) this cell does nothing.
+import os
 import subprocess
 import sys
 
-REPO = "ORG/chapter32-fusion"  # owner/name of the companion repository on GitHub
+REPO = "ORG/chapter32-fusion"  # written by `make colab REPO=owner/name`, like the badge above
 if "google.colab" in sys.modules:  # same test as minigpt.notebook.in_colab(), before minigpt exists
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}@main"], check=True)
+    import torch  # preinstalled on Colab, with CUDA
+
+    if os.environ.get("MINIGPT_PROFILE"):
+        why = "MINIGPT_PROFILE was set before this cell"
+    elif torch.cuda.is_available():
+        os.environ["MINIGPT_PROFILE"] = "gpu"  # read when the next cell builds the experiment
+        why = f"a GPU was found ({torch.cuda.get_device_name(0)})"
+    else:
+        why = "no GPU in this runtime (Runtime > Change runtime type adds one)"
+    print(f"installed minigpt from github.com/{REPO}; profile {os.environ.get('MINIGPT_PROFILE', 'cpu')!r}: {why}")
 
 # %%
 import matplotlib.pyplot as plt
@@ -55,7 +66,7 @@ exp = setup()  # MINIGPT_PROFILE picks the scale; the default is "cpu"
 #
 # The corpora are built on your machine from things `pip` can fetch: Python's own standard
 # library (code), the Human Phenotype Ontology and ICD-10-CM (medical definitions), and licence
-# texts plus EU regulations (legal). Documents, not lines, are assigned to the four splits, so
+# texts plus EU regulations (legal). Documents, not lines, are assigned to the five splits, so
 # no document leaks from the text a model trained on into the text it is evaluated on:
 #
 # | split | used by |
@@ -63,7 +74,8 @@ exp = setup()  # MINIGPT_PROFILE picks the scale; the default is "cpu"
 # | `pretrain` | the shared base (and the tokenizer) |
 # | `specialist` | the three crowns (notebook 2) |
 # | `router` | the router (notebook 3) |
-# | `eval` | every row of the final table (notebook 5) |
+# | `dev` | every choice the book makes (schedules, freeze depth, router settings), never a reported number |
+# | `eval` | every row of the final table (notebook 5); never used to choose anything |
 
 # %%
 stats = corpus_stats(exp.corpus)

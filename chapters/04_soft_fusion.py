@@ -26,14 +26,25 @@
 # on windows that switch domain half-way through.
 
 # %%
-# Colab only: install the companion package (torch is preinstalled there).
-# Locally: `pip install -e .` in the repository, then open this notebook.
+# Colab only: install the companion package, and use the `gpu` profile when the runtime has a GPU.
+# Locally (`pip install -e .` in the repository) this cell does nothing.
+import os
 import subprocess
 import sys
 
-REPO = "ORG/chapter32-fusion"  # owner/name of the companion repository on GitHub
+REPO = "ORG/chapter32-fusion"  # written by `make colab REPO=owner/name`, like the badge above
 if "google.colab" in sys.modules:  # same test as minigpt.notebook.in_colab(), before minigpt exists
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}@main"], check=True)
+    import torch  # preinstalled on Colab, with CUDA
+
+    if os.environ.get("MINIGPT_PROFILE"):
+        why = "MINIGPT_PROFILE was set before this cell"
+    elif torch.cuda.is_available():
+        os.environ["MINIGPT_PROFILE"] = "gpu"  # read when the next cell builds the experiment
+        why = f"a GPU was found ({torch.cuda.get_device_name(0)})"
+    else:
+        why = "no GPU in this runtime (Runtime > Change runtime type adds one)"
+    print(f"installed minigpt from github.com/{REPO}; profile {os.environ.get('MINIGPT_PROFILE', 'cpu')!r}: {why}")
 
 # %%
 import matplotlib.pyplot as plt
@@ -375,6 +386,8 @@ gen_weights.style.format("{:.2f}").background_gradient(cmap="Purples", axis=None
 # 4. On hybrid windows, which router has the higher per-token routing accuracy, and how does each
 #    router's accuracy change with the distance from a switch? Is either router better than chance
 #    right after a switch?
-# 5. The causal router averages *all* earlier trunk states. Use the heatmaps to explain what that
-#    does in the third segment of a window, and propose a change to the router (still causal) that
-#    would react faster.
+# 5. The causal router reads a decaying average of the earlier trunk states (`RouterConfig.decay`;
+#    the switch-lag cell above prints how many tokens it takes to follow a switch). Use the heatmaps
+#    to explain what a longer memory (decay closer to 1) would do in the third segment of a window,
+#    and what a shorter one would cost on single-domain windows. Which would you pick, and on which
+#    split would you measure it?

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from filelock import FileLock
 
-from .config import cache_dir
+from .config import cache_dir, home_dir
 
 T = TypeVar("T")
 
@@ -62,13 +62,14 @@ class CacheDirError(RuntimeError):
 
 
 def cache_root() -> Path:
-    """Where cached artifacts live: ``$MINIGPT_CACHE_DIR`` or ``<repo>/.cache`` (created on first use)."""
+    """Where cached artifacts live: ``$MINIGPT_CACHE_DIR`` or ``config.home_dir()/.cache`` (created on first use)."""
     root = cache_dir()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CacheDirError(f"cannot use {root} as the cache folder ({err.strerror or err}); "
-                            "point MINIGPT_CACHE_DIR at a writable folder, or unset it to use <repo>/.cache") from None
+                            f"point MINIGPT_CACHE_DIR at a writable folder, or unset it to use {home_dir() / '.cache'}"
+                            ) from None
     return root
 
 

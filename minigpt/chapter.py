@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -13,10 +14,12 @@ import torch
 
 from .cache import write_json
 from .config import RouterConfig, results_dir
+from .analysis.costs import row_costs
 from .evaluate import (HEADLINE, ORACLE, cross_domain_matrix, gap_by_position, litmus, loss_table, routing_accuracy,
-                       table_json)
+                       sees_whole_window, table_json)
 from .experiment import Experiment
 from .fusion import average_weights
+from .intervals import comparison_intervals
 from .plots import plot_cross_domain
 from .scoring import Experts, Scores, score
 
@@ -43,12 +46,15 @@ def evaluate(exp: Experiment, k: int | None = None, router_cfg: RouterConfig | N
     scores = score(exp.eval_sets, Experts(specs, k), routers, base=exp.base(), extra=extra,
                    batch_size=exp.profile.eval_batch_size)
     table = loss_table(scores.nll)
+    intervals = comparison_intervals(scores.nll, seed=exp.seed)
+    router_params = sum(p.numel() for p in routers["per-token"].parameters())
     return {"table": table, "nll": scores.nll, "weights": scores.weights, "scores": scores,
+            "intervals": intervals, "costs": row_costs(table.index, specs[0], k, router_params),
             "routing_accuracy": {r: routing_accuracy(w) for r, w in scores.weights.items()},
             "cross_domain": cross_domain_matrix(scores.nll),
             "oracle_gap": float(table.loc[HEADLINE, "mixed"] - table.loc[ORACLE, "mixed"]),
             "oracle_gap_by_position": gap_by_position(scores.nll),
-            "litmus": litmus(table)}
+            "litmus": litmus(table, intervals)}
 
 
 def report(exp: Experiment, res: dict, wall_seconds: float) -> dict:
@@ -57,6 +63,9 @@ def report(exp: Experiment, res: dict, wall_seconds: float) -> dict:
     return {
         "profile": exp.profile.name, "seed": exp.seed, "freeze_k": exp.k,
         "table": table_json(table), "rows": list(table.index), "columns": list(table.columns),
+        "intervals": res["intervals"],
+        "sees_whole_window": [r for r in table.index if sees_whole_window(r)],
+        "costs": json.loads(res["costs"].to_json(orient="index")),
         "routing_accuracy": rounded(res["routing_accuracy"]),
         "oracle_gap_nats": round(res["oracle_gap"], 6),
         "oracle_gap_by_position": rounded(res["oracle_gap_by_position"]),

@@ -22,6 +22,8 @@ from .analysis.seeds import seed_summary, write_seed_summary
 from .cache import one_line
 from .chapter import run
 from .config import PROFILES
+from .evaluate import WHOLE_WINDOW_NOTE, marked
+from .intervals import METHOD, format_interval
 from .experiment import Experiment
 from .smoke import smoke, summarize as smoke_summary
 from .studies.ceiling import routing_ceiling
@@ -37,6 +39,8 @@ STUDIES = {
     "break2": ("Break 2: router collapse from imbalanced data and a near-zero temperature", "break2", "break2"),
     "sweep-freeze": ("freeze depth K = 0..L-1 and the divergence -> gain fit", "freeze_sweep", "freeze_sweep"),
     "hybrid": ("last-token vs per-token router on single-domain and hybrid windows", "hybrid", "run_hybrid"),
+    "decisions": ("re-make the book's choices (specialist lr, router settings) on the dev split",
+                  "decisions", "decisions"),
     "document-memory": ("the per-token router with its state carried from the text before each window",
                         "document_memory", "document_memory"),
 }
@@ -47,7 +51,13 @@ def _print_run(res: dict) -> None:
     pd.set_option("display.width", 160)
     print(f"\nChapter 32 table — profile {rep['profile']}, seed {rep['seed']}, K={rep['freeze_k']} "
           f"(mean held-out loss, nats/token; Δ% > 0 is better)\n")
-    print(res["table"].round(4).to_string())
+    print(marked(res["table"]).round(4).to_string())
+    print(WHOLE_WINDOW_NOTE)
+    print(f"\n{rep['headline']} against each reference (95 % intervals, {METHOD}):")
+    for iv in rep["intervals"]:
+        print(f"  {iv['comparison']:>20}: {format_interval(iv)}")
+    print("\nwhat each row costs (parameters; inference compute per token relative to one model):")
+    print(res["costs"].to_string())
     print("\nrouting accuracy (argmax = the window's own domain):")
     for router, acc in rep["routing_accuracy"].items():
         print(f"  {router:>10}: " + "  ".join(f"{d} {a:.1%}" for d, a in acc.items()))
@@ -55,7 +65,8 @@ def _print_run(res: dict) -> None:
     print("  by token position: " + "  ".join(f"{k}: {v:+.4f}" for k, v in rep["oracle_gap_by_position"].items()))
     print("\nStep 8 litmus:")
     for c in rep["litmus"]:
-        print(f"  {'✓' if c['holds'] else '✗'} {c['condition']}  [{c['evidence']}]")
+        mark = {"holds": "✓", "fails": "✗"}.get(c["verdict"], "?")
+        print(f"  {mark} {c['verdict']:<12} {c['condition']}  [{c['evidence']}]")
     print(f"\nwrote {res['out_dir']}/table.json and cross_domain.png")
 
 
@@ -85,6 +96,10 @@ def _run_seeds(profile: str | None, seeds: list[int]) -> None:
           f"({reports[0]['headline']}; routing accuracy of the per-token router; 'ceiling' = the same "
           f"router fitted on the eval windows themselves)\n")
     print(summary.round(4).to_string())
+    print(f"\neach seed's 95 % intervals ({METHOD}):")
+    for rep in reports:
+        print(f"  seed {rep['seed']}: " + "; ".join(f"{iv['comparison']} {format_interval(iv)}"
+                                                   for iv in rep["intervals"]))
     print(f"\nwrote {write_seed_summary(reports, summary)}")
 
 

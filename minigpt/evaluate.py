@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from .config import DOMAINS
+from .intervals import by_name, format_interval, interval_verdict
 from .scoring import HEADLINE, ORACLE, SPECIALIST_ROWS  # noqa: F401  (the row names tables use)
 
 
@@ -24,16 +25,37 @@ def table_json(table: pd.DataFrame) -> dict:
     return json.loads(table.round(6).to_json(orient="index"))
 
 
+# the references a row is compared with, in the order the columns appear: the chapter's (the best
+# specialist), same compute on pooled data (monolithic), what the router adds (uniform mix), the base
+REFERENCES = ("best specialist", "monolithic", "uniform mix", "base")
+
+
 def loss_table(nll: Mapping[str, Mapping[str, torch.Tensor]]) -> pd.DataFrame:
-    """Rows x (domains, mixed, Δ% vs best specialist, Δ% vs base). Positive Δ% = better."""
+    """Rows x (domains, mixed, Δ% vs each of :data:`REFERENCES` that was scored). Positive Δ% = better."""
     table = pd.DataFrame({row: {d: float(v.mean()) for d, v in per.items()} for row, per in nll.items()}).T
     table = table[[d for d in DOMAINS if d in table.columns]]
     table["mixed"] = table.mean(axis=1)
     specs = [r for r in SPECIALIST_ROWS if r in table.index]
-    best = table.loc[specs, "mixed"].min()
-    table["Δ% vs best specialist"] = (best - table["mixed"]) / best * 100
-    table["Δ% vs base"] = (table.loc["base", "mixed"] - table["mixed"]) / table.loc["base", "mixed"] * 100
+    for ref in REFERENCES:
+        if ref == "best specialist" or ref in table.index:
+            m = table.loc[specs, "mixed"].min() if ref == "best specialist" else table.loc[ref, "mixed"]
+            table[f"Δ% vs {ref}"] = (m - table["mixed"]) / m * 100
     return table
+
+
+def sees_whole_window(row: str) -> bool:
+    """Rows whose weight for a token depends on later tokens or on the targets (the last-token
+    router's rows, single dispatch, both oracles): references, not models one could deploy."""
+    return "last-token router" in row or row.startswith(("single dispatch", "oracle"))
+
+
+WHOLE_WINDOW_MARK = " †"
+WHOLE_WINDOW_NOTE = "† sees the whole window (later tokens or the targets): a reference, not a deployable model"
+
+
+def marked(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the rows that see the whole window marked † (for display; JSON keeps plain names)."""
+    return table.rename(index=lambda r: r + WHOLE_WINDOW_MARK if sees_whole_window(r) else r)
 
 
 def routing_accuracy(weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -47,40 +69,67 @@ def cross_domain_matrix(nll: Mapping[str, Mapping[str, torch.Tensor]]) -> pd.Dat
     return pd.DataFrame({r: {d: float(nll[r][d].mean()) for d in DOMAINS} for r in rows}).T
 
 
-def litmus(table: pd.DataFrame, fused: str = HEADLINE, oracle: str = ORACLE,
-           gap_tolerance: float = 0.05, captured_min: float = 0.75) -> list[dict]:
-    """The chapter's Step 8 checklist, each condition evaluated on the measured table."""
+def litmus(table: pd.DataFrame, intervals: Sequence[Mapping] | None = None, fused: str = HEADLINE,
+           oracle: str = ORACLE, gap_tolerance: float = 0.05, captured_min: float = 0.75) -> list[dict]:
+    """The chapter's Step 8 checklist, each condition evaluated on the measured table.
+
+    Every check gets a ``verdict``: holds, fails, or (for the claims about the fused model, read off
+    the paired ``intervals`` of :func:`minigpt.intervals.comparison_intervals` when given)
+    inconclusive when the 95 % interval straddles the line. ``holds`` is ``verdict == "holds"``.
+    """
     specs = [r for r in SPECIALIST_ROWS if r in table.index]
     doms = [d for d in DOMAINS if d in table.columns]
     own = {r: r.split()[0] for r in specs}
+    mixed = table["mixed"]
+    ivs = by_name(intervals or [])
+    yes = lambda ok: "holds" if ok else "fails"  # noqa: E731  (a point comparison)
+    checks = [
+        ("every specialist has the lowest loss on its own domain",
+         yes(all(table.loc[specs, own[r]].idxmin() == r for r in specs)),
+         ", ".join(f"{own[r]}: {table.loc[r, own[r]]:.3f}" for r in specs)),
+        ("every specialist is worse than the base on some other domain",
+         yes(all(any(table.loc[r, d] > table.loc["base", d] for d in doms if d != own[r]) for r in specs)),
+         ", ".join(f"{r}: worst off-domain Δ {max(table.loc[r, d] - table.loc['base', d] for d in doms if d != own[r]):+.3f}" for r in specs)),
+        ("the base is beaten by some specialist on every domain",
+         yes(all(table.loc[specs, d].min() < table.loc["base", d] for d in doms)),
+         f"base mixed {mixed['base']:.3f}"),
+        ("averaged crowns do no better than the best single specialist",
+         yes(mixed["weight average"] >= mixed[specs].min()),
+         f"weight average {mixed['weight average']:.3f} vs best specialist {mixed[specs].min():.3f}"),
+        ("the fused model has a lower mixed loss than the base",
+         *_beats(ivs.get("vs base"), mixed[fused] < mixed["base"], f"{mixed[fused]:.3f} vs {mixed['base']:.3f}")),
+        ("the fused model has a lower mixed loss than every specialist",
+         *_beats(ivs.get("vs best specialist"), mixed[fused] < mixed[specs].min(),
+                 f"{mixed[fused]:.3f} vs {mixed[specs].min():.3f}")),
+        (f"the oracle leads the router only slightly (gap < {gap_tolerance} nats and the "
+         f"router captures ≥ {captured_min:.0%} of the oracle's room over the best specialist)",
+         *_oracle_check(table, specs, fused, oracle, ivs.get("oracle gap"), gap_tolerance, captured_min)),
+    ]
+    return [{"condition": c, "verdict": v, "holds": v == "holds", "evidence": ev} for c, v, ev in checks]
+
+
+def _beats(iv: Mapping | None, point: bool, evidence: str) -> tuple[str, str]:
+    """Verdict and evidence of "the fused model is better than X": from the interval when there is one."""
+    if iv is None:
+        return ("holds" if point else "fails"), evidence
+    return interval_verdict(iv["low"], iv["high"]), f"{evidence}; Δ {format_interval(iv)}"
+
+
+def _oracle_check(table: pd.DataFrame, specs: list, fused: str, oracle: str, iv: Mapping | None,
+                  tolerance: float, captured_min: float) -> tuple[str, str]:
+    """The gap part read off its interval (below ``tolerance`` throughout?), the captured share a point."""
     mixed = table["mixed"]
     gap = mixed[fused] - mixed[oracle]
     # an absolute gap alone flatters tiny models whose oracle has little room to begin with
     room = mixed[specs].min() - mixed[oracle]
     captured = (mixed[specs].min() - mixed[fused]) / room if room > 0 else float("nan")
-    checks = [
-        ("every specialist has the lowest loss on its own domain",
-         all(table.loc[specs, own[r]].idxmin() == r for r in specs),
-         ", ".join(f"{own[r]}: {table.loc[r, own[r]]:.3f}" for r in specs)),
-        ("every specialist is worse than the base on some other domain",
-         all(any(table.loc[r, d] > table.loc["base", d] for d in doms if d != own[r]) for r in specs),
-         ", ".join(f"{r}: worst off-domain Δ {max(table.loc[r, d] - table.loc['base', d] for d in doms if d != own[r]):+.3f}" for r in specs)),
-        ("the base is beaten by some specialist on every domain",
-         all(table.loc[specs, d].min() < table.loc["base", d] for d in doms),
-         f"base mixed {mixed['base']:.3f}"),
-        ("averaged crowns do no better than the best single specialist",
-         mixed["weight average"] >= mixed[specs].min(),
-         f"weight average {mixed['weight average']:.3f} vs best specialist {mixed[specs].min():.3f}"),
-        ("the fused model has a lower mixed loss than the base", mixed[fused] < mixed["base"],
-         f"{mixed[fused]:.3f} vs {mixed['base']:.3f}"),
-        ("the fused model has a lower mixed loss than every specialist", mixed[fused] < mixed[specs].min(),
-         f"{mixed[fused]:.3f} vs {mixed[specs].min():.3f}"),
-        (f"the oracle leads the router only slightly (gap < {gap_tolerance} nats and the "
-         f"router captures ≥ {captured_min:.0%} of the oracle's room over the best specialist)",
-         gap < gap_tolerance and captured >= captured_min,
-         f"gap {gap:+.4f} nats; router captures {captured:.0%} of the room"),
-    ]
-    return [{"condition": c, "holds": bool(ok), "evidence": ev} for c, ok, ev in checks]
+    evidence = f"gap {gap:+.4f} nats; router captures {captured:.0%} of the room"
+    if not captured >= captured_min:
+        return "fails", evidence
+    if iv is None:
+        return ("holds" if gap < tolerance else "fails"), evidence
+    # "gap < tolerance" holds when tolerance - gap > 0 over the whole interval
+    return interval_verdict(tolerance - iv["high"], tolerance - iv["low"]), f"{evidence}; gap {format_interval(iv)}"
 
 
 def gap_per_position(nll: Mapping[str, Mapping[str, torch.Tensor]], method: str = HEADLINE,

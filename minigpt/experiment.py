@@ -30,9 +30,9 @@ from .config import DOMAINS, SPLITS, Profile, RouterConfig, check_domain, derive
 from .device import resolve, to_device
 from .fusion import FusedModel
 from .model import GPT
-from .router import ROUTERS, CausalRouter, check_router_kind, router_code_fingerprint, train_router
+from .router import CausalRouter, check_router_kind, make_router, router_code_fingerprint, train_router
 from .scoring import Experts
-from .streams import DomainStreams, encode_stream, eval_windows, mixed_windows, random_windows
+from .streams import DomainStreams, encode_stream, mixed_windows, random_windows, split_windows
 from .tokenizer import check_vocab, eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 from .train import train_lm
 
@@ -98,10 +98,14 @@ class Experiment:
 
         return cached(path, build, lambda obj, p: obj.save(p), DomainStreams.load)
 
+    # every reported number is scored on eval windows; every choice is made on dev windows
     @cached_property
     def eval_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        T, n = self.profile.model.block_size, self.profile.eval_chunks
-        return {d: eval_windows(self.streams.get(d, "eval"), n, T) for d in DOMAINS}
+        return split_windows(self.streams, "eval", self.profile.eval_chunks, self.profile.model.block_size)
+
+    @cached_property
+    def dev_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return split_windows(self.streams, "dev", self.profile.dev_chunks, self.profile.model.block_size)
 
     # -- models ----------------------------------------------------------------------------
     def checkpoint(self, kind: str, key_parts: list, build: Callable[[], tuple[GPT, list]], manifest: dict,
@@ -198,17 +202,13 @@ class Experiment:
                                {"role": "monolithic", "seed": self.seed, "freeze_k": k, "profile": p.name})
 
     # -- routers ---------------------------------------------------------------------------
-    def train_or_load_router(self, make: Callable[[], nn.Module], key_parts: list, init_tags: tuple,
-                             data_tags: tuple, inputs: Callable, cfg: RouterConfig, desc: str, experts: list) -> nn.Module:
-        """Load a cached router or train one on the router split.
-
-        ``make()`` builds the untrained router; it runs right after seeding with ``init_tags``, so
-        the same key gives the same router whether the models before it were trained or loaded.
-        ``inputs(x)`` -> (router input, expert logits (N, B, T, V)), computed without gradients by ``experts``.
-        The router code's fingerprint is part of the key: editing a router retrains it.
-        The router comes back with ``train_history``: its per-step training losses, or None for a
-        router cached before they were kept (an entry that is one safetensors file, still loaded).
-        """
+    def train_or_load_router(self, make: Callable[[], nn.Module], key_parts: list, init_tags: tuple, data_tags: tuple,
+                             inputs: Callable, cfg: RouterConfig, desc: str, experts: list) -> nn.Module:
+        """Load a cached router or train one on the router split. ``make()`` builds the untrained
+        router right after seeding with ``init_tags`` (same key, same router, whether the models
+        before it were trained or loaded); ``inputs(x)`` -> (router input, expert logits (N, B, T,
+        V)), computed without gradients by ``experts``. The key holds the router code's fingerprint.
+        ``train_history`` on the result: per-step losses, None for a router cached before them."""
         path = self.router_path(key_parts)
         T = self.profile.model.block_size
 
@@ -237,7 +237,7 @@ class Experiment:
         k = self.k if k is None else k
         specs = self.specialists(k=k)
         return self.train_or_load_router(
-            lambda: ROUTERS[kind](self.profile.model.n_embd, len(specs)),
+            lambda: make_router(kind, self.profile.model.n_embd, len(specs), cfg),
             # "seeded-init" retires routers cached before their initialisation was seeded
             [kind, "seeded-init", cfg, [model_fingerprint(m) for m in specs], k],
             ("router-init", kind, k), ("router", kind), FusedModel(specs, k).expert_logits, cfg, f"{kind} router",
@@ -250,7 +250,7 @@ class Experiment:
         training batches, so the only difference is what it reads and whom it routes."""
         cfg = cfg or self.profile.router
         return self.train_or_load_router(
-            lambda: CausalRouter(experts.feature_dim(feature), len(experts.models)),
+            lambda: make_router("per_token", experts.feature_dim(feature), len(experts.models), cfg),
             ["break", feature, cfg, [model_fingerprint(m) for m in experts.models], experts.k, experts.shared],
             ("break-router-init", feature), ("router", "per_token"), experts.router_inputs(feature), cfg,
             f"router [{tag}: {feature}]", experts.models)

@@ -897,3 +897,25 @@ def plot_generalist(gen: dict):
     ax3.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def plot_intervals(intervals: Sequence[Mapping], title: str | None = None):
+    """The headline against each reference with its 95 % paired interval: Δ% comparisons on the
+    left (right of zero = the fused model is better), the oracle gap in nats on the right."""
+    pct = [iv for iv in intervals if iv["unit"] == "%"]
+    nats = [iv for iv in intervals if iv["unit"] == "nats"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.5 * max(len(pct), 2) + 1.2),
+                             gridspec_kw={"width_ratios": [3, 1.3]})
+    for ax, group, label in ((axes[0], pct, "Δ% of mixed loss (> 0: fused is better)"),
+                             (axes[1], nats, "nats behind the oracle")):
+        y = np.arange(len(group))[::-1]
+        est = np.array([iv["estimate"] for iv in group])
+        err = np.array([[iv["estimate"] - iv["low"], iv["high"] - iv["estimate"]] for iv in group]).T
+        ax.errorbar(est, y, xerr=err if len(group) else None, fmt="o", color="tab:purple", capsize=4)
+        ax.axvline(0, color="black", lw=0.8, ls=":")
+        ax.set_yticks(y, [iv["comparison"] for iv in group])
+        ax.set_xlabel(label)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -39,12 +39,14 @@ def normalized(shared_h: torch.Tensor) -> torch.Tensor:
 
 
 class LinearRouter(nn.Module):
-    def __init__(self, d_model: int, n_experts: int = 3) -> None:
+    def __init__(self, d_model: int, n_experts: int = 3, normalize: bool = True) -> None:
         super().__init__()
+        self.normalize = normalize  # read the trunk state through `normalized` (RouterConfig.normalize)
         self.proj = nn.Linear(d_model, n_experts)
 
     def forward(self, shared_h: torch.Tensor) -> torch.Tensor:
-        x = normalized(shared_h[:, -1, :])  # (B, C): the last token summarises the window
+        x = shared_h[:, -1, :]  # (B, C): the last token summarises the window
+        x = normalized(x) if self.normalize else x
         return F.softmax(self.proj(x), dim=-1)  # (B, N)
 
 
@@ -58,15 +60,15 @@ class CausalRouter(nn.Module):
     domain for the rest of the window. Still one linear map + softmax.
     """
 
-    def __init__(self, d_model: int, n_experts: int = 3, decay: float = 0.9) -> None:
+    def __init__(self, d_model: int, n_experts: int = 3, decay: float = 0.9, normalize: bool = True) -> None:
         super().__init__()
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}; 0.9 remembers about 10 tokens")
-        self.decay = decay
+        self.decay, self.normalize = decay, normalize
         self.proj = nn.Linear(d_model, n_experts)
 
     def forward(self, shared_h: torch.Tensor) -> torch.Tensor:
-        h = normalized(shared_h)  # (B, T, C)
+        h = normalized(shared_h) if self.normalize else shared_h  # (B, T, C)
         T = h.shape[1]
         t = torch.arange(T, device=shared_h.device, dtype=shared_h.dtype)
         age = t.view(T, 1) - t.view(1, T)  # (T, T): how many tokens ago position s was, seen from t
@@ -77,6 +79,16 @@ class CausalRouter(nn.Module):
 
 
 ROUTERS = {"last_token": LinearRouter, "per_token": CausalRouter}
+
+
+def make_router(kind: str, d_model: int, n_experts: int, cfg: RouterConfig | None = None) -> nn.Module:
+    """An untrained router of ``kind`` with the architecture settings of ``cfg`` (normalisation, and
+    the causal router's decay), the ones the dev split chose (docs/design.md, "Decision log")."""
+    check_router_kind(kind)
+    cfg = cfg or RouterConfig()
+    if kind == "per_token":
+        return CausalRouter(d_model, n_experts, decay=cfg.decay, normalize=cfg.normalize)
+    return LinearRouter(d_model, n_experts, normalize=cfg.normalize)
 
 
 # -- a per-token router that remembers the document ---------------------------------------------
@@ -116,7 +128,8 @@ def with_memory(router: CausalRouter, prefix_h: torch.Tensor | None, shared_h: t
         prefix_h, keep = shared_h[:, :0], shared_h.new_zeros(shared_h.shape[0], 0)
     if keep is None:
         keep = prefix_h.new_ones(prefix_h.shape[:2])
-    h = normalized(torch.cat([prefix_h, shared_h], dim=1))  # (B, P + T, C)
+    h = torch.cat([prefix_h, shared_h], dim=1)  # (B, P + T, C)
+    h = normalized(h) if router.normalize else h
     keep = torch.cat([keep.to(h.dtype), h.new_ones(shared_h.shape[:2])], dim=1)
     summary = decayed_mean(h, router.decay, keep)[:, -T:]  # the window's positions only
     return F.softmax(router.proj(summary), dim=-1)  # (B, T, N)

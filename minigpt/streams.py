@@ -75,6 +75,11 @@ def eval_windows(stream: np.ndarray, n: int, T: int) -> tuple[torch.Tensor, torc
     return win[:, :-1], win[:, 1:]
 
 
+def split_windows(streams: DomainStreams, split: str, n: int, T: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`eval_windows` of every domain's ``split`` stream: ``{domain: (inputs, targets)}``."""
+    return {d: eval_windows(streams.get(d, split), n, T) for d in DOMAINS}
+
+
 def mixed_windows(streams: DomainStreams, split: str, n: int, T: int, gen: torch.Generator,
                   mix: tuple[float, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random windows drawn from the domains in proportion ``mix`` (default: equal).

@@ -72,7 +72,7 @@ CASES = [
     ("unknown domain (streams)", lambda: DomainStreams({}).get("finance", "eval"), ValueError,
      ["unknown domain 'finance'", "choose one of"]),
     ("unknown split", lambda: domain_texts(_corpus_without("code", "eval"), "code", "test"), ValueError,
-     ["unknown split 'test'", "choose one of pretrain, specialist, router, eval"]),
+     ["unknown split 'test'", "choose one of pretrain, specialist, router, dev, eval"]),
     ("K above n_layer", lambda: get_profile("ci", freeze_k=9), ValueError,
      ["K=9 is outside 0..4", "between 0"]),
     ("K below 0", lambda: GPT(CFG).trunk(torch.zeros(1, 4, dtype=torch.long), -1), ValueError,

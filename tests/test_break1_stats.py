@@ -25,7 +25,8 @@ import torch
 from minigpt.config import DOMAINS
 from minigpt.scoring import ORACLE, ORACLE_PER_TOKEN, SPECIALIST_ROWS, Scores, fused_row
 from minigpt.studies import break1 as b1
-from minigpt.studies.common import INTERVAL_Z, VERDICT_Z, paired, paired_interval, verdict, window_means
+from minigpt.intervals import domain_window_means
+from minigpt.studies.common import INTERVAL_Z, VERDICT_Z, paired, paired_interval, verdict
 
 # -- paired -------------------------------------------------------------------------------------
 
@@ -56,7 +57,7 @@ def test_paired_single_window_domain_adds_no_variance():
 
 def test_window_means_are_per_window_float64():
     nll = {"code": torch.tensor([[1.0, 2.0, 6.0], [0.5, 0.5, 2.0]])}
-    out = window_means(nll)["code"]
+    out = domain_window_means(nll)["code"]
     assert out.dtype == torch.float64 and out.tolist() == pytest.approx([3.0, 1.0])
 
 

@@ -103,8 +103,9 @@ def _every(row, value):
 def _holds(table) -> list[bool]:
     result = litmus(table)
     assert len(result) == 7
-    assert all(set(c) == {"condition", "holds", "evidence"} for c in result)
+    assert all(set(c) == {"condition", "verdict", "holds", "evidence"} for c in result)
     assert all(type(c["holds"]) is bool and c["condition"] and c["evidence"] for c in result)
+    assert all(c["holds"] == (c["verdict"] == "holds") for c in result)
     return [c["holds"] for c in result]
 
 
@@ -185,14 +186,19 @@ def test_litmus_on_real_table(ci_results):
     # The checklist's logic is pinned by the hand-made tables above; here: the run reports the
     # checklist of its own table, and edits of the real table with a known effect have that effect.
     table = ci_results["table"]
-    result = litmus(table)
-    assert ci_results["litmus"] == result and len(result) == 7
+    assert ci_results["litmus"] == litmus(table, ci_results["intervals"]) and len(ci_results["litmus"]) == 7
+    result = litmus(table)  # point comparisons only: the edits below have known effects
     holds = [c["holds"] for c in result]
     # the evidence quotes the mixed losses, recomputed here from the token losses
     nll = ci_results["nll"]
     mixed = {r: sum(float(nll[r][d].double().mean()) for d in DOMAINS) / len(DOMAINS) for r in nll}
     assert result[4]["evidence"] == f"{mixed[HEADLINE]:.3f} vs {mixed['base']:.3f}"
     assert result[5]["evidence"] == f"{mixed[HEADLINE]:.3f} vs {min(mixed[s] for s in SPECIALIST_ROWS):.3f}"
+    # with intervals the run's verdicts on the fused model follow them
+    ivs = {iv["comparison"]: iv for iv in ci_results["intervals"]}
+    for i, name in ((4, "vs base"), (5, "vs best specialist")):
+        want = "holds" if ivs[name]["low"] > 0 else "fails" if ivs[name]["high"] < 0 else "inconclusive"
+        assert ci_results["litmus"][i]["verdict"] == want
     # a fused model 1 nat worse than the base fails every fused condition and nothing else
     worse = table.copy()
     worse.loc[HEADLINE, "mixed"] = table.loc["base", "mixed"] + 1.0

@@ -23,17 +23,30 @@
 # section of the reader's notebook whose cell shows the evidence.
 
 # %%
-# Colab only: install the companion package (torch is preinstalled there).
+# Colab only: install the companion package, and use the `gpu` profile when the runtime has a GPU.
+# Locally (`pip install -e .` in the repository) this cell does nothing.
+import os
 import subprocess
 import sys
 
-REPO = "ORG/chapter32-fusion"  # owner/name of the companion repository on GitHub
+REPO = "ORG/chapter32-fusion"  # written by `make colab REPO=owner/name`, like the badge above
 if "google.colab" in sys.modules:  # same test as minigpt.notebook.in_colab(), before minigpt exists
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}@main"], check=True)
+    import torch  # preinstalled on Colab, with CUDA
+
+    if os.environ.get("MINIGPT_PROFILE"):
+        why = "MINIGPT_PROFILE was set before this cell"
+    elif torch.cuda.is_available():
+        os.environ["MINIGPT_PROFILE"] = "gpu"  # read when the next cell builds the experiment
+        why = f"a GPU was found ({torch.cuda.get_device_name(0)})"
+    else:
+        why = "no GPU in this runtime (Runtime > Change runtime type adds one)"
+    print(f"installed minigpt from github.com/{REPO}; profile {os.environ.get('MINIGPT_PROFILE', 'cpu')!r}: {why}")
 
 # %%
 import numpy as np
 
+from minigpt.analysis.conclusions import headline_conclusion, per_token_oracle_note
 from minigpt.analysis.crowns import crown_drift, param_counts
 from minigpt.analysis.routing import best_specialist_share, confusion_matrix
 from minigpt.analysis.table import oracle_headroom
@@ -297,7 +310,8 @@ mono_note = (f" The monolithic crown (same steps, mixed data) is also ahead ({mi
              "its modularity elsewhere (adding a domain without retraining)." if "monolithic" in ahead else "")
 show_markdown(f"""**5.1** The headline row ({HEADLINE}, {mixed[HEADLINE]:.4f}) beats
 {', '.join(f'{b} ({mixed[b]:.4f})' for b in beaten) or 'none of the baselines'}; still ahead of it:
-{', '.join(f'{b} ({mixed[b]:.4f})' for b in ahead) or 'none'} (nb 5 §1). {wa_note}{mono_note}""")
+{', '.join(f'{b} ({mixed[b]:.4f})' for b in ahead) or 'none'} (nb 5 §1). Read off the paired 95 % intervals:
+{headline_conclusion(res["intervals"])} {wa_note}{mono_note}""")
 
 # %%
 oh = oracle_headroom(table)
@@ -353,11 +367,8 @@ condition failing at `cpu` or `gpu`, or across several seeds, is a finding.""")
 
 # %%
 tok_oracle = mixed["oracle (per token)"]
-show_markdown(f"""**5.4** The per-token oracle reaches {tok_oracle:.4f} against {mixed[ORACLE]:.4f} for the per-window
-oracle, {mixed[ORACLE] - tok_oracle:.4f} nats lower (nb 5 §1). That difference exists only because the best
-specialist changes *within* windows, token by token: even inside one domain's text some tokens are predicted better by
-another crown. Part of it is noise no router could predict (it picks per token with hindsight), but it bounds what
-finer-grained routing could add; per-window routing can never collect it.""")
+show_markdown(f"""**5.4** {per_token_oracle_note(tok_oracle, mixed[ORACLE], mixed[HEADLINE])} Per-window routing can
+never collect that room (nb 5 §1).""")
 
 # %%
 pairs = [(f"{r} router (nb 5)", float(np.mean(list(a.values()))), mixed[f"fused soft ({r} router)"])

@@ -23,19 +23,32 @@
 # *nb 6 §4* point to the section of the reader's notebook whose cells show the evidence.
 
 # %%
-# Colab only: install the companion package (torch is preinstalled there).
+# Colab only: install the companion package, and use the `gpu` profile when the runtime has a GPU.
+# Locally (`pip install -e .` in the repository) this cell does nothing.
+import os
 import subprocess
 import sys
 
-REPO = "ORG/chapter32-fusion"  # owner/name of the companion repository on GitHub
+REPO = "ORG/chapter32-fusion"  # written by `make colab REPO=owner/name`, like the badge above
 if "google.colab" in sys.modules:  # same test as minigpt.notebook.in_colab(), before minigpt exists
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+https://github.com/{REPO}@main"], check=True)
+    import torch  # preinstalled on Colab, with CUDA
+
+    if os.environ.get("MINIGPT_PROFILE"):
+        why = "MINIGPT_PROFILE was set before this cell"
+    elif torch.cuda.is_available():
+        os.environ["MINIGPT_PROFILE"] = "gpu"  # read when the next cell builds the experiment
+        why = f"a GPU was found ({torch.cuda.get_device_name(0)})"
+    else:
+        why = "no GPU in this runtime (Runtime > Change runtime type adds one)"
+    print(f"installed minigpt from github.com/{REPO}; profile {os.environ.get('MINIGPT_PROFILE', 'cpu')!r}: {why}")
 
 # %%
 import numpy as np
 import pandas as pd
 import torch
 
+from minigpt.analysis.conclusions import collapse_cost, coordinates_conclusion
 from minigpt.analysis.routing import (confusion_matrix, future_leak, misrouting, misrouting_margins, router_weights,
                                       weight_on)
 from minigpt.analysis.table import baseline_comparison, fusion_comparison, oracle_headroom
@@ -184,7 +197,10 @@ outweigh the old ones within a few tokens. Its accuracy by segment is
 What still slows it down is upstream of the router: the trunk's attention mixes the earlier segment into every later
 state, and the router was trained on single-domain windows only, so it never saw a switch. Ways to react faster:
 a shorter memory (a smaller decay, at the price of noisier weights on single-domain text), training the router on
-hybrid windows, or a small gated recurrence that learns when to reset. Each still reads only the past.""")
+hybrid windows, or a small gated recurrence that learns when to reset. Each still reads only the past. A longer
+memory (decay nearer 1) steadies the weights on single-domain text but drags the old segment further into the new one.
+Which matters more is an empirical question for the dev split, where the book chose its decay among several candidates
+(`python -m minigpt decisions`; docs/design.md, "Decision log"), never the eval windows it reports.""")
 
 # %% [markdown]
 # ## Notebook 6 · Break 1: different bases
@@ -245,9 +261,7 @@ show_markdown(f"""**6.3** {'Yes, substantially.' if conf else 'Only a little.'} 
 {b1['base_quality_spread']:.4f} nats against a shared-base fusion effect of {b1['shared_fusion_effect']:+.4f} nats
 (nb 6 §4){', so raw before/after comparisons mostly measure which base each specialist got' if conf else ''}. {claim}
 What does break, measured within each specialist set so base quality largely cancels: {bites or 'no contrast gets significantly worse'}.{best_note}
-The methods that need the models' *internal* coordinates to agree (averaging weights, mixing hidden states before one
-head) are the ones that fail; combining *predictions* only needs the vocabulary to mean the same thing in every model,
-which the shared tokenizer guarantees — the reason routing in input–output space is the robust choice.""")
+{coordinates_conclusion(b1["within_set_contrasts"], pf["verdict"])}""")
 
 # %%
 rp = b1["representations"]
@@ -363,9 +377,8 @@ else:
            f"fused model, beyond the {tol2:g}% window. The imbalanced router stays inside it because it leans only part of "
            f"the way — its dominant specialist takes {imb['weight_on_dominant_other_domains']:.2f} of the weight on the other "
            "domains, and soft fusion keeps the rest on the own specialists, which carry most of the loss.")
-show_markdown(f"""**7.4** {why} Specialists' mixed losses: {', '.join(f'{r.split()[0]} {v:.4f}' for r, v in spec_mixed.items())};
-healthy fused {b2['healthy_mixed']:.4f}. The less the experts differ off their own domains, the less a collapse costs —
-and the less the headline loss can tell you about the router.""")
+alone_vs_fused = {r: (v - b2["healthy_mixed"]) / b2["healthy_mixed"] * 100 for r, v in spec_mixed.items()}
+show_markdown(f"""**7.4** {why} {collapse_cost(alone_vs_fused, tol2)}""")
 
 # %%
 h_acc = b2["healthy_routing_accuracy"]

@@ -31,7 +31,10 @@ def seed_summary(reports: Sequence[Mapping], router: str = "per-token") -> pd.Da
     for rep in reports:
         table = pd.DataFrame.from_dict(rep["table"], orient="index")
         acc = {d: 100 * rep["routing_accuracy"][router][d] for d in DOMAINS}
-        rows[f"seed {rep['seed']}"] = {"gain vs best specialist %": fusion_gain(table, rep.get("headline", HEADLINE)),
+        headline = rep.get("headline", HEADLINE)
+        rows[f"seed {rep['seed']}"] = {"gain vs best specialist %": fusion_gain(table, headline),
+                                       **{f"gain vs {r} %": float(table.loc[headline, f"Δ% vs {r}"])
+                                          for r in ("monolithic", "uniform mix") if f"Δ% vs {r}" in table.columns},
                                        "oracle gap nats": rep["oracle_gap_nats"],
                                        **{f"routing {d} %": a for d, a in acc.items()},
                                        "routing min %": min(acc.values())}
@@ -51,6 +54,8 @@ def write_seed_summary(reports: Sequence[Mapping], summary: pd.DataFrame) -> Pat
     out = results_dir() / name / "seeds.json"
     write_json(out, {"profile": name, "seeds": [r["seed"] for r in reports], "headline": reports[0]["headline"],
                      "summary": summary.round(6).astype(object).where(summary.notna(), None).to_dict(orient="index"),
+                     # each seed's paired 95 % intervals over its eval windows (minigpt.intervals)
+                     "intervals": {f"seed-{r['seed']}": r.get("intervals", []) for r in reports},
                      "provenance": {f"seed-{r['seed']}": {k: r[k] for k in ("corpus_fingerprint", "tokenizer_fingerprint",
                                                                            "router_code", "base_fingerprint")}
                                     for r in reports}})

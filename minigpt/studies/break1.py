@@ -30,11 +30,12 @@ from ..config import DOMAINS
 from ..device import autocast, resolve, to_device, to_host
 from ..evaluate import loss_table, table_json
 from ..fusion import average_weights
+from ..intervals import domain_window_means
 from ..model import GPT
 from ..scoring import (FEATURES, ORACLE, ORACLE_PER_TOKEN, SHARED_TRUNK, SPECIALIST_ROWS, Experts, Scores, fused_row,
                        model_nll, score)
 from .common import (INTERVAL_Z, VERDICT_Z, paired, paired_interval, refuse_then_force, token_sample, verdict,
-                     window_means, write_report)
+                     write_report)
 from .tokenizer_mismatch import summary_lines as tokenizer_summary_lines
 from .tokenizer_mismatch import tokenizer_mismatch
 
@@ -145,7 +146,7 @@ def _metric(name: str, ref: float, new: float, unit: str, rel: float | None, p: 
 
 def _diff_windows(sc: Scores, a: str, b: str) -> dict[str, torch.Tensor]:
     """Per window, mean loss of row ``a`` minus that of row ``b`` (n,), per domain."""
-    wa, wb = window_means(sc.nll[a]), window_means(sc.nll[b])
+    wa, wb = domain_window_means(sc.nll[a]), domain_window_means(sc.nll[b])
     return {d: wa[d] - wb[d] for d in DOMAINS}
 
 
@@ -162,7 +163,7 @@ def _hits(sc: Scores, router: str, target: str) -> dict[str, torch.Tensor]:
 
 
 def _loss_metric(name: str, row: str, reps: Mapping[str, dict], scores: Mapping[str, Scores]) -> dict:
-    p = paired(window_means(scores["shared"].nll[row]), window_means(scores["different"].nll[row]))
+    p = paired(domain_window_means(scores["shared"].nll[row]), domain_window_means(scores["different"].nll[row]))
     ref = reps["shared"]["mixed"][row]
     return _metric(name, ref, reps["different"]["mixed"][row], "nats/token", p["delta"] / ref * 100, p)
 
@@ -197,7 +198,7 @@ def _specialist_metrics(reps: Mapping[str, dict], scores: Mapping[str, Scores]) 
     s, d = reps["shared"], reps["different"]
     ece = _metric("calibration (mean ECE of the specialists)", s["mean_ece"], d["mean_ece"], "ECE",
                   (d["mean_ece"] - s["mean_ece"]) / s["mean_ece"] * 100, None)
-    own = {name: {dom: window_means(sc.nll[f"{dom} specialist"])[dom] for dom in DOMAINS} for name, sc in scores.items()}
+    own = {name: {dom: domain_window_means(sc.nll[f"{dom} specialist"])[dom] for dom in DOMAINS} for name, sc in scores.items()}
     p = paired(own["shared"], own["different"])
     ref = float(np.mean(list(s["own_domain_loss"].values())))
     return [ece, _metric("specialists on their own domain", ref, float(np.mean(list(d["own_domain_loss"].values()))),
@@ -358,8 +359,8 @@ def vs_controls_summary(fused: float, per_control: Mapping[str, dict], n_windows
 def _vs_controls(run: _Run) -> dict:
     row = fused_row("soft", SHARED_TRUNK)
     fused = run.reports["different"]["mixed"][row]
-    diff = window_means(run.scores["different"].nll[row]) if run.scores else None
-    per = {s: _vs_control(diff, window_means(run.control_scores[s].nll[row]) if s in run.control_scores else None,
+    diff = domain_window_means(run.scores["different"].nll[row]) if run.scores else None
+    per = {s: _vs_control(diff, domain_window_means(run.control_scores[s].nll[row]) if s in run.control_scores else None,
                           fused, c["fused_logits_mixed"]) for s, c in run.controls.items()}
     n_windows = len(next(iter(diff.values()))) if diff else None
     return vs_controls_summary(fused, per, n_windows)

@@ -34,7 +34,7 @@ from ..checkpoint import model_fingerprint
 from ..config import DOMAINS, RouterConfig, derive_seed
 from ..evaluate import SPECIALIST_ROWS, loss_table, routing_accuracy, table_json
 from ..fusion import FusedModel
-from ..router import CausalRouter, mean_max_target, performance_targets
+from ..router import make_router, mean_max_target, performance_targets
 from ..scoring import Experts, Scores, fused_row, per_window_losses, score
 from ..streams import random_windows
 from .common import write_report
@@ -210,7 +210,7 @@ def _generalist_router(exp, models: Sequence, cfg: RouterConfig):
     """A per-token router with one output per model of ``models`` (specialists + generalist), cached
     by their fingerprints and ``cfg``; it draws the same training batches as Break 2's routers."""
     return exp.train_or_load_router(
-        lambda: CausalRouter(exp.profile.model.n_embd, len(models)),
+        lambda: make_router("per_token", exp.profile.model.n_embd, len(models), cfg),
         ["generalist", "seeded-init", cfg, [model_fingerprint(m) for m in models], exp.k],
         ("generalist-router-init", exp.k), ("router", "per_token"), FusedModel(models, exp.k).expert_logits, cfg,
         f"router [{len(models)} experts]", list(models))

@@ -21,7 +21,7 @@ from ..checkpoint import model_fingerprint
 from ..config import DOMAINS, derive_seed
 from ..device import autocast, resolve, to_device
 from ..evaluate import ORACLE, loss_table, routing_accuracy
-from ..router import ROUTERS, check_router_kind, router_code_fingerprint, router_loss
+from ..router import check_router_kind, make_router, router_code_fingerprint, router_loss
 from ..scoring import Experts, fused_row, score
 from ..progress import progress
 
@@ -80,14 +80,14 @@ def routing_ceiling(exp, kind: str = "per_token", steps: int = 300) -> dict:
     """
     check_router_kind(kind)  # before anything is loaded or trained
     specs, k, p = exp.specialists(), exp.k, exp.profile
-    key = config_key("ceiling", kind, steps, router_code_fingerprint(), [model_fingerprint(m) for m in specs],
+    key = config_key("ceiling", kind, steps, router_code_fingerprint(), p.router, [model_fingerprint(m) for m in specs],
                      k, exp.seed, exp.corpus_fingerprint, p.eval_chunks)
     path = cache_root() / "ceilings" / f"{kind}-{key}.json"
 
     def build() -> dict:
         states = _eval_states(exp, specs, k)
         torch.manual_seed(derive_seed(exp.seed, "ceiling-init", kind, k))
-        router = fit_to_eval_labels(ROUTERS[kind](p.model.n_embd, len(specs)), states, steps)
+        router = fit_to_eval_labels(make_router(kind, p.model.n_embd, len(specs), p.router), states, steps)
         scores = score(exp.eval_sets, Experts(specs, k), {FITTED: router}, base=exp.base(),
                        batch_size=p.eval_batch_size)
         mixed = loss_table(scores.nll)["mixed"]

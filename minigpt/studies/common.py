@@ -24,11 +24,6 @@ def write_report(exp, report: dict, name: str, out: Path | None = None) -> dict:
     return report
 
 
-def window_means(nll: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``{domain: (n, T)}`` token losses -> ``{domain: (n,)}`` mean loss per window (float64)."""
-    return {d: v.double().mean(-1) for d, v in nll.items()}
-
-
 def paired(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Mixed (equal weight per domain) mean of b - a over the same windows, with its standard error.
 

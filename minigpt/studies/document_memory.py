@@ -35,7 +35,8 @@ from ..evaluate import ORACLE, gap_by_position, gap_per_position, loss_table, ro
 from ..router import after_last_eos, memory_code_fingerprint, router_code_fingerprint, with_memory
 from ..scoring import Experts, fused_row, score
 from ..tokenizer import eos_id
-from .common import paired_interval, window_means, write_report
+from ..intervals import domain_window_means
+from .common import paired_interval, write_report
 
 COLD, MEMORY, ACROSS = "per-token", "document-memory", "memory-across-documents"  # router names in the rows
 TARGET_GAP_NATS = 0.01  # the aim: the memory row's oracle gap at or below this
@@ -136,7 +137,7 @@ def _measure(exp) -> dict:
         raise RuntimeError("score visited fewer batches than the prefixes were built for")
     table = loss_table(scores.nll)
     rows = {name: _row(scores, table, name) for name in routers}
-    cold_w, mem_w = (window_means(scores.nll[rows[n]["row"]]) for n in (COLD, MEMORY))
+    cold_w, mem_w = (domain_window_means(scores.nll[rows[n]["row"]]) for n in (COLD, MEMORY))
     return {"rows": rows, "oracle_mixed_loss": float(table.loc[ORACLE, "mixed"]),
             "memory_vs_cold": paired_interval(cold_w, mem_w)}
 

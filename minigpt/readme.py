@@ -1,0 +1,242 @@
+"""The README's measured numbers, generated from the committed reference results.
+
+    python -m minigpt.readme             # rewrite the marked blocks of README.md and docs/design.md
+    python -m minigpt.readme --check     # exit 1 naming every block that disagrees (tests/test_readme_sync.py)
+    python -m minigpt.readme --collect   # copy results/<profile>/ into results/reference/ first (make reference)
+
+A block is the text between ``<!-- reference:NAME -->`` and ``<!-- /reference:NAME -->``; only
+blocks are rewritten, prose around them is left alone. Every number in a block is read from a file
+under ``results/reference/`` (the ``cpu`` results of seeds 0-2 and the machine they came from).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .analysis.conclusions import headline_conclusion
+from .config import DOMAINS, REPO_ROOT, results_dir
+from .evaluate import WHOLE_WINDOW_MARK, sees_whole_window
+from .intervals import format_interval
+from .scoring import HEADLINE
+
+REFERENCE = REPO_ROOT / "results" / "reference"
+TARGETS = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "design.md")
+BLOCK = re.compile(r"(<!-- reference:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /reference:(?P=name) -->)", re.S)
+SEED_FILES = ("table.json", "cross_domain.png")
+STUDY_FILES = ("decisions.json", "break1.json", "break2.json", "freeze_sweep.json", "hybrid.json",
+               "document_memory.json")
+
+
+def load(ref: Path, *parts: str) -> dict:
+    path = ref.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"reference file {path} is missing; run the experiments and `make reference`")
+    return json.loads(path.read_text())
+
+
+def seed_dirs(ref: Path, profile: str = "cpu") -> list[Path]:
+    return sorted((ref / profile).glob("seed-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+# -- the blocks ------------------------------------------------------------------------------------
+def render_machine(ref: Path) -> str:
+    m = load(ref, "machine.json")
+    return (f"Reference machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
+            f"Python {m['python']}, torch {m['torch']}, commit `{m['commit']}`, {m['date']}.\n")
+
+
+def render_table(ref: Path) -> str:
+    rep = load(ref, "cpu", "seed-0", "table.json")
+    cols = [*DOMAINS, "mixed", *(c for c in rep["columns"] if c.startswith("Δ%"))]
+    head = "| row | " + " | ".join(cols) + " | params served | inference × one model |\n"
+    lines = [head, "|---" * (len(cols) + 3) + "|\n"]
+    for row in rep["rows"]:
+        vals = [f"{rep['table'][row][c]:+.2f}" if c.startswith("Δ%") else f"{rep['table'][row][c]:.3f}" for c in cols]
+        cost = rep["costs"][row]
+        name = row + WHOLE_WINDOW_MARK if sees_whole_window(row) else row
+        name = f"**{name}**" if row == HEADLINE else name
+        lines.append(f"| {name} | " + " | ".join(vals) + f" | {cost['total params']:,} | {cost['inference vs one model']:.2f} |\n")
+    return "".join(lines)
+
+
+def render_headline(ref: Path) -> str:
+    seeds = load(ref, "cpu", "seeds.json")
+    s, n = seeds["summary"], len(seeds["seeds"])
+    mean, std = s["mean"], s["std"]
+    one = lambda k, unit: f"{mean[k]:+.2f} ± {std[k]:.2f}{unit}"  # noqa: E731
+    ivs = seeds["intervals"]["seed-0"]
+    return (f"Over {n} seeds ({', '.join(map(str, seeds['seeds']))}; mean ± sd), the fused model's mixed loss is "
+            f"{one('gain vs best specialist %', ' %')} better than the best single specialist, "
+            f"{one('gain vs monolithic %', ' %')} against the monolithic model and "
+            f"{one('gain vs uniform mix %', ' %')} against the uniform mix; it stays "
+            f"{mean['oracle gap nats']:.4f} ± {std['oracle gap nats']:.4f} nats behind the per-window oracle. "
+            f"On seed 0, read off paired 95 % intervals: {headline_conclusion(ivs)}\n")
+
+
+def render_seeds(ref: Path) -> str:
+    seeds = load(ref, "cpu", "seeds.json")
+    names = ("vs best specialist", "vs monolithic", "vs uniform mix", "oracle gap")
+    lines = ["| seed | " + " | ".join(names) + " | routing code / medical / legal |\n", "|---" * 6 + "|\n"]
+    for seed in seeds["seeds"]:
+        ivs = {iv["comparison"]: iv for iv in seeds["intervals"][f"seed-{seed}"]}
+        row = seeds["summary"][f"seed {seed}"]
+        acc = " / ".join(f"{row[f'routing {d} %']:.1f}" for d in DOMAINS)
+        lines.append(f"| {seed} | " + " | ".join(format_interval(ivs[c]) for c in names) + f" | {acc} % |\n")
+    mean, std = seeds["summary"]["mean"], seeds["summary"]["std"]
+    keys = ("gain vs best specialist %", "gain vs monolithic %", "gain vs uniform mix %")
+    cells = [f"{mean[k]:+.2f} ± {std[k]:.2f} %" for k in keys] + [f"{mean['oracle gap nats']:.4f} ± {std['oracle gap nats']:.4f} nats"]
+    acc = " / ".join(f"{mean[f'routing {d} %']:.1f}" for d in DOMAINS)
+    lines.append("| mean ± sd | " + " | ".join(cells) + f" | {acc} % |\n")
+    return "".join(lines)
+
+
+def _study_lines(ref: Path) -> list[str]:
+    b1, b2 = load(ref, "cpu", "seed-0", "break1.json"), load(ref, "cpu", "seed-0", "break2.json")
+    sw, mem = load(ref, "cpu", "seed-0", "freeze_sweep.json"), load(ref, "cpu", "seed-0", "document_memory.json")
+    dv, gen = b1["different_vs_controls"], b2["generalist"]
+    gains = ", ".join(f"K={p['k']} {p['gain']:+.1f} %" for p in sw["points"] if p["seed"] == sw["seed"])
+    cold, warm = mem["rows"]["per-token"], mem["rows"][next(r for r in mem["rows"] if r.startswith("memory") and "across" not in r)]
+    return [
+        f"- **Break 1** (`python -m minigpt break1`): fused from different bases, mixed loss "
+        f"{dv['different_fused_logits_mixed']:.4f}; against {dv['n_controls']} shared-base controls "
+        f"({dv['controls_min']:.4f}–{dv['controls_max']:.4f}) it is worse than {dv['n_worse']}, better than "
+        f"{dv['n_better']}, inconclusive against {dv['n_inconclusive']}.",
+        f"- **Break 2** (`python -m minigpt break2`): silent collapses in the grid: "
+        f"{', '.join(b2['silent_collapse']) or 'none'}; with a generalist fourth expert (alone "
+        f"{gen['generalist_alone_vs_healthy_%']:+.2f} % from the healthy router): {', '.join(gen['silent_collapse']) or 'none'}.",
+        f"- **Freeze sweep** (`python -m minigpt sweep-freeze`, eval, reported only): fused gain over the best "
+        f"specialist {gains}; nothing frozen: fused beats the best specialist: {sw['none_fused_beats_best_specialist']}.",
+        f"- **Document memory** (`python -m minigpt document-memory`): oracle gap {cold['oracle_gap_nats']:.4f} nats "
+        f"cold, {warm['oracle_gap_nats']:.4f} with the router's state carried from the text before each window.",
+    ]
+
+
+def render_studies(ref: Path) -> str:
+    return "\n".join(_study_lines(ref)) + "\n"
+
+
+def render_decisions(ref: Path) -> str:
+    dec = load(ref, "cpu", "seed-0", "decisions.json")
+    lines = [f"Made by `python -m minigpt decisions --profile cpu` (seed {dec['seed']}, "
+             f"{dec['dev_windows_per_domain']} dev windows per domain; criterion: {dec['choices'][0]['criterion']}).\n\n",
+             "| choice | candidates: dev mixed loss (Δ vs current, 95 % interval) | was | chosen |\n", "|---|---|---|---|\n"]
+    for c in dec["choices"]:
+        cands = "; ".join(f"{r['value']}: {r['dev_mixed']:.4f} ({r['vs_current_nats']['estimate']:+.4f} "
+                          f"[{r['vs_current_nats']['low']:+.4f}, {r['vs_current_nats']['high']:+.4f}])" for r in c["candidates"])
+        lines.append(f"| {c['choice']} | {cands} | {c['current']} | {c['chosen']}{' (changed)' if c['changed'] else ''} |\n")
+    return "".join(lines)
+
+
+def render_timings(ref: Path) -> str:
+    t = load(ref, "timings.json")
+    lines = ["| notebook | `ci`, cached | `cpu`, cached |\n", "|---|---|---|\n"]
+    lines += [f"| {nb} | {v['ci']:.0f} s | {v['cpu']:.0f} s |\n" for nb, v in t["notebooks"].items()]
+    return "".join(lines) + (f"\n`make run` at `cpu` on a fresh clone: {t['make_run_fresh_s'] / 60:.1f} min "
+                             f"(set-up included); from the cache: {t['make_run_cached_s']:.0f} s. {t['note']}\n")
+
+
+def render_reproducibility(ref: Path) -> str:
+    r = load(ref, "reproducibility.json")
+    return (f"Measured at `{r['profile']}`, {r['threads'][0]} torch thread(s) against {r['threads'][1]}: rows that "
+            f"average differ by at most "
+            f"{r['soft_rows_max_abs_nats']:.1e} nats, rows that take an argmax by up to "
+            f"{r['hard_rows_max_abs_nats']:.1e} nats.\n")
+
+
+RENDER: dict[str, Callable[[Path], str]] = {
+    "machine": render_machine, "table": render_table, "headline": render_headline, "seeds": render_seeds,
+    "studies": render_studies, "decisions": render_decisions, "timings": render_timings,
+    "reproducibility": render_reproducibility,
+}
+
+
+# -- sync ------------------------------------------------------------------------------------------
+def rewrite(text: str, ref: Path = REFERENCE) -> tuple[str, list[str]]:
+    """``text`` with every block re-rendered, and the names of the blocks that changed."""
+    changed = []
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in RENDER:
+            raise ValueError(f"unknown reference block {name!r}; known: {', '.join(RENDER)}")
+        body = RENDER[name](ref)
+        if body != m.group("body"):
+            changed.append(name)
+        return m.group(1) + body + m.group(4)
+
+    return BLOCK.sub(sub, text), changed
+
+
+def collect(src: Path, ref: Path = REFERENCE, profile: str = "cpu") -> None:
+    """Copy the reference files of ``src/<profile>`` (every seed's table, seed 0's studies, seeds.json)."""
+    for seed_dir in sorted((src / profile).glob("seed-*")):
+        names = SEED_FILES + (STUDY_FILES if seed_dir.name == "seed-0" else ())
+        for name in names:
+            if (seed_dir / name).exists():
+                (ref / profile / seed_dir.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(seed_dir / name, ref / profile / seed_dir.name / name)
+    shutil.copy2(src / profile / "seeds.json", ref / profile / "seeds.json")
+    threads = json.loads((src / profile / "seed-0" / "table.json").read_text())["torch_threads"]
+    (ref / "machine.json").write_text(json.dumps(machine(threads), indent=2) + "\n")
+
+
+def machine(torch_threads: int) -> dict:
+    """The machine and software the reference results come from (collected on that machine; the
+    thread count is the one the runs recorded)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if cpuinfo.exists() else platform.processor()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch_threads,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "commit": commit.stdout.strip() or "unknown", "date": date.today().isoformat()}
+
+
+def thread_spread(one: Path, two: Path) -> dict:
+    """Largest difference between two ``table.json`` of the same run trained with different thread
+    counts: over the rows that average (soft) and the rows that take an argmax (hard, dispatch)."""
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    argmax = lambda row: row.startswith(("fused hard", "single dispatch"))  # noqa: E731
+    diffs = {row: max(abs(a["table"][row][c] - b["table"][row][c]) for c in (*DOMAINS, "mixed")) for row in a["rows"]}
+    return {"profile": a["profile"], "threads": [a["torch_threads"], b["torch_threads"]],
+            "soft_rows_max_abs_nats": max(v for r, v in diffs.items() if not argmax(r)),
+            "hard_rows_max_abs_nats": max(v for r, v in diffs.items() if argmax(r))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minigpt.readme", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail when a block disagrees with the reference files")
+    parser.add_argument("--collect", action="store_true", help="copy results/ into results/reference/ first")
+    parser.add_argument("--thread-spread", nargs=2, type=Path, metavar=("ONE", "TWO"),
+                        help="two table.json of one run at different thread counts -> reproducibility.json")
+    args = parser.parse_args(argv)
+    if args.collect:
+        collect(results_dir())
+    if args.thread_spread:
+        (REFERENCE / "reproducibility.json").write_text(json.dumps(thread_spread(*args.thread_spread), indent=2) + "\n")
+    stale = []
+    for path in TARGETS:
+        new, changed = rewrite(path.read_text())
+        stale += [f"{path.name}: {name}" for name in changed]
+        if changed and not args.check:
+            path.write_text(new)
+    if args.check and stale:
+        print(f"out of date with results/reference/: {', '.join(stale)}; run `make readme`", file=sys.stderr)
+        return 1
+    print(("rewrote " + ", ".join(stale)) if stale else "README.md and docs/design.md match results/reference/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
