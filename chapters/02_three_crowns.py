@@ -54,6 +54,7 @@ from minigpt.analysis.crowns import crown_drift, loss_trend
 from minigpt.chapter import score_specialists
 from minigpt.checkpoint import model_fingerprint, trunk_hash
 from minigpt.config import DOMAINS
+from minigpt.device import resolve
 from minigpt.evaluate import cross_domain_matrix
 from minigpt.notebook import setup, show_source
 from minigpt.plots import DOMAIN_COLORS, plot_cross_domain, plot_delta_vs_base, plot_loss_curves
@@ -136,7 +137,7 @@ for d in DOMAINS:
 
 # %%
 base_trunk = base.trunk_parameters(k)
-x = torch.cat([exp.eval_sets[d][0][:4] for d in DOMAINS])  # a few held-out windows per domain
+x = torch.cat([exp.eval_sets[d][0][:4] for d in DOMAINS]).to(resolve())  # a few held-out windows, where the models are
 with torch.no_grad():
     h_base = base.trunk(x, k)
 rows = {}

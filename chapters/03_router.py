@@ -55,6 +55,7 @@ import torch
 
 from minigpt.analysis.routing import best_specialist_share, confusion_matrix
 from minigpt.config import DOMAINS
+from minigpt.device import resolve
 from minigpt.notebook import setup, show_source, slider
 from minigpt.plots import plot_router_histories, plot_targets
 from minigpt.router import LinearRouter, normalized, performance_targets, router_loss, train_router
@@ -86,10 +87,10 @@ show_source(LinearRouter)
 # Shapes on real data — a few held-out windows, one trunk pass, an untrained router:
 
 # %%
-x = torch.cat([exp.eval_sets[d][0][:2] for d in DOMAINS])  # 2 windows per domain
+x = torch.cat([exp.eval_sets[d][0][:2] for d in DOMAINS]).to(resolve())  # 2 windows per domain, on the models' device
 with torch.no_grad():
     h = specialists[0].trunk(x, k)  # any specialist: the trunk is shared (notebook 2)
-    w = LinearRouter(exp.profile.model.n_embd, len(specialists))(h)
+    w = LinearRouter(exp.profile.model.n_embd, len(specialists)).to(h.device)(h).cpu()
 print(f"token ids {tuple(x.shape)} -> trunk output h {tuple(h.shape)} -> router weights {tuple(w.shape)}")
 print("each row sums to", w.sum(-1).round(decimals=5).tolist())
 assert w.shape == (x.shape[0], len(specialists)) and torch.allclose(w.sum(-1), torch.ones(x.shape[0]))

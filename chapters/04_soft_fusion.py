@@ -56,6 +56,7 @@ from minigpt.analysis.routing import future_leak, router_weights
 from minigpt.analysis.table import fusion_comparison
 from minigpt.chapter import evaluate
 from minigpt.config import DOMAINS
+from minigpt.device import resolve
 from minigpt.fusion import FusedModel, fuse_logits, fuse_probs, hard_weights
 from minigpt.model import token_nll_from_logprobs
 from minigpt.notebook import setup, show_source, slider
@@ -129,8 +130,8 @@ toy_df.round(3).T
 #    fusion can only fail to be better than a weighted average of its members, never worse.
 
 # %%
-x = torch.cat([exp.eval_sets[d][0][:4] for d in DOMAINS])  # 4 held-out windows per domain
-y = torch.cat([exp.eval_sets[d][1][:4] for d in DOMAINS])
+x = torch.cat([exp.eval_sets[d][0][:4] for d in DOMAINS]).to(resolve())  # 4 held-out windows per domain
+y = torch.cat([exp.eval_sets[d][1][:4] for d in DOMAINS]).to(resolve())
 with torch.no_grad():
     h, logits = FusedModel(specialists, k).expert_logits(x)  # (B, T, C), (N, B, T, V)
     w = routers["per-token"](h)  # (B, T, N)
@@ -209,9 +210,9 @@ show_source(CausalRouter)
 
 # %%
 t_cut = exp.profile.model.block_size // 2
-x_code = exp.eval_sets["code"][0][:8]
+x_code = exp.eval_sets["code"][0][:8].to(resolve())
 x_swap = x_code.clone()
-x_swap[:, t_cut:] = exp.eval_sets["legal"][0][:8, t_cut:]
+x_swap[:, t_cut:] = exp.eval_sets["legal"][0][:8, t_cut:].to(resolve())
 leak = future_leak(specialists[0], k, routers, x_code, x_swap, t_cut)
 pd.Series(leak, name=f"max |change| at positions < {t_cut}").to_frame().style.format("{:.2e}")
 
