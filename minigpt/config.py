@@ -185,11 +185,11 @@ PROFILES: dict[str, Profile] = {
         name="cpu",
         model=GPTConfig(vocab_size=2048, block_size=128, n_layer=4, n_head=4, n_embd=128),
         base=TrainConfig(steps=800, batch_size=16, lr=3e-3, warmup=50),
-        # tuned (issue 5): 400 steps at 4e-3 let the crowns specialise enough that fusion pays
-        # (+9.9 +- 0.6% vs best specialist over seeds 0-2, against +6% with 300 steps at 2e-3)
-        specialist=TrainConfig(steps=400, batch_size=16, lr=4e-3, warmup=20),
-        router=RouterConfig(steps=200, batch_size=16),
-        freeze_k=2,
+        # specialist lr, freeze depth and router decay chosen on the dev split (`python -m minigpt
+        # decisions`; docs/design.md, "Decision log"); they were 4e-3, K=2 and 0.9, chosen on eval
+        specialist=TrainConfig(steps=400, batch_size=16, lr=8e-3, warmup=20),
+        router=RouterConfig(steps=200, batch_size=16, decay=0.8),
+        freeze_k=1,
         tokenizer_chars=3_000_000,
         # 512 windows per domain: the fused-vs-best-specialist interval is about +-1 point wide
         eval_chunks=512,
