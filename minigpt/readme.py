@@ -59,8 +59,11 @@ def render_machine(ref: Path) -> str:
 def render_table(ref: Path) -> str:
     rep = load(ref, "cpu", "seed-0", "table.json")
     cols = [*DOMAINS, "mixed", *(c for c in rep["columns"] if c.startswith("Δ%"))]
+    cfg = rep["config"]
+    caption = (f"`{rep['profile']}` profile, seed {rep['seed']}, K = {rep['freeze_k']}, {cfg['eval_chunks']} eval "
+               f"windows per domain of {cfg['model']['block_size']} tokens:\n\n")
     head = "| row | " + " | ".join(cols) + " | params served | inference × one model |\n"
-    lines = [head, "|---" * (len(cols) + 3) + "|\n"]
+    lines = [caption, head, "|---" * (len(cols) + 3) + "|\n"]
     for row in rep["rows"]:
         vals = [f"{rep['table'][row][c]:+.2f}" if c.startswith("Δ%") else f"{rep['table'][row][c]:.3f}" for c in cols]
         cost = rep["costs"][row]
@@ -135,7 +138,17 @@ def render_decisions(ref: Path) -> str:
         cands = "; ".join(f"{r['value']}: {r['dev_mixed']:.4f} ({r['vs_current_nats']['estimate']:+.4f} "
                           f"[{r['vs_current_nats']['low']:+.4f}, {r['vs_current_nats']['high']:+.4f}])" for r in c["candidates"])
         lines.append(f"| {c['choice']} | {cands} | {c['current']} | {c['chosen']}{' (changed)' if c['changed'] else ''} |\n")
-    return "".join(lines)
+    values = lambda c: [r["value"] for r in c["candidates"]]  # noqa: E731
+    edge = [c["choice"] for c in dec["choices"]
+            if c["changed"] and not isinstance(c["chosen"], bool) and c["chosen"] in (min(values(c)), max(values(c)))]
+    changed = [c["choice"] for c in dec["choices"] if c["changed"]]
+    notes = []
+    if edge:
+        notes.append(f"At the edge of its grid: {', '.join(edge)}; a wider grid may move it further.")
+    if len(changed) > 1:
+        notes.append(f"The changed settings ({', '.join(changed)}) were each chosen against the other settings' "
+                     "old values, not jointly; the eval results are the first run of them together.")
+    return "".join(lines) + ("\n" + " ".join(notes) + "\n" if notes else "")
 
 
 def render_timings(ref: Path) -> str:
