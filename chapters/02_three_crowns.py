@@ -58,7 +58,7 @@ from minigpt.device import resolve
 from minigpt.evaluate import cross_domain_matrix
 from minigpt.notebook import setup, show_source
 from minigpt.plots import DOMAIN_COLORS, plot_cross_domain, plot_delta_vs_base, plot_loss_curves
-from minigpt.train import train_lm
+from minigpt.train import _lm_step_loss, trainable_parameters
 
 exp = setup()
 base = exp.base()
@@ -73,7 +73,8 @@ k = exp.k
 # crown's parameters are handed to the optimiser:
 
 # %%
-show_source(train_lm, start="if freeze_k is None:", stop="loss = lm_loss(")
+show_source(trainable_parameters)
+show_source(_lm_step_loss)
 
 # %% [markdown]
 # ## 2. Training curves

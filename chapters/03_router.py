@@ -58,7 +58,7 @@ from minigpt.config import DOMAINS
 from minigpt.device import resolve
 from minigpt.notebook import setup, show_source, slider
 from minigpt.plots import plot_router_histories, plot_targets
-from minigpt.router import LinearRouter, normalized, performance_targets, router_loss, train_router
+from minigpt.router import LinearRouter, _router_step_loss, normalized, performance_targets, router_loss
 from minigpt.studies.router_targets import compare_router_targets, router_windows, target_sharpness
 
 exp = setup()
@@ -108,7 +108,7 @@ assert w.shape == (x.shape[0], len(specialists)) and torch.allclose(w.sum(-1), t
 # %%
 show_source(performance_targets)
 show_source(router_loss)
-show_source(train_router, start='if cfg.target == "lm"', stop="router_loss(")
+show_source(_router_step_loss, start='if cfg.target == "lm"', stop="router_loss(")
 
 # %% [markdown]
 # ## 3. Domain labels against performance targets
@@ -177,7 +177,7 @@ assert summary.loc["domain", "accuracy (mean)"] > chance, "a router trained on d
 # package's `CausalRouter` gives one weight vector per position from the tokens seen so far, so it
 # could run while generating. Here it is trained with each target type: the two above and a third,
 # `lm`, which trains the router directly on the fused model's next-token loss (the first branch of
-# `train_router` shown in §2). Per-token routing accuracy counts tokens instead of windows, and
+# the router's step loss shown in §2). Per-token routing accuracy counts tokens instead of windows, and
 # hard routing is now per token (`fused hard`) instead of one specialist per window.
 
 # %%

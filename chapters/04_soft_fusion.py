@@ -351,7 +351,7 @@ plt.show()
 # and switches to legal text halfway.
 
 # %%
-show_source(FusedModel.generate, start="chosen = []", stop="return idx, torch.stack")
+show_source(FusedModel.generate, start="chosen = []", stop="if not return_weights")
 
 # %%
 fused = exp.fused("per_token")  # the specialists and the per-token router above, logit fusion

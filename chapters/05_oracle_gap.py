@@ -157,7 +157,7 @@ res["costs"].style.format({"total params": "{:,}", "trained params": "{:,}", "in
 # a batch are stacked, and both oracles are read off them with hindsight:
 
 # %%
-show_source(scoring.score, match=("spec = torch.stack", "add_oracles("), context=0)
+show_source(scoring._score_batch, match=("spec = torch.stack", "add_oracles("), context=0)
 show_source(scoring.add_oracles)
 
 # %% [markdown]

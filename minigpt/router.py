@@ -212,7 +212,7 @@ def train_router(router: nn.Module, next_batch: Callable[[torch.Generator], tupl
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-        history.append(loss.detach())
+        history.append(loss.detach().clone())  # a bare detach() kept each step's loss buffers alive
     router.eval()
     return to_host(torch.stack(history)).tolist() if history else []
 

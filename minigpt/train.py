@@ -85,7 +85,7 @@ def train_lm(model: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: Tr
         torch.nn.utils.clip_grad_norm_(plist, cfg.grad_clip, foreach=foreach)
         scaler.step(opt)
         scaler.update()
-        losses.append(loss.detach())
+        losses.append(loss.detach().clone())  # a bare detach() kept each step's loss buffers alive (GBs)
         if step % 20 == 0 and not bar.disable:  # the bar's value is the only read-back during training
             bar.set_postfix(loss=f"{float(to_host(loss)):.3f}")
     model.eval()
