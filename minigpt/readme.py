@@ -29,6 +29,7 @@ from .config import DOMAINS, REPO_ROOT, results_dir
 from .evaluate import WHOLE_WINDOW_MARK, sees_whole_window
 from .intervals import format_interval
 from .scoring import HEADLINE
+from .studies.document_memory import COLD, MEMORY
 
 REFERENCE = REPO_ROOT / "results" / "reference"
 TARGETS = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "design.md")
@@ -127,8 +128,7 @@ def _sweep_line(sw: dict) -> str:
 
 
 def _memory_line(mem: dict) -> str:
-    cold = mem["rows"]["per-token"]
-    warm = mem["rows"][next(r for r in mem["rows"] if r.startswith("memory") and "across" not in r)]
+    cold, warm = mem["rows"][COLD], mem["rows"][MEMORY]
     return (f"- **Document memory** (`python -m minigpt document-memory`): oracle gap {cold['oracle_gap_nats']:.4f} "
             f"nats cold, {warm['oracle_gap_nats']:.4f} with the router's state carried from the text before each window.")
 
