@@ -71,14 +71,15 @@ def _compare(method: torch.Tensor, reference: torch.Tensor, unit: str) -> torch.
     return (reference - method) / reference * 100  # Δ%: positive when the method is better
 
 
-def bootstrap_interval(nll: Mapping[str, Mapping[str, torch.Tensor]], method: str, references: Sequence[str],
-                    unit: str = "%", n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
-    """``method`` against the best of ``references`` (all rows of ``nll``, scored on the same
-    windows): ``{"estimate", "low", "high"}``, the comparison of :func:`_compare` in ``unit``."""
-    rows = sorted({method, *references})
+def _resampled(nll: Mapping[str, Mapping[str, torch.Tensor]], rows: Sequence[str], n_resamples: int,
+               seed: int) -> tuple[dict, dict]:
+    """Each row's mixed loss on all windows and on every resample (the same resamples for all rows)."""
     per_window = window_means(nll, rows)
     full = {r: torch.stack([v.mean() for v in per_window[r].values()]).mean() for r in rows}
-    boot = resampled_mixed(per_window, n_resamples, seed)
+    return full, resampled_mixed(per_window, n_resamples, seed)
+
+
+def _interval(full: dict, boot: dict, method: str, references: Sequence[str], unit: str) -> dict:
     best_full = torch.stack([full[r] for r in references]).min()
     best_boot = torch.stack([boot[r] for r in references]).min(0).values  # the best reference per resample
     stats = _compare(boot[method], best_boot, unit)
@@ -87,19 +88,25 @@ def bootstrap_interval(nll: Mapping[str, Mapping[str, torch.Tensor]], method: st
             "low": round(float(torch.quantile(stats, lo_q)), 6), "high": round(float(torch.quantile(stats, hi_q)), 6)}
 
 
+def bootstrap_interval(nll: Mapping[str, Mapping[str, torch.Tensor]], method: str, references: Sequence[str],
+                       unit: str = "%", n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
+    """``method`` against the best of ``references`` (all rows of ``nll``, scored on the same
+    windows): ``{"estimate", "low", "high"}``, the comparison of :func:`_compare` in ``unit``."""
+    full, boot = _resampled(nll, sorted({method, *references}), n_resamples, seed)
+    return _interval(full, boot, method, references, unit)
+
+
 def comparison_intervals(nll: Mapping[str, Mapping[str, torch.Tensor]], method: str = HEADLINE,
                          comparisons: Sequence[str] | None = None, n_resamples: int = N_RESAMPLES,
                          seed: int = 0) -> list[dict]:
     """``method`` against each reference of :data:`COMPARISONS` present in ``nll``: estimate and 95 %
-    interval, one dict per comparison (the ``intervals`` field of ``table.json``). Every comparison
-    uses the same resamples (the same ``seed``)."""
+    interval, one dict per comparison (the ``intervals`` field of ``table.json``). The windows are
+    resampled once, and every comparison reads the same resamples."""
     names = [c for c in (comparisons or COMPARISONS) if all(r in nll for r in COMPARISONS[c][0])]
-    out = []
-    for name in names:
-        refs, unit = COMPARISONS[name]
-        out.append({"comparison": name, "method_row": method, "reference_rows": list(refs), "unit": unit,
-                    **bootstrap_interval(nll, method, refs, unit, n_resamples, seed), "method": METHOD})
-    return out
+    full, boot = _resampled(nll, sorted({method, *(r for c in names for r in COMPARISONS[c][0])}), n_resamples, seed)
+    return [{"comparison": name, "method_row": method, "reference_rows": list(COMPARISONS[name][0]),
+             "unit": COMPARISONS[name][1], **_interval(full, boot, method, *COMPARISONS[name]), "method": METHOD}
+            for name in names]
 
 
 def by_name(intervals: Sequence[Mapping]) -> dict[str, Mapping]:
