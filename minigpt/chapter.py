@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .cache import write_json
+from .checkpoint import model_fingerprint
 from .config import RouterConfig, results_dir
 from .analysis.costs import row_costs
 from .evaluate import (HEADLINE, ORACLE, cross_domain_matrix, gap_by_position, litmus, loss_table, routing_accuracy,
@@ -71,7 +72,7 @@ def report(exp: Experiment, res: dict, wall_seconds: float) -> dict:
         "oracle_gap_by_position": rounded(res["oracle_gap_by_position"]),
         "headline": HEADLINE, "litmus": res["litmus"],
         "cross_domain": table_json(res["cross_domain"]),
-        **exp.provenance(), "base_fingerprint": exp.base_fingerprint(),
+        **exp.provenance(), "base_fingerprint": model_fingerprint(exp.base()),
         "tokens": exp.streams.tokens(), "config": asdict(exp.profile),
         # models trained with another thread count differ in their last bits (README, "Reproducibility")
         "torch_threads": torch.get_num_threads(), "wall_seconds": round(wall_seconds, 1),

@@ -46,6 +46,8 @@ ENV_VARS = {
     "MINIGPT_WHEEL_DIR": "where the corpus source wheels are kept; default <cache>/wheels",
     "MINIGPT_HEADLESS": "1 forces static output instead of sliders, 0 forces live widgets",
     "MINIGPT_NUM_THREADS": "torch intra-op threads for notebooks",
+    "MINIGPT_HEAP_DEFAULT": "1 leaves glibc's mmap threshold as it is (minigpt.heap fixes it at 1 MiB)",
+    "MALLOC_MMAP_THRESHOLD_": "glibc's own setting; when set, minigpt.heap leaves the threshold to it",
     "TQDM_DISABLE": "set to hide progress bars (tqdm's own variable, passed on to notebook bars too)",
 }
 
@@ -160,6 +162,9 @@ class Profile:
     eval_chunks: int = 64  # held-out windows per domain (eval split: reported, never chosen on)
     dev_chunks: int = 64  # windows per domain of the dev split, where choices are made
     eval_batch_size: int = 16  # one batch size for every model (docs/design.md, "Evaluation protocol")
+    # router-split windows per domain on which domain- and performance-target routers train; the
+    # experts run over them once (minigpt.router_pool), then each router is one linear map per step
+    router_pool: int = 512
     expected_minutes: float = 5.0  # shown to readers before long cells
 
     @property
@@ -179,6 +184,7 @@ PROFILES: dict[str, Profile] = {
         tokenizer_chars=400_000,
         eval_chunks=24,
         dev_chunks=24,
+        router_pool=256,
         expected_minutes=0.5,
     ),
     "cpu": Profile(
@@ -194,6 +200,7 @@ PROFILES: dict[str, Profile] = {
         # 512 windows per domain: the fused-vs-best-specialist interval is about +-1 point wide
         eval_chunks=512,
         dev_chunks=256,
+        router_pool=1024,
         expected_minutes=8.0,
     ),
     "gpu": Profile(
@@ -222,6 +229,7 @@ PROFILES: dict[str, Profile] = {
         specialist=TrainConfig(steps=600, batch_size=16, lr=1e-4, warmup=60),  # ~3 passes over a split
         router=RouterConfig(steps=500, batch_size=16, lr=3e-3),
         freeze_k=6,
+        router_pool=384,  # 1.1 GB of trunk states (T 256, C 768) on the GPU
         eval_chunks=192,  # fewer than gpu's 256: GPT-2's BPE is not fitted to the code eval split
         dev_chunks=96,
         eval_batch_size=16,

@@ -31,6 +31,7 @@ from .device import resolve, to_device
 from .fusion import FusedModel
 from .model import GPT
 from .router import CausalRouter, check_router_kind, make_router, router_code_fingerprint, train_router
+from .router_pool import LatestPool, RouterPool, build_pool, train_router_on_pool
 from .scoring import Experts
 from .streams import DomainStreams, encode_stream, mixed_windows, random_windows, split_windows
 from .tokenizer import check_vocab, eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
@@ -48,6 +49,7 @@ class Experiment:
         self.seed = seed
         self.k = self.profile.freeze_k
         self._memo: dict[str, Any] = {}
+        self._pools = LatestPool()
 
     def __repr__(self) -> str:
         return f"Experiment(profile={self.profile.name!r}, seed={self.seed}, K={self.k})"
@@ -59,13 +61,11 @@ class Experiment:
 
     @cached_property
     def corpus_fingerprint(self) -> str:
-        """Content hash of the corpus: part of every cache key below it, so a changed corpus can
-        never be paired with a tokenizer, token stream or checkpoint built from an older one."""
+        """Content hash of the corpus, in every cache key below it: a changed corpus rebuilds everything."""
         return data_mod.corpus_fingerprint(self.corpus)
 
     def provenance(self) -> dict[str, str]:
-        """The fingerprints every results JSON records; results with other ones come from another
-        corpus, tokenizer or router code and must not be pooled with this run's."""
+        """The fingerprints every results JSON records: results with others must not be pooled with these."""
         return {"corpus_fingerprint": self.corpus_fingerprint, "tokenizer_fingerprint": self.tokenizer_fingerprint,
                 "router_code": router_code_fingerprint()}
 
@@ -110,13 +110,9 @@ class Experiment:
     # -- models ----------------------------------------------------------------------------
     def checkpoint(self, kind: str, key_parts: list, build: Callable[[], tuple[GPT, list]], manifest: dict,
                    tokenizer_fingerprint: str | None = None) -> GPT:
-        """Load or train one checkpoint; the model comes back with its ``.manifest`` attached.
-
-        ``build()`` returns (model, per-step training losses). The key holds ``kind``, the data
-        fingerprints and ``key_parts``; loading refuses a manifest whose tokenizer or key differ.
-        ``tokenizer_fingerprint`` overrides the shared tokenizer's (a specialist trained on text
-        encoded by another tokenizer, Break 1).
-        """
+        """Load or train one checkpoint (``build()`` -> model, per-step losses), keyed by ``kind``, the data
+        fingerprints and ``key_parts``; it comes back with ``.manifest``. ``tokenizer_fingerprint``
+        overrides the shared tokenizer's (Break 1: text encoded by another tokenizer)."""
         path = self.checkpoint_path(kind, key_parts)
         key = path.name.removeprefix(f"{kind}-")
         if key in self._memo:
@@ -158,12 +154,8 @@ class Experiment:
 
         return self.checkpoint("base", [p.model, p.base, seed], build, {"role": "base", "seed": seed, "profile": p.name})
 
-    def base_fingerprint(self, seed: int | None = None) -> str:
-        return model_fingerprint(self.base(seed))
-
     def fine_tune(self, base: GPT, next_batch, domain: str, k: int, desc: str) -> tuple[GPT, list[float]]:
-        """A copy of ``base`` whose crown (blocks K.., final LayerNorm) trained on ``next_batch``,
-        with the ``domain`` specialist's schedule and data seed."""
+        """A copy of ``base``, crown trained on ``next_batch`` with ``domain``'s schedule and data seed."""
         model = copy.deepcopy(base)
         seed = derive_seed(self.seed, "specialist", domain)
         return model, train_lm(model, next_batch, self.profile.specialist, seed, freeze_k=k, desc=desc)
@@ -203,30 +195,39 @@ class Experiment:
 
     # -- routers ---------------------------------------------------------------------------
     def train_or_load_router(self, make: Callable[[], nn.Module], key_parts: list, init_tags: tuple, data_tags: tuple,
-                             inputs: Callable, cfg: RouterConfig, desc: str, experts: list) -> nn.Module:
+                             inputs: Callable, cfg: RouterConfig, desc: str, experts: list, reads: list) -> nn.Module:
         """Load a cached router or train one on the router split. ``make()`` builds the untrained
-        router right after seeding with ``init_tags`` (same key, same router, whether the models
-        before it were trained or loaded); ``inputs(x)`` -> (router input, expert logits (N, B, T,
-        V)), computed without gradients by ``experts``. The key holds the router code's fingerprint.
-        ``train_history`` on the result: per-step losses, None for a router cached before them."""
-        path = self.router_path(key_parts)
-        T = self.profile.model.block_size
+        router right after seeding with ``init_tags``; ``inputs(x)`` -> (router input, expert logits
+        (N, B, T, V)), computed without gradients by ``experts``. Domain and performance targets
+        train on the pool of what ``inputs`` ``reads`` (:meth:`router_pool`), ``lm`` targets run the
+        experts at every step. ``train_history`` on the result: per-step losses (None: cached before them)."""
+        pooled = cfg.target != "lm"
+        path = self.router_path([*key_parts, "pool", self.profile.router_pool] if pooled else key_parts)
 
         def build() -> tuple[nn.Module, list[float]]:
             torch.manual_seed(derive_seed(self.seed, *init_tags))
-            router = make()
+            router, seed = make(), derive_seed(self.seed, *data_tags)
+            if pooled:
+                return router, train_router_on_pool(router, self.router_pool(reads, inputs, experts), cfg, seed, desc)
+            T = self.profile.model.block_size
             batch = lambda g: mixed_windows(self.streams, "router", cfg.batch_size, T, g, cfg.domain_mix)  # noqa: E731
-            return router, train_router(router, batch, inputs, cfg, derive_seed(self.seed, *data_tags), desc=desc,
-                                        experts=experts)
+            return router, train_router(router, batch, inputs, cfg, seed, desc=desc, experts=experts)
 
         router, history = cached(path, build, _save_router, lambda q: _load_router(to_device(make(), resolve()), q))
         router.train_history = history
         return router
 
+    def router_pool(self, reads: list, inputs: Callable, experts: list) -> RouterPool:
+        """What ``inputs`` ``reads`` and each expert's loss on ``profile.router_pool`` router-split windows
+        per domain (the same windows for every router of this seed), kept for the routers that follow."""
+        p = self.profile
+        key = config_key("router-pool", *reads, [model_fingerprint(m) for m in experts], p.router_pool, self.seed,
+                         self.corpus_fingerprint, self.tokenizer_fingerprint)
+        return self._pools.get(key, lambda: build_pool(self.streams, inputs, p.router_pool, p.model.block_size,
+                                                       derive_seed(self.seed, "router-pool"), p.eval_batch_size, experts))
+
     def router_path(self, key_parts: list) -> Path:
-        """Where :meth:`train_or_load_router` keeps the router of ``key_parts`` (its first part names it):
-        a folder with ``router.safetensors`` and ``history.json`` (routers cached before the history
-        was kept are one safetensors file at the same path)."""
+        """Where :meth:`train_or_load_router` keeps the router of ``key_parts`` (its first part names it)."""
         key = config_key(*key_parts[:1], router_code_fingerprint(), *key_parts[1:], self.seed, self.corpus_fingerprint)
         return cache_root() / "routers" / f"{key_parts[0]}-{key}.safetensors"
 
@@ -241,19 +242,18 @@ class Experiment:
             # "seeded-init" retires routers cached before their initialisation was seeded
             [kind, "seeded-init", cfg, [model_fingerprint(m) for m in specs], k],
             ("router-init", kind, k), ("router", kind), FusedModel(specs, k).expert_logits, cfg, f"{kind} router",
-            specs)
+            specs, ["trunk", k])
 
     def feature_router(self, experts: Experts, feature: str, cfg: RouterConfig | None = None,
                        tag: str = "") -> CausalRouter:
-        """A causal per-token router reading ``feature`` of ``experts`` (Break 1: specialists that may
-        not share a trunk). Every router of a comparison gets the same config, initialisation and
-        training batches, so the only difference is what it reads and whom it routes."""
+        """A causal per-token router reading ``feature`` of ``experts`` (Break 1: maybe no shared trunk). Every
+        router of a comparison gets the same config, initialisation and batches: only what it reads differs."""
         cfg = cfg or self.profile.router
         return self.train_or_load_router(
             lambda: make_router("per_token", experts.feature_dim(feature), len(experts.models), cfg),
             ["break", feature, cfg, [model_fingerprint(m) for m in experts.models], experts.k, experts.shared],
             ("break-router-init", feature), ("router", "per_token"), experts.router_inputs(feature), cfg,
-            f"router [{tag}: {feature}]", experts.models)
+            f"router [{tag}: {feature}]", experts.models, [feature, experts.k, experts.shared])
 
     def fused(self, kind: str = "per_token", router_cfg: RouterConfig | None = None,
               k: int | None = None, fusion: str = "logits") -> FusedModel:

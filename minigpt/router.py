@@ -191,23 +191,42 @@ def train_router(router: nn.Module, next_batch: Callable[[torch.Generator], tupl
 
     ``next_batch(gen)`` -> (x, y, domain_labels) on the CPU, moved here; ``expert_logits(x)`` ->
     (shared_h (B, T, C), logits (N, B, T, V)), computed without gradients by ``experts`` (the
-    models it runs, moved to the device with the router). Returns the per-step router loss, read
-    back once at the end.
+    models it runs, moved to the device with the router). Every step runs the experts again: the
+    only path for ``lm`` targets; domain and performance targets can train on a precomputed pool
+    instead (:mod:`minigpt.router_pool`). Returns the per-step router loss.
     """
-    if cfg.target not in TARGETS:
-        raise ValueError(f"unknown router target {cfg.target!r}; choose one of {', '.join(TARGETS)}")
+    check_target(cfg.target)
+    dev = resolve()
+    to_device(list(experts), dev)
+
+    def step_loss(gen: torch.Generator) -> torch.Tensor:
+        x, y, labels = to_device(next_batch(gen), dev)
+        return _router_step_loss(router, expert_logits, x, y, labels, cfg)
+
+    return fit_router(router, step_loss, cfg, seed, desc)
+
+
+def check_target(target: str) -> None:
+    """One-line error for a router target that is not in ``TARGETS``."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown router target {target!r}; choose one of {', '.join(TARGETS)}")
+
+
+def fit_router(router: nn.Module, step_loss: Callable[[torch.Generator], torch.Tensor], cfg: RouterConfig,
+               seed: int, desc: str) -> list[float]:
+    """Adam on ``router`` for ``cfg.steps`` steps of ``step_loss(gen)`` (the batch drawn with the
+    seeded ``gen``), on the device, under autocast; the per-step losses, read back once at the end."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     dev = resolve()
-    to_device([router, *experts], dev)
+    to_device(router, dev)
     opt = torch.optim.Adam(router.parameters(), lr=cfg.lr)
     scaler = grad_scaler(dev)  # passes straight through unless CUDA runs in fp16
     router.train()
     history: list[torch.Tensor] = []
     for step in progress(range(cfg.steps), desc):
-        x, y, labels = to_device(next_batch(gen), dev)
         with autocast(dev):
-            loss = _router_step_loss(router, expert_logits, x, y, labels, cfg)
+            loss = step_loss(gen)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -215,6 +234,14 @@ def train_router(router: nn.Module, next_batch: Callable[[torch.Generator], tupl
         history.append(loss.detach().clone())  # a bare detach() kept each step's loss buffers alive
     router.eval()
     return to_host(torch.stack(history)).tolist() if history else []
+
+
+def window_targets(cfg: RouterConfig, labels: torch.Tensor, window_losses: torch.Tensor | None, n: int) -> torch.Tensor:
+    """(B, N) per-window targets: one-hot ``labels`` (B,) for ``domain``, ``softmax(-loss / temp)`` of
+    each expert's mean loss on the window, ``window_losses`` (B, N), for ``performance``."""
+    if cfg.target == "domain":
+        return F.one_hot(labels, n).float()
+    return performance_targets(window_losses, cfg.temp)
 
 
 def _router_step_loss(router: nn.Module, expert_logits: Callable, x: torch.Tensor, y: torch.Tensor,
@@ -227,11 +254,14 @@ def _router_step_loss(router: nn.Module, expert_logits: Callable, x: torch.Tenso
     if cfg.target == "lm":
         fused = fuse_logits(weights, logits)
         return token_nll_from_logprobs(F.log_softmax(fused.float(), -1), y).mean()
-    if cfg.target == "domain":
-        targets = F.one_hot(labels, n).float()  # (B, N)
-    else:
+    window_losses = None
+    if cfg.target == "performance":
         with torch.no_grad():
-            nll = torch.stack([token_nll_from_logprobs(F.log_softmax(l.float(), -1), y)
-                               for l in logits])  # (N, B, T)
-        targets = performance_targets(nll.mean(-1).T, cfg.temp)  # (B, N) per sequence
-    return router_loss(weights, targets)  # a per-token router gets the sequence's target everywhere
+            window_losses = expert_window_losses(logits, y)
+    return router_loss(weights, window_targets(cfg, labels, window_losses, n))  # per-token router: same target everywhere
+
+
+def expert_window_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N, B, T, V) expert logits and (B, T) targets -> (B, N): each expert's mean loss on each window."""
+    nll = torch.stack([token_nll_from_logprobs(F.log_softmax(l.float(), -1), y) for l in logits])  # (N, B, T)
+    return nll.mean(-1).T

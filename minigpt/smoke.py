@@ -31,6 +31,7 @@ from .fusion import FusedModel, average_weights
 from .model import GPT
 from .progress import progress
 from .router import ROUTERS, CausalRouter, performance_targets, train_router, with_memory
+from .router_pool import build_pool, train_router_on_pool
 from .scoring import FEATURES, SHARED_TRUNK, Experts, Scores, per_window_losses, score
 from .streams import DomainStreams, eval_windows, mixed_windows, random_windows
 from .studies.break2 import DEFAULT_MIXES, DEFAULT_TEMPS, TARGET_WINDOWS
@@ -107,9 +108,18 @@ class _Costs:
     def specialist(self, k: int | None = None) -> float:
         return self.tokens(self.p.specialist) * train_flops(self.p.model, self.p.freeze_k if k is None else k)
 
-    def router(self, k: int | None = None, n: int = len(DOMAINS), shared: bool = True) -> float:
+    def pool(self, k: int | None = None, n: int = len(DOMAINS), shared: bool = True) -> float:
+        """The experts once over the router pool (minigpt.router_pool): what a router's training needs."""
         k = self.p.freeze_k if k is None else k
-        return self.tokens(self.p.router) * (experts_flops(self.p.model, k, n, shared) + 3 * router_flops(self.p.model, n))
+        return len(DOMAINS) * self.p.router_pool * self.p.model.block_size * experts_flops(self.p.model, k, n, shared)
+
+    def router_steps(self, n: int = len(DOMAINS)) -> float:
+        """Training one more router on a pool already computed: the router alone, forward and backward."""
+        return self.tokens(self.p.router) * 3 * router_flops(self.p.model, n)
+
+    def router(self, k: int | None = None, n: int = len(DOMAINS), shared: bool = True) -> float:
+        """A router with a pool of its own."""
+        return self.pool(k, n, shared) + self.router_steps(n)
 
     def scoring(self, whole_models: int, k: int | None = None, n: int = len(DOMAINS), shared: bool = True) -> float:
         """One scoring pass: ``whole_models`` whole models (base, weight average, ...) beside the experts."""
@@ -127,15 +137,17 @@ def plan(p: Profile) -> dict[str, dict[str, float]]:
         "base": {"base training": base},
         "specialists": {"3 crowns": 3 * c.specialist()},
         "monolithic": {"crown, 3x the steps": c.tokens(p.monolithic) * train_flops(cfg, k)},
-        "routers": {"per-token + last-token": 2 * c.router()},
+        "routers": {"pool + per-token and last-token routers": c.router() + c.router_steps()},
         "evaluation": {"scoring: base, weight average, monolithic, experts": c.scoring(3)},
-        "break1": {"2 more bases": 2 * base, "6 specialists": 6 * c.specialist(),
+        "break1": {"2 more bases (seeds 1, 2: the seed runs' own)": 2 * base,
+                   "6 specialists (the seed runs', reused when they ran)": 6 * c.specialist(),
                    "8 feature routers (3 on unshared trunks)": 5 * c.router() + 3 * c.router(shared=False),
                    "4 scoring passes, bases alone": 3 * c.scoring(2) + c.scoring(2, shared=False) + 3 * c.scoring(1, n=0),
                    "tokenizer case": c.specialist() + c.router() + 2 * c.scoring(1)
                    + 4 * p.eval_chunks * cfg.block_size * forward_flops(cfg)} if p.base.steps else refused,
-        "break2": {f"{len(DEFAULT_MIXES) * len(DEFAULT_TEMPS) - 1} grid routers": (len(DEFAULT_MIXES) * len(DEFAULT_TEMPS) - 1)
-                   * c.router(), "4 routers over 4 experts": 4 * c.router(n=4),
+        "break2": {f"one pool, {len(DEFAULT_MIXES) * len(DEFAULT_TEMPS) - 1} grid routers":
+                   c.pool() + (len(DEFAULT_MIXES) * len(DEFAULT_TEMPS) - 1) * c.router_steps(),
+                   "4 routers over 4 experts, one pool": c.router(n=4) + 3 * c.router_steps(4),
                    "2 scoring passes, target windows": c.scoring(1) + c.scoring(1, n=4) + len(DOMAINS) * TARGET_WINDOWS
                    * cfg.block_size * (experts_flops(cfg, k, 3) + experts_flops(cfg, k, 4))},
         "freeze sweep": _sweep_plan(c),
@@ -254,9 +266,17 @@ def _train(run: _Run, what: str, model: GPT, batch: Callable, cfg: TrainConfig, 
 
 
 def _router(run: _Run, what: str, router: torch.nn.Module, inputs: Callable, experts: list, cfg=None) -> torch.nn.Module:
+    """One router step the way the Experiment trains it: on a pool of the smoke's windows (domain and
+    performance targets), or with the experts run at the step (lm targets)."""
     cfg = cfg or run.cut(run.p.router)
-    _finite(run, f"{what} loss", train_router(router, run.router_batch(cfg), inputs, cfg, seed=0, desc=f"smoke: {what}",
-                                              experts=experts))
+    if cfg.target == "lm":
+        history = train_router(router, run.router_batch(cfg), inputs, cfg, seed=0, desc=f"smoke: {what}",
+                               experts=experts)
+    else:
+        pool = build_pool(run.streams, inputs, SMOKE_WINDOWS, run.p.model.block_size, seed=0,
+                          batch_size=run.batch or run.p.eval_batch_size, experts=experts, desc=f"smoke: {what} pool")
+        history = train_router_on_pool(router, pool, cfg, seed=0, desc=f"smoke: {what}")
+    _finite(run, f"{what} loss", history)
     return router
 
 

@@ -80,17 +80,22 @@ def split_windows(streams: DomainStreams, split: str, n: int, T: int) -> dict[st
     return {d: eval_windows(streams.get(d, split), n, T) for d in DOMAINS}
 
 
+def draw_labels(n: int, gen: torch.Generator, mix: tuple[float, ...] | None = None) -> torch.Tensor:
+    """(n,) domain indices drawn with replacement in proportion ``mix`` (default: equal)."""
+    if mix is not None and (len(mix) != len(DOMAINS) or min(mix) < 0 or sum(mix) <= 0):
+        raise ValueError(f"domain mix {tuple(mix)} is invalid; give {len(DOMAINS)} non-negative shares "
+                         f"({', '.join(DOMAINS)}) that are not all zero")
+    probs = torch.tensor(mix if mix is not None else [1.0] * len(DOMAINS), dtype=torch.float64)
+    return torch.multinomial(probs / probs.sum(), n, replacement=True, generator=gen)
+
+
 def mixed_windows(streams: DomainStreams, split: str, n: int, T: int, gen: torch.Generator,
                   mix: tuple[float, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random windows drawn from the domains in proportion ``mix`` (default: equal).
 
     Returns inputs (n, T), targets (n, T) and the domain index of each window (n,).
     """
-    if mix is not None and (len(mix) != len(DOMAINS) or min(mix) < 0 or sum(mix) <= 0):
-        raise ValueError(f"domain mix {tuple(mix)} is invalid; give {len(DOMAINS)} non-negative shares "
-                         f"({', '.join(DOMAINS)}) that are not all zero")
-    probs = torch.tensor(mix if mix is not None else [1.0] * len(DOMAINS), dtype=torch.float64)
-    labels = torch.multinomial(probs / probs.sum(), n, replacement=True, generator=gen)
+    labels = draw_labels(n, gen, mix)
     xs, ys = torch.empty(n, T, dtype=torch.long), torch.empty(n, T, dtype=torch.long)
     for d, domain in enumerate(DOMAINS):
         rows = (labels == d).nonzero().flatten()

@@ -29,6 +29,7 @@ from minigpt.config import DOMAINS, GPTConfig, RouterConfig, TrainConfig, get_pr
 from minigpt.fusion import FusedModel, average_weights
 from minigpt.model import GPT
 from minigpt.router import CausalRouter, LinearRouter, train_router
+from minigpt.router_pool import build_pool, train_router_on_pool
 from minigpt.scoring import FEATURES, Experts, model_nll, per_window_losses, score
 from minigpt.streams import eval_windows, random_windows
 from minigpt.studies import break1, break2, ceiling, document_memory, freeze_sweep, hybrid, router_targets
@@ -184,6 +185,18 @@ def test_router_training_runs_on_the_device(meta, target):
 
     history = train_router(router, batch, FusedModel(specs, K).expert_logits,
                            RouterConfig(steps=2, batch_size=2, target=target), seed=0, experts=specs)
+    assert len(history) == 2 and _on(router, "meta") and meta.host_copies == 1
+
+
+@pytest.mark.parametrize("target", ["domain", "performance"])
+def test_router_pool_is_built_and_trained_on_the_device(meta, target):
+    _, specs = _models()
+    streams = SimpleNamespace(get=lambda d, split: _stream(DOMAINS.index(d)))
+    pool = build_pool(streams, FusedModel(specs, K).expert_logits, 4, CFG.block_size, seed=0, batch_size=3,
+                      experts=specs)
+    assert pool.h.is_meta and pool.losses.is_meta and pool.losses.shape == (4 * len(DOMAINS), len(specs))
+    router = CausalRouter(CFG.n_embd, len(specs))
+    history = train_router_on_pool(router, pool, RouterConfig(steps=2, batch_size=2, target=target), seed=0)
     assert len(history) == 2 and _on(router, "meta") and meta.host_copies == 1
 
 

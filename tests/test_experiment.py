@@ -211,8 +211,8 @@ def _flip_a_weight_byte(path) -> None:
 
 def test_a_router_keeps_its_training_history_and_an_older_entry_still_loads(mini_experiment, monkeypatch):
     returned = []
-    real_train = experiment_mod.train_router
-    monkeypatch.setattr(experiment_mod, "train_router", lambda *a, **k: returned.append(real_train(*a, **k)) or returned[-1])
+    real_train = experiment_mod.train_router_on_pool
+    monkeypatch.setattr(experiment_mod, "train_router_on_pool", lambda *a, **k: returned.append(real_train(*a, **k)) or returned[-1])
     trained = mini_experiment().router("per_token")
     assert len(returned) == 1 and len(returned[0]) == mini_experiment().profile.router.steps
     assert trained.train_history == returned[0]  # what train_router returned, kept beside the weights
@@ -235,8 +235,8 @@ def test_a_router_keeps_its_training_history_and_an_older_entry_still_loads(mini
 
 def test_flipped_byte_in_a_cached_router_is_detected_and_rebuilt(mini_experiment, monkeypatch):
     trained = []
-    real_train = experiment_mod.train_router
-    monkeypatch.setattr(experiment_mod, "train_router", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    real_train = experiment_mod.train_router_on_pool
+    monkeypatch.setattr(experiment_mod, "train_router_on_pool", lambda *a, **k: trained.append(1) or real_train(*a, **k))
     first = {n: t.clone() for n, t in mini_experiment().router("per_token").state_dict().items()}
     assert trained == [1]
     [entry] = [p for p in (cache_root() / "routers").iterdir() if p.name.startswith("per_token-")
@@ -261,3 +261,18 @@ def test_flipped_byte_in_a_cached_router_is_detected_and_rebuilt(mini_experiment
         warnings.simplefilter("error")  # the repaired entry loads quietly, without another build
         mini_experiment().router("per_token")
     assert trained == [1, 1]
+
+
+def test_routers_of_one_expert_set_share_one_pool_and_lm_targets_run_the_experts(mini_experiment, monkeypatch):
+    pools, full_path = [], []
+    real_build, real_train = experiment_mod.build_pool, experiment_mod.train_router
+    monkeypatch.setattr(experiment_mod, "build_pool", lambda *a, **k: pools.append(1) or real_build(*a, **k))
+    monkeypatch.setattr(experiment_mod, "train_router", lambda *a, **k: full_path.append(1) or real_train(*a, **k))
+    exp = mini_experiment()
+    cfg = exp.profile.router
+    routers = [exp.router("per_token"), exp.router("last_token"), exp.router("per_token", replace(cfg, temp=1.0)),
+               exp.router("per_token", replace(cfg, target="domain", domain_mix=(0.9, 0.05, 0.05)))]
+    assert pools == [1] and full_path == []  # four routers, the experts ran over the pool once
+    assert not _identical(routers[0].state_dict(), routers[2].state_dict())  # they did train differently
+    exp.router("per_token", replace(cfg, target="lm"))
+    assert pools == [1] and full_path == [1]

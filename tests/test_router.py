@@ -5,11 +5,14 @@ import math
 from dataclasses import asdict
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
-from minigpt.config import RouterConfig
-from minigpt.router import ROUTERS, CausalRouter, LinearRouter, performance_targets, router_loss, train_router
+from minigpt.config import DOMAINS, RouterConfig
+from minigpt.router import (ROUTERS, CausalRouter, LinearRouter, expert_window_losses, performance_targets, router_loss,
+                            train_router)
+from minigpt.router_pool import RouterPool, build_pool, train_router_on_pool
 
 LOSSES = torch.tensor([[1.0, 0.5, 2.0],
                        [3.0, 2.9, 0.1],
@@ -259,3 +262,56 @@ def test_router_loss_applies_sequence_targets_at_every_position():
     assert router_loss(w, t).item() == pytest.approx(router_loss(w, expanded).item())
     # and it is the mean over positions of the per-position loss, not the loss of one position
     assert router_loss(w, t).item() == pytest.approx(sum(router_loss(w[:, i], t).item() for i in range(5)) / 5)
+
+
+# -- training on a precomputed pool (minigpt.router_pool) ------------------------------------------
+def _toy_pool(per_domain: int = 64) -> RouterPool:
+    """The toy problem as a pool: domain by domain, each window's hidden states and expert losses."""
+    gen = torch.Generator().manual_seed(5)
+    h = torch.cat([CENTERS[d] + torch.randn(per_domain, T, C, generator=gen) for d in range(N)])
+    losses = 1.0 + 0.1 * torch.rand(N * per_domain, N, generator=gen)
+    losses[torch.arange(N * per_domain), torch.arange(N).repeat_interleave(per_domain)] -= 0.5  # own expert best
+    return RouterPool(h, losses, per_domain)
+
+
+@pytest.mark.parametrize("target", ["domain", "performance"])
+@pytest.mark.parametrize("kind", sorted(ROUTERS))
+def test_router_trained_on_a_pool_learns_the_clusters(kind, target):
+    torch.manual_seed(0)
+    router = ROUTERS[kind](C, N)
+    cfg = RouterConfig(steps=80, batch_size=32, lr=3e-2, target=target, temp=0.1)
+    history = train_router_on_pool(router, _toy_pool(), cfg, seed=0)
+    assert len(history) == cfg.steps and sum(history[-10:]) < sum(history[:10])
+    assert _accuracy(router) > 0.9
+
+
+def test_pool_batches_follow_the_domain_mix():
+    pool = _toy_pool(per_domain=10)
+    h, losses, labels = pool.batch(400, torch.Generator().manual_seed(0), mix=(0.0, 1.0, 0.0))
+    assert (labels == 1).all()
+    assert torch.equal(losses.argmin(-1), labels)  # rows come from the medical block of the pool
+    _, _, labels = pool.batch(3000, torch.Generator().manual_seed(0), mix=(0.6, 0.2, 0.2))
+    share = torch.bincount(labels, minlength=N).double() / 3000
+    assert abs(share[0] - 0.6) < 0.03 and abs(share[2] - 0.2) < 0.03
+
+
+def test_pool_refuses_lm_targets():
+    with pytest.raises(ValueError, match="lm targets need the fused logits"):
+        train_router_on_pool(CausalRouter(C, N), _toy_pool(8), RouterConfig(steps=1, target="lm"), seed=0)
+
+
+def test_build_pool_keeps_each_experts_window_loss():
+    """The pool's losses are what the full path computes for performance targets, window by window."""
+    vocab = 700  # stream d holds tokens 200 d .. 200 d + 199 in order: a window's first token names its domain
+    table = torch.randn(N, vocab, vocab, generator=torch.Generator().manual_seed(1))  # expert i's logits after a token
+    streams = SimpleNamespace(get=lambda d, split: np.arange(200, dtype=np.int32) + 200 * DOMAINS.index(d))
+
+    def inputs(x):  # (router input, expert logits) of a deterministic fake expert set
+        return x.unsqueeze(-1).float().expand(-1, -1, C), torch.stack([table[i][x] for i in range(N)])
+
+    pool = build_pool(streams, inputs, per_domain=5, T=T, seed=0, batch_size=4)
+    assert pool.h.shape == (5 * len(DOMAINS), T, C) and pool.losses.shape == (5 * len(DOMAINS), N)
+    first = pool.h[:, 0, 0].long()  # each pooled window's first token, in [domain offset, +200)
+    assert ((first // 200) == torch.arange(len(DOMAINS)).repeat_interleave(5)).all()
+    x = first.unsqueeze(1) + torch.arange(T)
+    assert torch.allclose(pool.losses, expert_window_losses(inputs(x)[1], x + 1), atol=1e-6)

@@ -213,7 +213,7 @@ def _generalist_router(exp, models: Sequence, cfg: RouterConfig):
         lambda: make_router("per_token", exp.profile.model.n_embd, len(models), cfg),
         ["generalist", "seeded-init", cfg, [model_fingerprint(m) for m in models], exp.k],
         ("generalist-router-init", exp.k), ("router", "per_token"), FusedModel(models, exp.k).expert_logits, cfg,
-        f"router [{len(models)} experts]", list(models))
+        f"router [{len(models)} experts]", list(models), ["trunk", exp.k])
 
 
 def _describe_generalist(w: Mapping[str, torch.Tensor], table: pd.DataFrame, name: str, cfg: RouterConfig,

@@ -1,0 +1,98 @@
+"""Routers trained on precomputed features: run the experts once, train any number of routers.
+
+A router with ``domain`` or ``performance`` targets needs, per training window, only the router's
+input (the trunk states, (T, C)) and each expert's mean loss on the window (N numbers); it never
+needs the crowns' logits. So the experts run once over a fixed *pool* of router-split windows and
+every router of the same experts trains on that pool: Break 2's grid, the sweep, the seeds' two
+routers, the notebooks' target comparison. Training then costs one linear map per step instead of
+N crown forward passes. ``lm`` targets need the fused logits and keep the full path
+(:func:`minigpt.router.train_router`).
+
+The pool is drawn from the router split with a seed of its own, so routers of the same seed read
+the same windows whoever the experts are; batches are drawn from it with the router's domain mix,
+as :func:`minigpt.streams.mixed_windows` draws from the streams.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .config import DOMAINS, RouterConfig
+from .device import autocast, resolve, to_device
+from .progress import progress
+from .router import check_target, expert_window_losses, fit_router, router_loss, window_targets
+from .streams import DomainStreams, draw_labels, random_windows
+
+
+@dataclass
+class RouterPool:
+    """The router's inputs ``h`` (D * n, T, C) and each expert's mean loss ``losses`` (D * n, N) on
+    ``n`` fixed router-split windows of each of the D domains, domain by domain, on the device."""
+
+    h: torch.Tensor
+    losses: torch.Tensor
+    per_domain: int
+
+    def batch(self, n: int, gen: torch.Generator, mix: tuple[float, ...] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` pool windows drawn with replacement in proportion ``mix`` (default: equal):
+        inputs (n, T, C), expert losses (n, N) and domain labels (n,)."""
+        labels = draw_labels(n, gen, mix)
+        rows = labels * self.per_domain + torch.randint(0, self.per_domain, (n,), generator=gen)
+        rows, labels = to_device((rows, labels), self.h.device)
+        return self.h[rows], self.losses[rows], labels
+
+
+class LatestPool:
+    """The most recent pool, by key: routers trained one after another on the same experts share
+    it. Only one is kept: a pool at ``cpu`` is about 200 MB, and rebuilding one costs about what
+    training a single router the old way did."""
+
+    def __init__(self) -> None:
+        self._key: str | None = None
+        self._pool: RouterPool | None = None
+
+    def get(self, key: str, build: Callable[[], RouterPool]) -> RouterPool:
+        if key != self._key:
+            self._key, self._pool = None, None  # free the old pool before the new one is built
+            self._pool, self._key = build(), key
+        return self._pool
+
+
+@torch.no_grad()
+def build_pool(streams: DomainStreams, inputs: Callable[[torch.Tensor], tuple], per_domain: int, T: int,
+               seed: int, batch_size: int, experts: list[nn.Module] = (), desc: str = "router pool") -> RouterPool:
+    """Run ``inputs(x)`` -> (router input (B, T, C), expert logits (N, B, T, V)) once over
+    ``per_domain`` random router-split windows of each domain (drawn with ``seed``), keeping the
+    router inputs and each expert's mean loss per window, on the device."""
+    dev = resolve()
+    to_device(list(experts), dev)
+    gen = torch.Generator().manual_seed(seed)
+    windows = [random_windows(streams.get(d, "router"), per_domain, T, gen) for d in DOMAINS]
+    x_all, y_all = torch.cat([w[0] for w in windows]), torch.cat([w[1] for w in windows])  # domain by domain
+    h, losses = [], []
+    for i in progress(range(0, x_all.shape[0], batch_size), desc):
+        x, y = to_device((x_all[i:i + batch_size], y_all[i:i + batch_size]), dev)
+        with autocast(dev):
+            feats, logits = inputs(x)  # (B, T, C), (N, B, T, V)
+            losses.append(expert_window_losses(logits, y))  # (B, N)
+        h.append(feats.float())
+    return RouterPool(torch.cat(h), torch.cat(losses), per_domain)
+
+def train_router_on_pool(router: nn.Module, pool: RouterPool, cfg: RouterConfig, seed: int,
+                         desc: str = "router") -> list[float]:
+    """Train ``router`` in place on ``pool`` towards ``cfg.target`` (``domain`` or ``performance``):
+    the same optimiser, steps and batch size as :func:`minigpt.router.train_router`."""
+    check_target(cfg.target)
+    if cfg.target == "lm":
+        raise ValueError("lm targets need the fused logits of every batch, which a pool does not keep; "
+                         "train them with minigpt.router.train_router")
+
+    def step_loss(gen: torch.Generator) -> torch.Tensor:
+        h, losses, labels = pool.batch(cfg.batch_size, gen, cfg.domain_mix)
+        return router_loss(router(h), window_targets(cfg, labels, losses, pool.losses.shape[1]))
+
+    return fit_router(router, step_loss, cfg, seed, desc)
