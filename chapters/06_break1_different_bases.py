@@ -66,7 +66,7 @@ from minigpt.notebook import announce, setup, show_markdown, show_source
 from minigpt.plots import (plot_cka_blocks, plot_confusion, plot_contrasts, plot_controls, plot_degradations,
                            plot_per_byte, plot_reliability, plot_two_sets)
 from minigpt.scoring import FEATURES, ORACLE, ORACLE_PER_TOKEN, SHARED_TRUNK, SPECIALIST_ROWS, fused_row
-from minigpt.studies.break1 import break1, fusion_verdict
+from minigpt.studies.break1 import break1, fusion_verdict, seed_run
 
 exp = setup(extra=("break1",))  # announces the extra training time too
 k = exp.k
@@ -89,7 +89,7 @@ print(f"base seeds (code, medical, legal): {rep['base_seeds']}; base X = seed {r
 show_source(compat.check)
 
 # %%
-different = [exp.specialist(d, base_seed=s) for d, s in zip(DOMAINS, rep["base_seeds"])]
+different = [seed_run(exp, s).specialist(d) for d, s in zip(DOMAINS, rep["base_seeds"])]
 try:
     compat.check(different, k)
     refusal = None
@@ -190,9 +190,10 @@ else:
 show_markdown(msg)
 
 # %% [markdown]
-# **Controls**: the complete shared-base pipeline (three specialists, router, fusion) rerun on each
-# base the break uses, one control per base seed. The different-base specialists stand on those
-# same bases, so the controls match their base quality. The test is one-sided: the different-base
+# **Controls**: the complete shared-base pipeline (three specialists, router, fusion) on each base
+# the break uses, one control per base seed: the chapter's run with that seed, the one `make seeds`
+# trains. Each different-base specialist is taken from one of those runs (`seed_run`), so the
+# controls match their base quality and their training data seed. The test is one-sided: the different-base
 # system is *worse than the controls* only if its fused loss is higher than every control's, each
 # judged by a paired 95% interval over the same held-out windows (the difference per window, its
 # mean ± 1.96 standard errors). Being better than a control never counts against it.

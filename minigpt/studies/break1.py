@@ -4,8 +4,10 @@ The same pipeline is run twice and measured side by side: once with one shared b
 three specialists, once with a differently seeded base under each. Base X (the first base) feeds
 the routers that read one model and decodes hidden-state fusion. Three routers read three
 features (:data:`minigpt.scoring.FEATURES`) with the same config, initialisation and batches.
-Controls run the shared-base pipeline on every base seed, so a difference in base *quality* is
-not mistaken for the missing shared geometry; the different-base set counts as worse than the
+Each specialist of seed s is the one the chapter's run with seed s trained (base s, data seed s:
+:func:`seed_run`), so Break 1 reuses the seed runs. Controls are those runs themselves, the
+shared-base pipeline on every base seed, so a difference in base *quality* is not mistaken for the
+missing shared geometry; the different-base set counts as worse than the
 controls only if it is worse than every one of them, each judged by a paired 95% interval over the
 same held-out windows (``different_vs_controls``). Conclusions (``what_fails_first``,
 ``what_fails_first_within_set``) are computed from the measurements. A specialist trained under
@@ -29,6 +31,7 @@ from ..checkpoint import model_fingerprint
 from ..config import DOMAINS
 from ..device import autocast, resolve, to_device, to_host
 from ..evaluate import loss_table, table_json
+from ..experiment import Experiment
 from ..fusion import average_weights
 from ..intervals import domain_window_means
 from ..model import GPT
@@ -234,6 +237,13 @@ def _contrasts(reps: Mapping[str, dict], scores: Mapping[str, Scores], router: s
 
 
 # -- the steps of break1 ----------------------------------------------------------------------------
+def seed_run(exp, seed: int):
+    """The chapter's run with ``seed``: base ``seed`` and specialists trained with data seed ``seed``,
+    the models ``make seeds`` already trained. Each team of the break is one such run, so Break 1
+    reuses the seed runs instead of training six more specialists."""
+    return exp if seed == exp.seed else Experiment(exp.profile, seed=seed)
+
+
 def _bases(exp, base_seeds: Sequence[int] | None) -> tuple[list[int], dict[int, GPT]]:
     base_seeds = list(base_seeds) if base_seeds is not None else [exp.seed + i for i in range(len(DOMAINS))]
     if len(base_seeds) != len(DOMAINS):
@@ -248,8 +258,8 @@ def _bases(exp, base_seeds: Sequence[int] | None) -> tuple[list[int], dict[int, 
 def _measure(exp, base_seeds: list[int], bases: dict[int, GPT]) -> _Run:
     """Both specialist sets scored with the same three routers, and the controls."""
     k, x_seed = exp.k, base_seeds[0]
-    sets = {"shared": Experts(exp.specialists(base_seed=x_seed), k, shared=True),
-            "different": Experts([exp.specialist(d, base_seed=s) for d, s in zip(DOMAINS, base_seeds)], k, shared=False)}
+    sets = {"shared": Experts(seed_run(exp, x_seed).specialists(), k, shared=True),
+            "different": Experts([seed_run(exp, s).specialist(d) for d, s in zip(DOMAINS, base_seeds)], k, shared=False)}
     losses = {s: {d: float(v.mean()) for d, v in model_nll(b, exp.eval_sets, exp.profile.eval_batch_size).items()}
               for s, b in bases.items()}
     own_base = {"shared": {d: losses[x_seed][d] for d in DOMAINS},
@@ -281,7 +291,7 @@ def _controls(exp, run: _Run) -> tuple[dict[str, dict], dict[str, Scores]]:
         if s == run.base_seeds[0]:
             sc, rep = run.scores["shared"], run.reports["shared"]
         else:
-            experts = Experts(exp.specialists(base_seed=s), exp.k, shared=True)
+            experts = Experts(seed_run(exp, s).specialists(), exp.k, shared=True)
             sc = _score_set(exp, experts, b, [SHARED_TRUNK], f"shared base {s}")
             rep = _setting_report(sc, [SHARED_TRUNK], SHARED_TRUNK, run.base_losses[s])
         controls[str(s)], scores[str(s)] = _control(rep, run.base_losses[s]), sc
