@@ -9,7 +9,8 @@ of per-token logit fusion with the same router weights:
 
   naive    N full forward passes, fuse_logits, log_softmax
   loop     trunk once, then each crown in turn (the original FusedModel), fuse_logits, log_softmax
-  stacked  trunk once, all crowns batched (StackedCrowns), one head matmul on the weighted hidden states
+  stacked  FusedModel without gradients: trunk once, all crowns batched (StackedCrowns), one head matmul
+           on the weighted hidden states
   probs    as stacked but probability fusion, which needs all N heads (for reference)
 
 The block-only FLOP bound of trunk-once fusion relative to naive is (K + N (L - K)) / (N L); it
@@ -32,7 +33,8 @@ import torch.nn.functional as F
 
 from timing import Timings, timed  # benchmarks/timing.py (run as a script from the repo root)
 from minigpt.config import PROFILES, GPTConfig
-from minigpt.fusion import fuse_logits, fuse_probs
+from minigpt.device import resolve, to_device, to_host
+from minigpt.fusion import FusedModel, fuse_logits, fuse_probs
 from minigpt.model import GPT
 from minigpt.stacked import StackedCrowns
 
@@ -40,7 +42,7 @@ from minigpt.stacked import StackedCrowns
 @torch.inference_mode(False)
 def make_specialists(cfg: GPTConfig, k: int, n: int, seed: int = 0) -> list[GPT]:
     torch.manual_seed(seed)
-    base = GPT(cfg).eval()
+    base = to_device(GPT(cfg).eval(), resolve())  # MINIGPT_DEVICE, like every compute path
     specs = []
     for _ in range(n):
         m = copy.deepcopy(base)
@@ -70,7 +72,7 @@ def head_bound(cfg: GPTConfig, k: int, n: int, T: int) -> float:
 
 
 def variants(specs: list[GPT], k: int, idx: torch.Tensor, w: torch.Tensor, probs_too: bool) -> dict:
-    stacked = StackedCrowns(specs, k)
+    logit_fused, prob_fused = FusedModel(specs, k), FusedModel(specs, k, fusion="probs")  # the package's paths
 
     def naive():
         logits = torch.stack([m(idx)[0] for m in specs])
@@ -81,11 +83,11 @@ def variants(specs: list[GPT], k: int, idx: torch.Tensor, w: torch.Tensor, probs
         logits = torch.stack([m.crown(h, k) for m in specs])
         return F.log_softmax(fuse_logits(w, logits), dim=-1)
 
-    def fast():
-        return stacked.fused_logprobs(stacked.trunk(idx), w, "logits")
+    def fast():  # no gradients: FusedModel runs the trunk once and the crowns stacked, one head matmul
+        return logit_fused(idx, w)
 
     def probs():
-        return stacked.fused_logprobs(stacked.trunk(idx), w, "probs")
+        return prob_fused(idx, w)
 
     ref = naive()
     for fn in (loop, fast):  # same outputs, or the timing means nothing
@@ -103,8 +105,8 @@ def bench_size(name: str, cfg: GPTConfig, batch: int, ks: list[int], n: int, rep
                budget_s: float, probs_too: bool = True) -> dict[int, dict[str, float]]:
     T = cfg.block_size
     gen = torch.Generator().manual_seed(0)
-    idx = torch.randint(0, cfg.vocab_size, (batch, T), generator=gen)
-    w = torch.softmax(torch.randn(batch, T, n, generator=gen), dim=-1)  # per-token router weights
+    idx = to_device(torch.randint(0, cfg.vocab_size, (batch, T), generator=gen), resolve())
+    w = to_device(torch.softmax(torch.randn(batch, T, n, generator=gen), dim=-1), resolve())  # per-token weights
     print(f"\n## size={name}: d={cfg.n_embd} L={cfg.n_layer} T={T} V={cfg.vocab_size} batch={batch} N={n}; "
           f"median ms of interleaved runs; ratios = median of per-repetition ratios")
     print(f"{'K':>3} {'naive':>8} {'loop':>8} {'stacked':>8} {'probs':>8} | {'loop/nv':>7} "
@@ -126,8 +128,8 @@ def bench_size(name: str, cfg: GPTConfig, batch: int, ks: list[int], n: int, rep
 def bench_impls(cfg: GPTConfig, k: int, n: int, batch: int, reps: int) -> Timings:
     """Crowns only (shared hidden -> N final hidden states): loop vs batched matmuls vs torch.func.vmap."""
     specs = make_specialists(cfg, k, n)
-    h = specs[0].trunk(torch.randint(0, cfg.vocab_size, (batch, cfg.block_size),
-                                     generator=torch.Generator().manual_seed(2)), k)
+    h = specs[0].trunk(to_device(torch.randint(0, cfg.vocab_size, (batch, cfg.block_size),
+                                               generator=torch.Generator().manual_seed(2)), resolve()), k)
     bmm, vm = StackedCrowns(specs, k, impl="bmm"), StackedCrowns(specs, k, impl="vmap")
     fns = {"loop": lambda: torch.stack([m.crown_hidden(h, k) for m in specs]),
            "bmm": lambda: bmm.hidden(h), "vmap": lambda: vm.hidden(h)}
@@ -146,9 +148,10 @@ def bench_generation(cfg: GPTConfig, k: int, n: int, batch: int, prompt: int, ne
                      reps: int) -> dict[str, float]:
     """Greedy decoding tokens/s, no KV cache (every step reruns the whole window)."""
     specs = make_specialists(cfg, k, n)
-    stacked = StackedCrowns(specs, k)
-    start = torch.randint(0, cfg.vocab_size, (batch, prompt), generator=torch.Generator().manual_seed(1))
-    w = torch.full((batch, n), 1.0 / n)
+    fused_model = FusedModel(specs, k)  # no router: uniform weights
+    start = to_device(torch.randint(0, cfg.vocab_size, (batch, prompt), generator=torch.Generator().manual_seed(1)),
+                      resolve())
+    w = to_device(torch.full((batch, n), 1.0 / n), resolve())
 
     def naive():
         idx = start
@@ -158,9 +161,9 @@ def bench_generation(cfg: GPTConfig, k: int, n: int, batch: int, prompt: int, ne
         return idx
 
     def fused():
-        return stacked.generate(start, new)
+        return fused_model.generate(start, new)  # back on the CPU, as the package returns it
 
-    assert torch.equal(naive(), fused()), "fused greedy decoding diverged from the naive one"
+    assert torch.equal(to_host(naive()), fused()), "fused greedy decoding diverged from the naive one"
     t = timed({"naive": naive, "fused": fused}, reps, budget_s=20)
     tps = {name: batch * new / t.median(name) for name in t}
     speedup = t.ratio("naive", "fused")

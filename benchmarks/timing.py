@@ -4,6 +4,14 @@ from __future__ import annotations
 import statistics
 import time
 
+import torch
+
+
+def _wait() -> None:
+    """CUDA runs asynchronously: wait for the queued kernels before reading the clock."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
 
 class Timings(dict):
     """name -> list of seconds, one per repetition; repetition i of every variant ran back to back."""
@@ -26,8 +34,10 @@ def timed(fns: dict, reps: int, budget_s: float, warmup: int = 1) -> Timings:
     start = time.perf_counter()
     for r in range(reps):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            _wait()
             t0 = time.perf_counter()
             fns[name]()
+            _wait()
             times[name].append(time.perf_counter() - t0)
         if r >= 2 and time.perf_counter() - start > budget_s:
             break
