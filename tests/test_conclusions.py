@@ -2,8 +2,9 @@
 each function is fed every outcome, not only the one the current run produced."""
 import pytest
 
-from minigpt.analysis.conclusions import (collapse_cost, comparison_sentence, coordinates_conclusion,
-                                          headline_conclusion, per_token_oracle_note)
+from minigpt.analysis.conclusions import (accuracy_loss_inversion, bottleneck_diagnosis, collapse_cost,
+                                          comparison_sentence, coordinates_conclusion, headline_conclusion,
+                                          misrouting_verdict, per_token_oracle_note, target_comparison)
 
 
 def _iv(name, low, high, unit="%"):
@@ -58,3 +59,34 @@ def test_per_token_oracle_is_not_a_bound_on_logit_fusion(fused, expect):
 def test_collapse_cost_reads_each_specialist_alone_against_fused(alone, expect):
     text = collapse_cost(alone, tolerance_pct=1.0)
     assert expect in text and "+12.00%" in text
+
+
+@pytest.mark.parametrize("acc, loss, expect", [
+    ({"domain": 0.9, "performance": 0.8}, {"domain": 4.0, "performance": 4.1}, "domain-target router wins on both"),
+    ({"domain": 0.9, "performance": 0.8}, {"domain": 4.1, "performance": 4.0},
+     "Accuracy favours the domain targets but the fused loss favours the performance targets")])
+def test_target_comparison_has_a_branch_per_outcome(acc, loss, expect):
+    text = target_comparison(acc, loss)
+    assert expect in text
+    if "both" in expect:
+        assert "0.1000 nats" in text
+
+
+@pytest.mark.parametrize("top, partial, expect", [(0.7, 1, "collapse, not confusion"), (0.4, 3, "cheap confusion"),
+                                                  (0.4, 0, "wrong domains outright"), (0.4, 2, "2 of 3 domains")])
+def test_misrouting_verdict_has_a_branch_per_outcome(top, partial, expect):
+    assert expect in misrouting_verdict(top, "code specialist", partial, 3)
+
+
+@pytest.mark.parametrize("headroom, captured, expect", [(0.0, 0.9, "no headroom"), (0.1, 0.8, "bottleneck is the specialists"),
+                                                        (0.1, 0.5, "both sides matter"), (0.1, 0.1, "bottleneck is the router")])
+def test_bottleneck_diagnosis_has_a_branch_per_outcome(headroom, captured, expect):
+    text = bottleneck_diagnosis(headroom, captured)
+    assert expect in text and (headroom <= 0 or f"{captured:.0%}" in text)
+
+
+def test_accuracy_loss_inversion_finds_one_or_says_there_is_none():
+    consistent = [("a", 0.9, 4.0), ("b", 0.8, 4.1)]
+    assert accuracy_loss_inversion(consistent).startswith("Not in this run")
+    text = accuracy_loss_inversion(consistent + [("c", 0.7, 3.9)])
+    assert text.startswith("Yes: the c has lower accuracy than the a")

@@ -46,7 +46,8 @@ if "google.colab" in sys.modules:  # same test as minigpt.notebook.in_colab(), b
 # %%
 import numpy as np
 
-from minigpt.analysis.conclusions import headline_conclusion, per_token_oracle_note
+from minigpt.analysis.conclusions import (accuracy_loss_inversion, bottleneck_diagnosis, headline_conclusion,
+                                         misrouting_verdict, per_token_oracle_note, target_comparison)
 from minigpt.analysis.crowns import crown_drift, param_counts
 from minigpt.analysis.routing import best_specialist_share, confusion_matrix
 from minigpt.analysis.table import oracle_headroom
@@ -208,16 +209,7 @@ makes each worse off-domain, so a router mistake costs more: fusion gains only i
 
 # %%
 acc, soft = summary["accuracy (mean)"], summary["fused soft, mixed"]
-better_acc, better_loss = acc.idxmax(), soft.idxmin()
-if better_acc == better_loss:
-    verdict = (f"The {better_acc}-target router wins on both counts (fused loss lower by "
-               f"{abs(soft['domain'] - soft['performance']):.4f} nats). Recognising the domain and picking the best "
-               "predictor point the same way here, as expected where the own specialist is best on most windows "
-               "(next answer).")
-else:
-    verdict = (f"Accuracy favours the {better_acc} targets but the fused loss favours the {better_loss} targets. "
-               "Accuracy is scored against the domain label, while fusion needs weight on whichever specialist "
-               "predicts the window best; the two coincide only where the own specialist is best.")
+verdict = target_comparison(acc[["domain", "performance"]].to_dict(), soft[["domain", "performance"]].to_dict())
 show_markdown(f"""**3.1** Mean routing accuracy: domain targets {acc['domain']:.1%}, performance targets
 {acc['performance']:.1%}; fused soft mixed loss {soft['domain']:.4f} and {soft['performance']:.4f} (nb 3 §3).
 {verdict}""")
@@ -249,18 +241,7 @@ for d in DOMAINS:
                  f"{'still beats' if fits else 'does worse than'} the base on {d} text ({dest_loss:.3f} vs base "
                  f"{base_loss:.3f}; own specialist {own_loss:.3f})")
 dominant = conf.mean(axis=0)
-collapsed = dominant.max() > 0.6
-if collapsed:
-    verdict = f"Over all domains {dominant.max():.0%} of windows go to the {dominant.idxmax()}: that is collapse, not confusion."
-elif partial == len(DOMAINS):
-    verdict = ("Every domain's errors go to a specialist that still beats the base on that text: confusion between "
-               "two plausible experts, and cheap confusion.")
-elif partial == 0:
-    verdict = ("Every domain's errors go to a specialist that is worse than the base on that text: wrong domains "
-               "outright, and each costs loss.")
-else:
-    verdict = (f"{partial} of {len(DOMAINS)} domains err toward a specialist that partly fits (beats the base "
-               "there); the others' errors go to a specialist worse than the base — a wrong domain.")
+verdict = misrouting_verdict(dominant.max(), dominant.idxmax(), partial, len(DOMAINS))
 show_markdown(f"""**3.3** Performance-target router, confusion matrix (nb 3 §3) against the heatmap of nb 2 §3:
 {'; '.join(parts)}. {verdict} Confusion between partial fits calls for better evidence (more router steps, a deeper
 cut, a per-token router that can change its mind, performance targets that reward the partial fit); a wrong domain or a
@@ -317,20 +298,7 @@ show_markdown(f"""**5.1** The headline row ({HEADLINE}, {mixed[HEADLINE]:.4f}) b
 oh = oracle_headroom(table)
 best_spec, headroom, captured = oh["best_specialist_mixed"], oh["headroom"], oh["captured"]
 gap = res["oracle_gap"]
-if headroom <= 0:
-    diag = ("The oracle has no headroom over the best specialist: the specialists are interchangeable on whole "
-            "windows, so the bottleneck is the specialists; make them more different (more steps, a lower K).")
-elif captured >= 0.7:
-    diag = (f"The router already captures {captured:.0%} of what the specialists offer, so the gap is small and "
-            "the bottleneck is the specialists: better crowns (more data or steps, a different K) would raise the "
-            "ceiling; a better router could add little.")
-elif captured >= 0.3:
-    diag = (f"The router captures {captured:.0%} of the headroom: both sides matter. Try a stronger router first "
-            "(more steps, per-token routing, LM-loss targets) since it is cheap, then better specialists.")
-else:
-    diag = (f"The router captures only {captured:.0%} of the headroom, so the bottleneck is the router: the "
-            "specialists hold value it does not reach. Train it longer, on balanced data, with performance or "
-            "LM-loss targets, or route per token.")
+diag = bottleneck_diagnosis(headroom, captured)
 ceiling_gap = routing_ceiling(exp)["oracle_gap_nats"]  # same router form, fitted on the eval windows
 router_room = gap - ceiling_gap
 reference = (f"A router of the same form fitted on the evaluation windows themselves still leaves {ceiling_gap:+.4f} "
@@ -376,14 +344,8 @@ pairs = [(f"{r} router (nb 5)", float(np.mean(list(a.values()))), mixed[f"fused 
 # nb 3's router with the profile's own target is nb 5's last-token router: list it once
 pairs += [(f"{t}-target router (nb 3)", summary.loc[t, "accuracy (mean)"], summary.loc[t, "fused soft, mixed"])
           for t in summary.index if t != exp.profile.router.target]
-inversions = [(a, b) for a in pairs for b in pairs if a[1] < b[1] and a[2] < b[2]]
 listing = "; ".join(f"{n}: accuracy {acc_:.1%}, fused soft {loss:.4f}" for n, acc_, loss in pairs)
-if inversions:
-    a, b = inversions[0]
-    txt = (f"Yes: the {a[0]} has lower accuracy than the {b[0]} ({a[1]:.1%} vs {b[1]:.1%}) but a lower fused loss "
-           f"({a[2]:.4f} vs {b[2]:.4f}).")
-else:
-    txt = "Not in this run: a higher accuracy always comes with a lower fused loss here."
+txt = accuracy_loss_inversion(pairs)
 show_markdown(f"""**5.5** {listing}. {txt} Accuracy only counts the argmax against the domain label; soft fusion also
 depends on how much weight the other specialists get and on windows where the label is not the best specialist, so the
 two can disagree.""")

@@ -81,3 +81,64 @@ def collapse_cost(alone_vs_fused_pct: Mapping[str, float], tolerance_pct: float)
     return (f"A collapse onto {names} would cost no more than the {tolerance_pct:g}% the headline tolerates "
             f"(each specialist alone against the healthy fused model: {listed}), so the headline alone cannot "
             "rule it out: check per-domain routing.")
+
+
+def target_comparison(accuracy: Mapping[str, float], fused_loss: Mapping[str, float]) -> str:
+    """Notebook 3: do the router target types that route most accurately also fuse best?
+    ``accuracy`` and ``fused_loss`` map a target type (domain, performance, ...) to its router's
+    mean routing accuracy and fused mixed loss."""
+    better_acc = max(accuracy, key=accuracy.get)
+    better_loss = min(fused_loss, key=fused_loss.get)
+    if better_acc == better_loss:
+        margin = sorted(fused_loss.values())[1] - fused_loss[better_loss] if len(fused_loss) > 1 else 0.0
+        return (f"The {better_acc}-target router wins on both counts (fused loss lower by {margin:.4f} nats than the "
+                "next). Recognising the domain and picking the best predictor point the same way here, as expected "
+                "where the own specialist is best on most windows (next answer).")
+    return (f"Accuracy favours the {better_acc} targets but the fused loss favours the {better_loss} targets. "
+            "Accuracy is scored against the domain label, while fusion needs weight on whichever specialist "
+            "predicts the window best; the two coincide only where the own specialist is best.")
+
+
+def misrouting_verdict(top_share: float, top_name: str, partial_fits: int, n_domains: int) -> str:
+    """Notebook 3's confusion matrix: collapse (one specialist takes over 60 % of all windows), or
+    confusion, cheap when the wrongly chosen specialist still beats the base on that text
+    (``partial_fits`` of ``n_domains`` domains) and costly when it does not."""
+    if top_share > 0.6:
+        return f"Over all domains {top_share:.0%} of windows go to the {top_name}: that is collapse, not confusion."
+    if partial_fits == n_domains:
+        return ("Every domain's errors go to a specialist that still beats the base on that text: confusion between "
+                "two plausible experts, and cheap confusion.")
+    if partial_fits == 0:
+        return ("Every domain's errors go to a specialist that is worse than the base on that text: wrong domains "
+                "outright, and each costs loss.")
+    return (f"{partial_fits} of {n_domains} domains err toward a specialist that partly fits (beats the base there); "
+            "the others' errors go to a specialist worse than the base — a wrong domain.")
+
+
+def bottleneck_diagnosis(headroom: float, captured: float) -> str:
+    """Notebook 5: router or specialists? ``headroom`` is the per-window oracle's advantage over the
+    best single specialist (nats), ``captured`` the share of it the fused model reaches."""
+    if headroom <= 0:
+        return ("The oracle has no headroom over the best specialist: the specialists are interchangeable on whole "
+                "windows, so the bottleneck is the specialists; make them more different (more steps, a lower K).")
+    if captured >= 0.7:
+        return (f"The router already captures {captured:.0%} of what the specialists offer, so the gap is small and "
+                "the bottleneck is the specialists: better crowns (more data or steps, a different K) would raise the "
+                "ceiling; a better router could add little.")
+    if captured >= 0.3:
+        return (f"The router captures {captured:.0%} of the headroom: both sides matter. Try a stronger router first "
+                "(more steps, per-token routing, LM-loss targets) since it is cheap, then better specialists.")
+    return (f"The router captures only {captured:.0%} of the headroom, so the bottleneck is the router: the "
+            "specialists hold value it does not reach. Train it longer, on balanced data, with performance or "
+            "LM-loss targets, or route per token.")
+
+
+def accuracy_loss_inversion(routers: Sequence[tuple[str, float, float]]) -> str:
+    """Notebook 5: does a router with lower routing accuracy ever fuse better? ``routers`` are
+    (name, accuracy, fused loss) triples."""
+    for a in routers:
+        for b in routers:
+            if a[1] < b[1] and a[2] < b[2]:
+                return (f"Yes: the {a[0]} has lower accuracy than the {b[0]} ({a[1]:.1%} vs {b[1]:.1%}) but a lower "
+                        f"fused loss ({a[2]:.4f} vs {b[2]:.4f}).")
+    return "Not in this run: a higher accuracy always comes with a lower fused loss here."
