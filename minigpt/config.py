@@ -216,8 +216,8 @@ PROFILES: dict[str, Profile] = {
         eval_batch_size=32,
         # not measured (no GPU here): `python -m minigpt smoke --profile gpu` counts the FLOPs of the
         # chapter's run at these steps; at an assumed ~8 TFLOP/s (a T4 in fp16) that is ~13 min for
-        # the base, ~10 for the specialists, ~10 for the monolithic crown, ~2 for the routers
-        expected_minutes=35.0,
+        # the base, ~10 for the specialists, ~10 for the monolithic crown, under 1 for the routers (on a pool)
+        expected_minutes=33.0,
     ),
     # Real GPT-2 small (124M) as the base: its hub weights and tokenizer replace the trained base and
     # the learned BPE (minigpt.hf; needs the Hugging Face hub and `pip install -e '.[hf]'`). Only
@@ -233,7 +233,7 @@ PROFILES: dict[str, Profile] = {
         eval_chunks=192,  # fewer than gpu's 256: GPT-2's BPE is not fitted to the code eval split
         dev_chunks=96,
         eval_batch_size=16,
-        expected_minutes=21.0,  # smoke --profile gpt2: counted FLOPs at an assumed ~8 TFLOP/s (a T4 in fp16)
+        expected_minutes=17.0,  # smoke --profile gpt2: counted FLOPs at an assumed ~8 TFLOP/s (a T4 in fp16)
     ),
 }
 
