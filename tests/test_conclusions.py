@@ -3,8 +3,9 @@ each function is fed every outcome, not only the one the current run produced.""
 import pytest
 
 from minigpt.analysis.conclusions import (accuracy_loss_inversion, bottleneck_diagnosis, collapse_cost,
-                                          comparison_sentence, coordinates_conclusion, headline_conclusion,
-                                          misrouting_verdict, per_token_oracle_note, target_comparison)
+                                          comparison_sentence, coordinates_conclusion, fusion_rule_scale,
+                                          headline_conclusion, leak_by_position, misrouting_verdict,
+                                          per_token_oracle_note, target_comparison)
 
 
 def _iv(name, low, high, unit="%"):
@@ -90,3 +91,16 @@ def test_accuracy_loss_inversion_finds_one_or_says_there_is_none():
     assert accuracy_loss_inversion(consistent).startswith("Not in this run")
     text = accuracy_loss_inversion(consistent + [("c", 0.7, 3.9)])
     assert text.startswith("Yes: the c has lower accuracy than the a")
+
+
+@pytest.mark.parametrize("spread, words", [(0.001, "small next to"), (0.01, "comparable to"), (0.05, "larger than")])
+def test_fusion_rule_scale_compares_with_the_oracle_gap(spread, words):
+    got, conclusion = fusion_rule_scale(spread, oracle_gap=-0.02)
+    assert got == words and ("second-order" in conclusion) == (words == "small next to")
+
+
+@pytest.mark.parametrize("first, last, expect", [(0.03, 0.01, "future talking; what remains"),
+                                                 (0.03, -0.01, "at the end it is gone"),
+                                                 (0.01, 0.03, "does not explain it"), (-0.02, -0.03, "does not explain it")])
+def test_leak_by_position_has_a_branch_per_outcome(first, last, expect):
+    assert expect in leak_by_position(first, last)

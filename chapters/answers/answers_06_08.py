@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from minigpt.analysis.conclusions import collapse_cost, coordinates_conclusion
+from minigpt.analysis.conclusions import collapse_cost, coordinates_conclusion, fusion_rule_scale, leak_by_position
 from minigpt.analysis.routing import (confusion_matrix, future_leak, misrouting, misrouting_margins, router_weights,
                                       weight_on)
 from minigpt.analysis.table import baseline_comparison, fusion_comparison, oracle_headroom
@@ -89,7 +89,7 @@ spread = comp.max() - comp.min()
 gap = res["oracle_gap"]
 top_w = float(torch.cat([w.max(-1).values.flatten() for w in res["weights"]["per-token"].values()]).mean())
 order = " < ".join(f"{r} {comp[r]:.4f}" for r in comp.sort_values().index)
-scale = ("small next to" if spread < 0.25 * abs(gap) else "comparable to" if spread < abs(gap) else "larger than")
+scale, rule_conclusion = fusion_rule_scale(spread, gap)
 hard_note = (f" Hard routing coming out ahead says the router's *top choice* is better than its soft weights: its "
              f"weights are flat (the top specialist gets {top_w:.2f} on average, against {1 / len(DOMAINS):.2f} for "
              "uniform), so soft fusion dilutes a good choice with two weaker voices."
@@ -97,7 +97,7 @@ hard_note = (f" Hard routing coming out ahead says the router's *top choice* is 
              f" Soft weights beat the hard choice here, so the router's hedging (top weight {top_w:.2f} on average) "
              "is worth more than committing to one specialist.")
 show_markdown(f"""**4.1** With the per-token router (nb 4 §2): {order}. The three rules span {spread:.4f} nats, which
-is {scale} the oracle gap ({gap:+.4f} nats).{hard_note} {'So at this scale the rule is a second-order choice: how good the weights are matters more than how they are applied.' if scale == 'small next to' else 'So the rule is not a detail here: it moves the loss about as much as better routing could.'}""")
+is {scale} the oracle gap ({gap:+.4f} nats).{hard_note} {rule_conclusion}""")
 
 # %%
 lg, pr = nll["fused soft (per-token router)"], nll["fused probs (per-token router)"]
@@ -138,13 +138,7 @@ for a, b in zip(edges[:-1], edges[1:]):
     by_pos[f"{a}-{b - 1}"] = float(np.mean([(nll["fused soft (per-token router)"][d][:, a:b]
                                              - nll["fused soft (last-token router)"][d][:, a:b]).mean() for d in DOMAINS]))
 first, last = by_pos["0-7"], by_pos[f"{T - 8}-{T - 1}"]
-if first > last and first > 0:
-    pos_note = ("The advantage is larger where the leak is larger, so at least that difference is the future talking; "
-                + ("what remains at the end, where there is almost no future left to see, is a better summary."
-                   if last > 0 else "at the end it is gone."))
-else:
-    pos_note = ("The advantage is not larger at the start, where the leak is largest, so the leak does not explain it; "
-                "the last token's state is simply a better summary than the causal router's average here.")
+pos_note = leak_by_position(first, last)
 show_markdown(f"""**4.3** On single-domain windows the last-token router's fused loss is {sd['last-token']['fused_loss']:.4f}
 against {sd['per-token']['fused_loss']:.4f} for the causal router (nb 4 §4):
 {f'the last-token router is ahead by {adv:.4f} nats' if adv > 0 else f'the causal router is ahead by {-adv:.4f} nats, despite the leak'}.

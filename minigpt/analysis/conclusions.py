@@ -142,3 +142,24 @@ def accuracy_loss_inversion(routers: Sequence[tuple[str, float, float]]) -> str:
                 return (f"Yes: the {a[0]} has lower accuracy than the {b[0]} ({a[1]:.1%} vs {b[1]:.1%}) but a lower "
                         f"fused loss ({a[2]:.4f} vs {b[2]:.4f}).")
     return "Not in this run: a higher accuracy always comes with a lower fused loss here."
+
+
+def fusion_rule_scale(spread: float, oracle_gap: float) -> tuple[str, str]:
+    """Answer 4.1: how the spread between fusion rules (nats) compares with the oracle gap, as
+    (comparison words, conclusion)."""
+    if spread < 0.25 * abs(oracle_gap):
+        return "small next to", ("So at this scale the rule is a second-order choice: how good the weights are "
+                                 "matters more than how they are applied.")
+    words = "comparable to" if spread < abs(oracle_gap) else "larger than"
+    return words, "So the rule is not a detail here: it moves the loss about as much as better routing could."
+
+
+def leak_by_position(first: float, last: float) -> str:
+    """Answer 4.3: per-token minus last-token fused loss on the first and last positions of a window.
+    The last-token router's leak is largest at the start; is its advantage?"""
+    if first > last and first > 0:
+        return ("The advantage is larger where the leak is larger, so at least that difference is the future talking; "
+                + ("what remains at the end, where there is almost no future left to see, is a better summary."
+                   if last > 0 else "at the end it is gone."))
+    return ("The advantage is not larger at the start, where the leak is largest, so the leak does not explain it; "
+            "the last token's state is simply a better summary than the causal router's average here.")
