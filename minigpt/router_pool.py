@@ -73,14 +73,19 @@ def build_pool(streams: DomainStreams, inputs: Callable[[torch.Tensor], tuple], 
     gen = torch.Generator().manual_seed(seed)
     windows = [random_windows(streams.get(d, "router"), per_domain, T, gen) for d in DOMAINS]
     x_all, y_all = torch.cat([w[0] for w in windows]), torch.cat([w[1] for w in windows])  # domain by domain
-    h, losses = [], []
+    h = losses = None  # filled in place, allocated once: per-batch pieces kept between the large
+    # transient logits would fragment glibc's heap (Break 1's pools grew past 13 GB that way)
     for i in progress(range(0, x_all.shape[0], batch_size), desc):
         x, y = to_device((x_all[i:i + batch_size], y_all[i:i + batch_size]), dev)
         with autocast(dev):
             feats, logits = inputs(x)  # (B, T, C), (N, B, T, V)
-            losses.append(expert_window_losses(logits, y))  # (B, N)
-        h.append(feats.float())
-    return RouterPool(torch.cat(h), torch.cat(losses), per_domain)
+            batch_losses = expert_window_losses(logits, y)  # (B, N)
+        if h is None:
+            h = feats.new_empty((x_all.shape[0], *feats.shape[1:]), dtype=torch.float32)
+            losses = batch_losses.new_empty((x_all.shape[0], batch_losses.shape[1]), dtype=torch.float32)
+        h[i:i + x.shape[0]] = feats
+        losses[i:i + x.shape[0]] = batch_losses
+    return RouterPool(h, losses, per_domain)
 
 def train_router_on_pool(router: nn.Module, pool: RouterPool, cfg: RouterConfig, seed: int,
                          desc: str = "router") -> list[float]:
