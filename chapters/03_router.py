@@ -58,7 +58,8 @@ from minigpt.config import DOMAINS
 from minigpt.device import resolve
 from minigpt.notebook import setup, show_source, slider
 from minigpt.plots import plot_router_histories, plot_targets
-from minigpt.router import LinearRouter, _router_step_loss, normalized, performance_targets, router_loss
+from minigpt.router import (LinearRouter, _router_step_loss, normalized, performance_targets, router_loss,
+                            window_targets)
 from minigpt.studies.router_targets import compare_router_targets, router_windows, target_sharpness
 
 exp = setup()
@@ -108,7 +109,16 @@ assert w.shape == (x.shape[0], len(specialists)) and torch.allclose(w.sum(-1), t
 # %%
 show_source(performance_targets)
 show_source(router_loss)
+show_source(window_targets)
 show_source(_router_step_loss, start='if cfg.target == "lm"', stop="router_loss(")
+
+# %% [markdown]
+# Domain and performance targets need, per window, only the trunk state and each specialist's mean
+# loss, never the specialists' logits. So the package runs the specialists once over a fixed pool
+# of router-split windows and trains every such router on that pool (`minigpt/router_pool.py`):
+# each training step is then one linear map, and the routers below, Break 2's grid and the seeds
+# share one pass of the specialists. The LM-loss target needs the fused logits of each batch and
+# runs the specialists at every step.
 
 # %% [markdown]
 # ## 3. Domain labels against performance targets
