@@ -178,10 +178,35 @@ def render_reproducibility(ref: Path) -> str:
             f"{r['hard_rows_max_abs_nats']:.1e} nats.\n")
 
 
+def render_runtimes(ref: Path) -> str:
+    """Measured wall times at ``cpu``, before and after (runtimes.json: one row per step)."""
+    rt = load(ref, "runtimes.json")
+    minutes = lambda v: f"{v / 60:.1f}" if v is not None else "not measured"  # noqa: E731
+    lines = [f"{rt['how']}\n\n", f"| step | before (`{rt['before']}`), min | after (`{rt['after']}`), min | how |\n",
+             "|---|---|---|---|\n"]
+    for r in rt["rows"]:
+        lines.append(f"| {r['step']} | {minutes(r.get('before_s'))} | {minutes(r.get('after_s'))} | {r['note']} |\n")
+    return "".join(lines)
+
+
+def render_pool(ref: Path) -> str:
+    """Routers trained on the pool against the same routers trained on fresh windows (router_pool.json)."""
+    c = load(ref, "router_pool.json")
+    t, g = c["table"], c["break2_grid"]
+    same = "are identical" if t["rows_without_router_identical"] else "DIFFER (they should not: check the run)"
+    return (f"Seed {c['seed']} at `{c['profile']}`, same specialists (the rows without a router {same}): the "
+            f"chapter's fused rows moved by at most "
+            f"{t['max_abs_change_nats']:.4f} nats ({t['worst_row']}), routing accuracy by at most "
+            f"{t['max_abs_routing_change_pp']:.1f} points; Break 2's {g['routers']} grid routers by at most "
+            f"{g['max_abs_change_nats']:.4f} nats in mixed loss (median {g['median_abs_change_nats']:.4f}), and "
+            f"{g['same_silent_collapse_flags']} of {g['routers']} settings got the same silent-collapse flag. For "
+            f"scale: the oracle gap varies by {c['noise_nats']:.4f} nats (sd) across seeds 0-2.\n")
+
+
 RENDER: dict[str, Callable[[Path], str]] = {
     "machine": render_machine, "table": render_table, "headline": render_headline, "seeds": render_seeds,
     "studies": render_studies, "decisions": render_decisions,
-    "reproducibility": render_reproducibility,
+    "reproducibility": render_reproducibility, "runtimes": render_runtimes, "pool": render_pool,
 }
 
 
@@ -238,13 +263,87 @@ def thread_spread(one: Path, two: Path) -> dict:
             "hard_rows_max_abs_nats": max(v for r, v in diffs.items() if argmax(r))}
 
 
+BOOK_LOG = {"notebook": re.compile(r"^book: executed (?P<name>\S+)\.ipynb in (?P<s>\d+) s"),
+            "figures": re.compile(r"^freeze-depth figures for profile \w+ in .* \((?P<s>[\d.]+) s\)"),
+            "total": re.compile(r"^book: profile (?P<profile>\w+), (?P<pages>\d+) pages, (?P<s>\d+) s")}
+
+
+def book_runtimes(log: Path) -> dict:
+    """A ``make book`` log (jupyter_book/build.sh), finished or not -> the wall times it printed, in
+    seconds: the freeze-depth figures (the sweep), each notebook executed, and the whole build
+    (None when the build did not finish)."""
+    out = {"profile": None, "freeze_figures_s": None, "total_s": None, "notebooks": {}}
+    for line in log.read_text().splitlines():
+        if m := BOOK_LOG["notebook"].match(line):
+            out["notebooks"][m["name"]] = int(m["s"])
+        elif m := BOOK_LOG["figures"].match(line):
+            out["freeze_figures_s"] = float(m["s"])
+        elif m := BOOK_LOG["total"].match(line):
+            out.update(profile=m["profile"], pages=int(m["pages"]), total_s=int(m["s"]))
+    return out
+
+
+def add_runtime(rt: dict, step: str, when: str, seconds: float | None, note: str) -> dict:
+    """``rt`` (runtimes.json) with ``step``'s ``when`` ("before" or "after") time set, in seconds."""
+    row = next((r for r in rt["rows"] if r["step"] == step), None)
+    if row is None:
+        row = {"step": step, "before_s": None, "after_s": None, "note": note}
+        rt["rows"].append(row)
+    row[f"{when}_s"], row["note"] = seconds, note or row["note"]
+    return rt
+
+
+def router_pool_comparison(streamed: Path, pooled: Path) -> dict:
+    """Seed results of the same specialists with routers trained on fresh windows (``streamed``) and on
+    the pool (``pooled``): folders with table.json and break2.json."""
+    a, b = (json.loads((d / "table.json").read_text()) for d in (streamed, pooled))
+    fused = [r for r in b["rows"] if "router" in r and r in a["table"]]
+    others = [r for r in b["rows"] if "router" not in r and r in a["table"]]
+    change = {r: b["table"][r]["mixed"] - a["table"][r]["mixed"] for r in fused}
+    worst = max(change, key=lambda r: abs(change[r]))
+    acc = [abs(b["routing_accuracy"][k][d] - a["routing_accuracy"][k][d]) * 100
+           for k in b["routing_accuracy"] for d in b["routing_accuracy"][k]]
+    g1, g2 = (json.loads((d / "break2.json").read_text())["grid"] for d in (streamed, pooled))
+    grid = sorted(abs(g2[n]["mixed_loss"] - g1[n]["mixed_loss"]) for n in g2 if n in g1)
+    seeds = json.loads((REFERENCE / "cpu" / "seeds.json").read_text())["summary"]["std"]
+    return {"profile": b["profile"], "seed": b["seed"], "noise_nats": seeds["oracle gap nats"],
+            "table": {"change_nats": change, "worst_row": worst, "max_abs_change_nats": abs(change[worst]),
+                      "rows_without_router_identical": all(a["table"][r] == b["table"][r] for r in others),
+                      "max_abs_routing_change_pp": max(acc)},
+            "break2_grid": {"routers": len(grid), "max_abs_change_nats": grid[-1], "median_abs_change_nats": grid[len(grid) // 2],
+                            "same_silent_collapse_flags": sum(g1[n]["silent_collapse"] == g2[n]["silent_collapse"]
+                                                              for n in g2 if n in g1)}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigpt.readme", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail when a block disagrees with the reference files")
     parser.add_argument("--collect", action="store_true", help="copy results/ into results/reference/ first")
     parser.add_argument("--thread-spread", nargs=2, type=Path, metavar=("ONE", "TWO"),
                         help="two table.json of one run at different thread counts -> reproducibility.json")
+    parser.add_argument("--book-log", nargs=2, metavar=("WHEN", "LOG"),
+                        help="a `make book` log -> its steps' times in runtimes.json as WHEN (before / after)")
+    parser.add_argument("--runtime", nargs=4, metavar=("STEP", "WHEN", "SECONDS", "NOTE"),
+                        help="one measured wall time (whole process) -> runtimes.json")
+    parser.add_argument("--router-pool", nargs=2, type=Path, metavar=("STREAMED", "POOLED"),
+                        help="two seed folders, routers on fresh windows vs on the pool -> router_pool.json")
     args = parser.parse_args(argv)
+    if args.book_log or args.runtime:
+        path = REFERENCE / "runtimes.json"
+        rt = json.loads(path.read_text())
+        if args.book_log:
+            when, log = args.book_log
+            run = book_runtimes(Path(log))
+            add_runtime(rt, "freeze sweep (the book's freeze-depth figures), empty cache", when,
+                        run["freeze_figures_s"], "book build log")
+            for name, sec in run["notebooks"].items():
+                add_runtime(rt, f"notebook {name}", when, sec, "book build log")
+        if args.runtime:
+            step, when, sec, note = args.runtime
+            add_runtime(rt, step, when, None if sec == "-" else float(sec), note)
+        path.write_text(json.dumps(rt, indent=2) + "\n")
+    if args.router_pool:
+        (REFERENCE / "router_pool.json").write_text(json.dumps(router_pool_comparison(*args.router_pool), indent=2) + "\n")
     if args.collect:
         collect(results_dir())
     if args.thread_spread:
