@@ -192,7 +192,8 @@ PROFILES: dict[str, Profile] = {
         model=GPTConfig(vocab_size=2048, block_size=128, n_layer=4, n_head=4, n_embd=128),
         base=TrainConfig(steps=800, batch_size=16, lr=3e-3, warmup=50),
         # specialist lr, freeze depth and router decay chosen on the dev split (`python -m minigpt
-        # decisions`; docs/design.md, "Decision log"); they were 4e-3, K=2 and 0.9, chosen on eval
+        # decisions`; docs/design.md, "Decision log"); they were 4e-3, K=2 and 0.9, chosen on eval. A
+        # second round around these values (routers on a pool) kept all three
         specialist=TrainConfig(steps=400, batch_size=16, lr=8e-3, warmup=20),
         router=RouterConfig(steps=200, batch_size=16, decay=0.8),
         freeze_k=1,
