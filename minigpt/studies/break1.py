@@ -69,6 +69,7 @@ class _Run:
     reports: dict[str, dict]
     controls: dict[str, dict]
     control_scores: dict[str, Scores] = field(default_factory=dict)  # base seed (str) -> that control's Scores
+    teams: dict[int, object] = field(default_factory=dict)  # base seed -> its seed run (built once, see seed_run)
 
 
 # -- one specialist set ---------------------------------------------------------------------------
@@ -258,15 +259,16 @@ def _bases(exp, base_seeds: Sequence[int] | None) -> tuple[list[int], dict[int, 
 def _measure(exp, base_seeds: list[int], bases: dict[int, GPT]) -> _Run:
     """Both specialist sets scored with the same three routers, and the controls."""
     k, x_seed = exp.k, base_seeds[0]
-    sets = {"shared": Experts(seed_run(exp, x_seed).specialists(), k, shared=True),
-            "different": Experts([seed_run(exp, s).specialist(d) for d, s in zip(DOMAINS, base_seeds)], k, shared=False)}
+    teams = {s: seed_run(exp, s) for s in dict.fromkeys(base_seeds)}  # one Experiment per seed, shared below
+    sets = {"shared": Experts(teams[x_seed].specialists(), k, shared=True),
+            "different": Experts([teams[s].specialist(d) for d, s in zip(DOMAINS, base_seeds)], k, shared=False)}
     losses = {s: {d: float(v.mean()) for d, v in model_nll(b, exp.eval_sets, exp.profile.eval_batch_size).items()}
               for s, b in bases.items()}
     own_base = {"shared": {d: losses[x_seed][d] for d in DOMAINS},
                 "different": {d: losses[s][d] for d, s in zip(DOMAINS, base_seeds)}}
     scores = {name: _score_set(exp, sets[name], bases[x_seed], list(FEATURES), name) for name in SETS}
     reports = {name: _setting_report(scores[name], list(FEATURES), SHARED_TRUNK, own_base[name]) for name in SETS}
-    run = _Run(base_seeds, bases, losses, sets, scores, reports, {})
+    run = _Run(base_seeds, bases, losses, sets, scores, reports, {}, teams=teams)
     run.controls, run.control_scores = _controls(exp, run)
     return run
 
@@ -291,7 +293,7 @@ def _controls(exp, run: _Run) -> tuple[dict[str, dict], dict[str, Scores]]:
         if s == run.base_seeds[0]:
             sc, rep = run.scores["shared"], run.reports["shared"]
         else:
-            experts = Experts(seed_run(exp, s).specialists(), exp.k, shared=True)
+            experts = Experts(run.teams[s].specialists(), exp.k, shared=True)
             sc = _score_set(exp, experts, b, [SHARED_TRUNK], f"shared base {s}")
             rep = _setting_report(sc, [SHARED_TRUNK], SHARED_TRUNK, run.base_losses[s])
         controls[str(s)], scores[str(s)] = _control(rep, run.base_losses[s]), sc
