@@ -47,6 +47,29 @@ def fuse_probs(router_weights: torch.Tensor, logits_list) -> torch.Tensor:
     return torch.logsumexp(logw + F.log_softmax(logits.float(), dim=-1), dim=0)
 
 
+def _weights_like_losses(router_weights: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, N) or (B, T, N) router weights -> (N, B, 1) or (N, B, T), to meet (N, B, T) token losses."""
+    return broadcast_weights(router_weights, n).squeeze(-1)
+
+
+def mixture_token_nll(router_weights: torch.Tensor, token_losses: torch.Tensor) -> torch.Tensor:
+    """:func:`fuse_probs`'s loss at the targets only, from each specialist's (N, B, T) token losses.
+
+    -log sum_n w_n p_n(y) needs only p_n(y) = exp(-loss_n): the same numbers :func:`fuse_probs`
+    gathers from its (B, T, V) result, without the vocabulary-wide tensors.
+    """
+    logw = _weights_like_losses(router_weights, token_losses.shape[0]).clamp_min(1e-30).log()
+    return -torch.logsumexp(logw - token_losses, dim=0)
+
+
+def hard_token_nll(router_weights: torch.Tensor, token_losses: torch.Tensor) -> torch.Tensor:
+    """Hard routing's (B, T) token losses: each token takes the loss of its argmax specialist, from
+    (N, B, T) token losses. One-hot weights select that specialist's logits exactly, so this is
+    ``token_nll(fuse_logits(hard_weights(w), logits), y)`` without fusing anything."""
+    choice = _weights_like_losses(hard_weights(router_weights), token_losses.shape[0]).argmax(0)  # (B, 1) or (B, T)
+    return token_losses.gather(0, choice.expand(token_losses.shape[1:]).unsqueeze(0))[0]
+
+
 def hard_weights(router_weights: torch.Tensor) -> torch.Tensor:
     """One-hot on the argmax specialist (hard routing)."""
     return F.one_hot(router_weights.argmax(-1), router_weights.shape[-1]).to(router_weights.dtype)

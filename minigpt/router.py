@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from .config import RouterConfig
 from .device import autocast, grad_scaler, resolve, to_device, to_host
 from .fusion import fuse_logits
+from .heap import reuse_large_blocks
 from .model import token_nll_from_logprobs
 from .progress import progress
 
@@ -224,14 +225,15 @@ def fit_router(router: nn.Module, step_loss: Callable[[torch.Generator], torch.T
     scaler = grad_scaler(dev)  # passes straight through unless CUDA runs in fp16
     router.train()
     history: list[torch.Tensor] = []
-    for step in progress(range(cfg.steps), desc):
-        with autocast(dev):
-            loss = step_loss(gen)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        history.append(loss.detach().clone())  # a bare detach() kept each step's loss buffers alive
+    with reuse_large_blocks():  # the same tensors every step (minigpt/heap.py)
+        for step in progress(range(cfg.steps), desc):
+            with autocast(dev):
+                loss = step_loss(gen)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            history.append(loss.detach().clone())  # a bare detach() kept each step's loss buffers alive
     router.eval()
     return to_host(torch.stack(history)).tolist() if history else []
 

@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from .config import DOMAINS, RouterConfig
 from .device import autocast, resolve, to_device
+from .heap import reuse_large_blocks
 from .progress import progress
 from .router import check_target, expert_window_losses, fit_router, router_loss, window_targets
 from .streams import DomainStreams, draw_labels, random_windows
@@ -74,18 +75,21 @@ def build_pool(streams: DomainStreams, inputs: Callable[[torch.Tensor], tuple], 
     windows = [random_windows(streams.get(d, "router"), per_domain, T, gen) for d in DOMAINS]
     x_all, y_all = torch.cat([w[0] for w in windows]), torch.cat([w[1] for w in windows])  # domain by domain
     h = losses = None  # filled in place, allocated once: per-batch pieces kept between the large
-    # transient logits would fragment glibc's heap (Break 1's pools grew past 13 GB that way)
-    for i in progress(range(0, x_all.shape[0], batch_size), desc):
-        x, y = to_device((x_all[i:i + batch_size], y_all[i:i + batch_size]), dev)
-        with autocast(dev):
-            feats, logits = inputs(x)  # (B, T, C), (N, B, T, V)
-            batch_losses = expert_window_losses(logits, y)  # (B, N)
-        if h is None:
-            h = feats.new_empty((x_all.shape[0], *feats.shape[1:]), dtype=torch.float32)
-            losses = batch_losses.new_empty((x_all.shape[0], batch_losses.shape[1]), dtype=torch.float32)
-        h[i:i + x.shape[0]] = feats
-        losses[i:i + x.shape[0]] = batch_losses
+    # transient logits would fragment glibc's heap (Break 1's pools grew past 13 GB that way); with
+    # nothing kept, every batch can reuse the last one's memory (minigpt/heap.py)
+    with reuse_large_blocks():
+        for i in progress(range(0, x_all.shape[0], batch_size), desc):
+            x, y = to_device((x_all[i:i + batch_size], y_all[i:i + batch_size]), dev)
+            with autocast(dev):
+                feats, logits = inputs(x)  # (B, T, C), (N, B, T, V)
+                batch_losses = expert_window_losses(logits, y)  # (B, N)
+            if h is None:
+                h = feats.new_empty((x_all.shape[0], *feats.shape[1:]), dtype=torch.float32)
+                losses = batch_losses.new_empty((x_all.shape[0], batch_losses.shape[1]), dtype=torch.float32)
+            h[i:i + x.shape[0]] = feats
+            losses[i:i + x.shape[0]] = batch_losses
     return RouterPool(h, losses, per_domain)
+
 
 def train_router_on_pool(router: nn.Module, pool: RouterPool, cfg: RouterConfig, seed: int,
                          desc: str = "router") -> list[float]:

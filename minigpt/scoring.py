@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from .config import DOMAINS
 from .device import autocast, resolve, to_device, to_host
-from .fusion import broadcast_weights, fuse_logits, fuse_probs, hard_weights, uniform_weights
+from .heap import reuse_large_blocks
+from .fusion import broadcast_weights, fuse_logits, hard_token_nll, mixture_token_nll, uniform_weights
 from .model import GPT, token_nll_from_logprobs
 
 SPECIALIST_ROWS = tuple(f"{d} specialist" for d in DOMAINS)
@@ -125,20 +126,43 @@ class Scores:
 
 
 class _Rows:
-    """Per-batch pieces of every row, concatenated over batches at the end."""
+    """Every row's per-token values, written batch by batch into one buffer per row and domain
+    (allocated at the row's first batch, ``sizes[domain]`` windows long). After the first batch the
+    scoring loop keeps nothing it allocates, so each batch reuses the previous one's memory and the
+    heap cannot fragment (minigpt/heap.py). A dict value (calibration statistics) gets a buffer per key."""
 
-    def __init__(self) -> None:
-        self.parts: dict[str, dict[str, list]] = {}
+    def __init__(self, sizes: Mapping[str, int]) -> None:
+        self.sizes = sizes
+        self.bufs: dict[tuple, torch.Tensor] = {}
+        self.filled: dict[tuple, int] = {}
 
-    def add(self, row: str, domain: str, value) -> None:
-        self.parts.setdefault(row, {}).setdefault(domain, []).append(value)
+    def add(self, row: str, domain: str, value: torch.Tensor | Mapping[str, torch.Tensor]) -> None:
+        for key, v in (value.items() if isinstance(value, Mapping) else [(None, value)]):
+            self._write((row, domain, key), v)
+
+    def _write(self, key: tuple, value: torch.Tensor) -> None:
+        if key not in self.bufs:
+            self.bufs[key] = value.new_empty((self.sizes[key[1]], *value.shape[1:]))
+            self.filled[key] = 0
+        start = self.filled[key]
+        self.bufs[key][start:start + value.shape[0]] = value
+        self.filled[key] = start + value.shape[0]
+
+    def _done(self) -> dict[tuple, torch.Tensor]:
+        return {k: b[:self.filled[k]] for k, b in self.bufs.items()}
 
     def cat(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {r: {d: torch.cat(v) for d, v in per.items()} for r, per in self.parts.items()}
+        out: dict[str, dict[str, torch.Tensor]] = {}
+        for (row, domain, _), buf in self._done().items():
+            out.setdefault(row, {})[domain] = buf
+        return out
 
     def merged(self) -> dict[str, dict[str, dict[str, torch.Tensor]]]:
-        return {r: {d: {key: torch.cat([s[key] for s in v]) for key in v[0]} for d, v in per.items()}
-                for r, per in self.parts.items()}
+        """Dict values, flattened: ``{row: {domain: {key: (n * T,)}}}``."""
+        out: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
+        for (row, domain, key), buf in self._done().items():
+            out.setdefault(row, {}).setdefault(domain, {})[key] = buf.flatten()
+        return out
 
 
 def calibration_stats(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -149,6 +173,11 @@ def calibration_stats(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, 
             "logit_std": logits.std(dim=-1, unbiased=False).flatten()}
 
 
+def _per_window(stats: Mapping[str, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Flat per-token statistics back to (B, T), so each batch's rows land in place (_Rows)."""
+    return {k: v.view(y.shape) for k, v in stats.items()}
+
+
 def add_oracles(rows: _Rows, domain: str, spec: torch.Tensor) -> None:
     """Both oracles from the specialists' token losses (N, B, T), chosen with hindsight."""
     best = spec.mean(-1).argmin(0)  # (B,): the best specialist for each window
@@ -156,15 +185,16 @@ def add_oracles(rows: _Rows, domain: str, spec: torch.Tensor) -> None:
     rows.add(ORACLE_PER_TOKEN, domain, spec.min(0).values)
 
 
-def _router_rows(rows: _Rows, domain: str, name: str, w: torch.Tensor, logits: torch.Tensor,
+def _router_rows(rows: _Rows, domain: str, name: str, w: torch.Tensor, logits: torch.Tensor, spec: torch.Tensor,
                  hidden: torch.Tensor, y: torch.Tensor, hidden_head: nn.Module | None) -> torch.Tensor:
-    """The rows of one router on one batch; returns its weights as (B, T, N)."""
+    """The rows of one router on one batch; returns its weights as (B, T, N). Only the soft row
+    needs the vocabulary: hard and probs rows come from the specialists' token losses ``spec``."""
     rows.add(fused_row("soft", name), domain, token_nll(fuse_logits(w, logits), y))
     if w.dim() == 2:  # one specialist per sequence, the others never run
-        rows.add(dispatch_row(name), domain, token_nll(fuse_logits(hard_weights(w), logits), y))
+        rows.add(dispatch_row(name), domain, hard_token_nll(w, spec))
         return w.unsqueeze(1).expand(-1, y.shape[1], -1)
-    rows.add(fused_row("hard", name), domain, token_nll(fuse_logits(hard_weights(w), logits), y))
-    rows.add(fused_row("probs", name), domain, token_nll_from_logprobs(fuse_probs(w, logits), y))
+    rows.add(fused_row("hard", name), domain, hard_token_nll(w, spec))
+    rows.add(fused_row("probs", name), domain, mixture_token_nll(w, spec))
     if hidden_head is not None:
         mixed = (broadcast_weights(w, logits.shape[0]) * hidden).sum(0).to(hidden.dtype)  # the head's dtype
         rows.add(fused_row("hidden", name), domain, token_nll(hidden_head(mixed), y))
@@ -185,14 +215,16 @@ def score(eval_sets: EvalSets, experts: Experts, routers: Mapping[str, nn.Module
     generalist beside the specialists); the oracles choose among all experts.
     """
     routers, features = routers or {}, features or {}
-    rows, weights, stats = _Rows(), _Rows(), _Rows()
+    sizes = {d: x.shape[0] for d, (x, _) in eval_sets.items()}
+    rows, weights, stats = _Rows(sizes), _Rows(sizes), _Rows(sizes)
     n = len(experts.models)
     if len(names) < n:
         raise ValueError(f"{n} experts but {len(names)} row names; pass names= with one name per expert")
     dev = resolve()
     to_device([*experts.models, *routers.values(), *(extra or {}).values(),
                *(m for m in (base, hidden_head) if m is not None)], dev)
-    with autocast(dev):
+    # every batch allocates the same tensors and keeps none of them (_Rows): safe to reuse (heap.py)
+    with autocast(dev), reuse_large_blocks():
         for domain, (x_all, y_all) in eval_sets.items():
             x_all, y_all = to_device((x_all, y_all), dev)
             for i in range(0, x_all.shape[0], batch_size):
@@ -217,13 +249,13 @@ def _score_batch(rows: _Rows, weights: _Rows, stats: _Rows | None, domain: str, 
     for j in range(n):
         rows.add(names[j], domain, spec[j])
         if stats is not None:
-            stats.add(names[j], domain, calibration_stats(logits[j], y))
+            stats.add(names[j], domain, _per_window(calibration_stats(logits[j], y), y))
     rows.add("uniform mix", domain, token_nll(fuse_logits(uniform_weights(x.shape[0], n, x.device), logits), y))
     for name, router in routers.items():
         w = router(FEATURES[features.get(name, SHARED_TRUNK)](x, trunks, experts.models))
-        weights.add(name, domain, _router_rows(rows, domain, name, w, logits, hidden, y, hidden_head))
+        weights.add(name, domain, _router_rows(rows, domain, name, w, logits, spec, hidden, y, hidden_head))
         if stats is not None:
-            stats.add(fused_row("soft", name), domain, calibration_stats(fuse_logits(w, logits), y))
+            stats.add(fused_row("soft", name), domain, _per_window(calibration_stats(fuse_logits(w, logits), y), y))
     add_oracles(rows, domain, spec)
 
 

@@ -14,6 +14,7 @@ import torch
 
 from .config import TrainConfig
 from .device import autocast, grad_scaler, resolve, to_device, to_host
+from .heap import reuse_large_blocks
 from .model import GPT, lm_loss
 from .progress import progress
 
@@ -72,22 +73,23 @@ def train_lm(model: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: Tr
     model.train()
     losses: list[torch.Tensor] = []
     bar = progress(range(cfg.steps), desc)
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        x, y = to_device(next_batch(gen), dev)
-        with autocast(dev):
-            loss = _lm_step_loss(model, x, y, freeze_k)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
-        # foreach: same norm bit for bit, fewer dispatches (CPU is not foreach's default device)
-        torch.nn.utils.clip_grad_norm_(plist, cfg.grad_clip, foreach=foreach)
-        scaler.step(opt)
-        scaler.update()
-        losses.append(loss.detach().clone())  # a bare detach() kept each step's loss buffers alive (GBs)
-        if step % 20 == 0 and not bar.disable:  # the bar's value is the only read-back during training
-            bar.set_postfix(loss=f"{float(to_host(loss)):.3f}")
+    with reuse_large_blocks():  # every step allocates the same tensors: no fragmentation (heap.py)
+        for step in bar:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            x, y = to_device(next_batch(gen), dev)
+            with autocast(dev):
+                loss = _lm_step_loss(model, x, y, freeze_k)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+            # foreach: same norm bit for bit, fewer dispatches (CPU is not foreach's default device)
+            torch.nn.utils.clip_grad_norm_(plist, cfg.grad_clip, foreach=foreach)
+            scaler.step(opt)
+            scaler.update()
+            losses.append(loss.detach().clone())  # a bare detach() kept each step's loss buffers alive (GBs)
+            if step % 20 == 0 and not bar.disable:  # the bar's value is the only read-back during training
+                bar.set_postfix(loss=f"{float(to_host(loss)):.3f}")
     model.eval()
     return to_host(torch.stack(losses)).tolist() if losses else []
 

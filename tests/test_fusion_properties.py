@@ -2,7 +2,9 @@
 
 * a mixture of distributions stays inside their convex hull and sums to 1;
 * the specialists have no order: permuting them together with their weights changes nothing;
-* a one-hot weight vector hands back that specialist's prediction.
+* a one-hot weight vector hands back that specialist's prediction;
+* the scoring shortcuts (hard and probs rows from the specialists' token losses) give exactly the
+  losses of fusing the whole distributions.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra.numpy import arrays  # noqa: E402
 
-from minigpt.fusion import fuse_logits, fuse_probs  # noqa: E402
+from minigpt.fusion import fuse_logits, fuse_probs, hard_token_nll, hard_weights, mixture_token_nll  # noqa: E402
+from minigpt.model import token_nll_from_logprobs  # noqa: E402
 
 # Logits within +-10: wide enough for near-one-hot distributions (probabilities ~1e-9), narrow
 # enough that float32 log-probabilities keep ~1e-6 absolute precision.
@@ -82,3 +85,16 @@ def test_one_hot_weights_give_that_specialist(case, data):
     one_hot[..., j] = 1.0
     assert torch.equal(fuse_logits(one_hot, logits), logits[j])  # 1*x + 0*y is exact
     torch.testing.assert_close(fuse_probs(one_hot, logits), F.log_softmax(logits[j], dim=-1), atol=1e-6, rtol=0)
+
+
+@SETTINGS
+@given(cases(), st.data())
+def test_target_only_rows_equal_fusing_the_distributions(case, data):
+    weights, logits = case
+    n, b, t, v = logits.shape
+    targets = torch.tensor(data.draw(arrays(np.int64, (b, t), elements=st.integers(0, v - 1))))
+    spec = torch.stack([token_nll_from_logprobs(F.log_softmax(l, dim=-1), targets) for l in logits])  # (N, B, T)
+    hard = token_nll_from_logprobs(F.log_softmax(fuse_logits(hard_weights(weights), logits), dim=-1), targets)
+    assert torch.equal(hard_token_nll(weights, spec), hard)
+    probs = token_nll_from_logprobs(fuse_probs(weights, logits), targets)
+    torch.testing.assert_close(mixture_token_nll(weights, spec), probs, atol=1e-6, rtol=0)
