@@ -1,9 +1,10 @@
 """What fixing glibc's mmap threshold (minigpt/heap.py) costs and saves, on a study-like workload.
 
-    python benchmarks/heap.py                          # the package's setting: 1 MiB threshold
+    python benchmarks/heap.py                          # the package: 1 MiB, loops reuse their memory
+    python benchmarks/heap.py --no-reuse               # 1 MiB everywhere, loops included
     MINIGPT_HEAP_DEFAULT=1 python benchmarks/heap.py   # glibc's default, for the comparison
 
-Run both side by side (alternating, several runs each) with any whole-process timer, e.g.
+Run them side by side (alternating, several runs each) with any whole-process timer, e.g.
 ``/usr/bin/time -v``, and compare wall time and peak resident memory. The workload mimics a study
 at the ``cpu`` size with random weights: a few training steps of a crown (large gradient and
 optimizer buffers freed and reallocated), then scoring passes that stack N experts' logits (tens
@@ -19,6 +20,7 @@ import resource
 import torch
 
 import minigpt  # noqa: F401  (importing the package applies the threshold unless MINIGPT_HEAP_DEFAULT=1)
+from minigpt import heap
 from minigpt.config import PROFILES, TrainConfig, env
 from minigpt.fusion import FusedModel
 from minigpt.model import GPT
@@ -50,11 +52,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--windows", type=int, default=128, help="scored windows per round")
+    ap.add_argument("--no-reuse", action="store_true",
+                    help="keep the 1 MiB threshold inside training and scoring loops too")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.no_reuse:
+        heap._libc = None  # the threshold stays fixed; reuse_large_blocks() then does nothing
     workload(args.rounds, args.windows)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    threshold = "glibc default" if env("MINIGPT_HEAP_DEFAULT") == "1" else "1 MiB"
+    threshold = ("glibc default" if env("MINIGPT_HEAP_DEFAULT") == "1"
+                 else "1 MiB everywhere" if args.no_reuse else "1 MiB, loops reuse")
     print(f"threshold={threshold} peak_rss_mb={peak:.0f} final_rss_mb={_rss_mb():.0f}")
 
 

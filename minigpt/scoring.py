@@ -264,13 +264,13 @@ def model_nll(model: nn.Module, eval_sets: EvalSets, batch_size: int = 16) -> di
     """One whole model's token losses ``{domain: (n, T)}`` (a base alone, a specialist on other text)."""
     dev = resolve()
     to_device(model, dev)
-    out = {}
-    with autocast(dev):
+    rows = _Rows({d: x.shape[0] for d, (x, _) in eval_sets.items()})  # filled in place (heap.py)
+    with autocast(dev), reuse_large_blocks():
         for d, (x, y) in eval_sets.items():
             x, y = to_device((x, y), dev)
-            out[d] = torch.cat([token_nll(model(x[i:i + batch_size])[0], y[i:i + batch_size])
-                                for i in range(0, x.shape[0], batch_size)])
-    return to_host(out)
+            for i in range(0, x.shape[0], batch_size):
+                rows.add("model", d, token_nll(model(x[i:i + batch_size])[0], y[i:i + batch_size]))
+    return to_host(rows.cat()["model"])
 
 
 @torch.no_grad()
@@ -280,9 +280,9 @@ def per_window_losses(fused, x: torch.Tensor, y: torch.Tensor, batch_size: int =
     dev = resolve()
     to_device(fused, dev)
     x, y = to_device((x, y), dev)
-    parts = []
-    with autocast(dev):
+    out = _Rows({"all": x.shape[0]})  # filled in place: each batch reuses the last one's memory (heap.py)
+    with autocast(dev), reuse_large_blocks():
         for i in range(0, x.shape[0], batch_size):
             _, logits = fused.expert_logits(x[i:i + batch_size])  # (N, B, T, V)
-            parts.append(token_nll(logits, y[i:i + batch_size].expand(logits.shape[0], -1, -1)).mean(-1).T)
-    return to_host(torch.cat(parts))
+            out.add("loss", "all", token_nll(logits, y[i:i + batch_size].expand(logits.shape[0], -1, -1)).mean(-1).T)
+    return to_host(out.cat()["loss"]["all"])
