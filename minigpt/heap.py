@@ -1,5 +1,6 @@
 """Keep a long run's memory from growing: large freed tensors go straight back to the system,
-except inside training loops, where reusing them is safe and much faster.
+except inside loops that keep nothing between batches (training, scoring), where reusing them is
+safe and much faster.
 
 glibc serves allocations below its mmap threshold from a heap that it rarely returns to the
 system. The threshold starts at 128 KiB and grows each time a large block is freed, so after a
@@ -9,8 +10,8 @@ pass that mixes them with small long-lived results then fragments it. Break 1 at
 when freed.
 
 That mapping costs page faults on every allocation: at ``cpu`` a third of a training step's time
-went to the kernel. A training loop allocates the same tensors every step, so it cannot fragment
-the heap: :func:`reuse_large_blocks` raises the threshold for the loop and, after it, lowers it
+went to the kernel. A loop that allocates the same tensors every step and keeps none of them
+cannot fragment the heap: :func:`reuse_large_blocks` raises the threshold for the loop and, after it, lowers it
 again and hands the heap's free pages back (``malloc_trim``). ``benchmarks/heap.py`` measures
 both sides against glibc's default, run for run.
 """
@@ -25,7 +26,7 @@ from .config import env
 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's malloc.h
 THRESHOLD_BYTES = 1 << 20  # studies and scoring: every tensor above 1 MiB is its own mapping
-LOOP_THRESHOLD_BYTES = 64 << 20  # training loops: everything but the largest buffers from the heap
+LOOP_THRESHOLD_BYTES = 64 << 20  # inside such loops: everything but the largest buffers from the heap
 
 _libc: ctypes.CDLL | None = None  # set once the threshold is fixed; None leaves glibc alone
 
@@ -49,8 +50,8 @@ def fix_mmap_threshold(threshold: int = THRESHOLD_BYTES) -> bool:
 
 @contextmanager
 def reuse_large_blocks() -> Iterator[None]:
-    """Inside: tensors up to 64 MiB are reused from the heap (a training loop's steps allocate the
-    same sizes again and again). After: back to 1 MiB, and the heap's free pages are returned to the
+    """Inside: tensors up to 64 MiB are reused from the heap (each step of the loop allocates the
+    same sizes again and keeps none of them). After: back to 1 MiB, and the heap's free pages are returned to the
     system. Does nothing when :func:`fix_mmap_threshold` did not fix the threshold."""
     libc = _libc
     if libc is None:

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from .config import DOMAINS
 from .device import autocast, resolve, to_device, to_host
-from .heap import reuse_large_blocks
 from .fusion import broadcast_weights, fuse_logits, hard_token_nll, mixture_token_nll, uniform_weights
+from .heap import reuse_large_blocks
 from .model import GPT, token_nll_from_logprobs
 
 SPECIALIST_ROWS = tuple(f"{d} specialist" for d in DOMAINS)
@@ -136,6 +136,11 @@ class _Rows:
         self.bufs: dict[tuple, torch.Tensor] = {}
         self.filled: dict[tuple, int] = {}
 
+    @classmethod
+    def for_sets(cls, eval_sets: EvalSets) -> "_Rows":
+        """Buffers as long as each domain's windows."""
+        return cls({d: x.shape[0] for d, (x, _) in eval_sets.items()})
+
     def add(self, row: str, domain: str, value: torch.Tensor | Mapping[str, torch.Tensor]) -> None:
         for key, v in (value.items() if isinstance(value, Mapping) else [(None, value)]):
             self._write((row, domain, key), v)
@@ -215,8 +220,7 @@ def score(eval_sets: EvalSets, experts: Experts, routers: Mapping[str, nn.Module
     generalist beside the specialists); the oracles choose among all experts.
     """
     routers, features = routers or {}, features or {}
-    sizes = {d: x.shape[0] for d, (x, _) in eval_sets.items()}
-    rows, weights, stats = _Rows(sizes), _Rows(sizes), _Rows(sizes)
+    rows, weights, stats = _Rows.for_sets(eval_sets), _Rows.for_sets(eval_sets), _Rows.for_sets(eval_sets)
     n = len(experts.models)
     if len(names) < n:
         raise ValueError(f"{n} experts but {len(names)} row names; pass names= with one name per expert")
@@ -264,7 +268,7 @@ def model_nll(model: nn.Module, eval_sets: EvalSets, batch_size: int = 16) -> di
     """One whole model's token losses ``{domain: (n, T)}`` (a base alone, a specialist on other text)."""
     dev = resolve()
     to_device(model, dev)
-    rows = _Rows({d: x.shape[0] for d, (x, _) in eval_sets.items()})  # filled in place (heap.py)
+    rows = _Rows.for_sets(eval_sets)  # filled in place (heap.py)
     with autocast(dev), reuse_large_blocks():
         for d, (x, y) in eval_sets.items():
             x, y = to_device((x, y), dev)
