@@ -46,6 +46,7 @@ ENV_VARS = {
     "MINIGPT_WHEEL_DIR": "where the corpus source wheels are kept; default <cache>/wheels",
     "MINIGPT_HEADLESS": "1 forces static output instead of sliders, 0 forces live widgets",
     "MINIGPT_NUM_THREADS": "torch intra-op threads for notebooks",
+    "MINIGPT_SCORE_CACHE": "0 scores every call afresh instead of reading remembered scores (minigpt.score_cache)",
     "MINIGPT_HEAP_DEFAULT": "1 leaves glibc's mmap threshold as it is (minigpt.heap fixes it at 1 MiB)",
     "MALLOC_MMAP_THRESHOLD_": "glibc's own setting; when set, minigpt.heap leaves the threshold to it",
     "TQDM_DISABLE": "set to hide progress bars (tqdm's own variable, passed on to notebook bars too)",

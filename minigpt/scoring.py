@@ -28,6 +28,7 @@ from .device import autocast, resolve, to_device, to_host
 from .fusion import broadcast_weights, fuse_logits, hard_token_nll, mixture_token_nll, uniform_weights
 from .heap import reuse_large_blocks
 from .model import GPT, token_nll_from_logprobs
+from .score_cache import remembered
 
 SPECIALIST_ROWS = tuple(f"{d} specialist" for d in DOMAINS)
 HEADLINE = "fused soft (per-token router)"
@@ -124,6 +125,14 @@ class Scores:
     def domains(self) -> list[str]:
         return list(next(iter(self.nll.values())))
 
+    def tree(self) -> dict:
+        """The three dicts as one tree of tensors, as :mod:`minigpt.score_cache` stores it."""
+        return {"nll": self.nll, "weights": self.weights, "stats": self.stats}
+
+    @classmethod
+    def from_tree(cls, tree: Mapping) -> "Scores":
+        return cls(dict(tree["nll"]), dict(tree.get("weights", {})), dict(tree.get("stats", {})))
+
 
 class _Rows:
     """Every row's per-token values, written batch by batch into one buffer per row and domain
@@ -206,7 +215,6 @@ def _router_rows(rows: _Rows, domain: str, name: str, w: torch.Tensor, logits: t
     return w
 
 
-@torch.no_grad()
 def score(eval_sets: EvalSets, experts: Experts, routers: Mapping[str, nn.Module] | None = None, *,
           base: GPT | None = None, extra: Mapping[str, nn.Module] | None = None, batch_size: int = 16,
           features: Mapping[str, str] | None = None, hidden_head: nn.Module | None = None,
@@ -217,15 +225,29 @@ def score(eval_sets: EvalSets, experts: Experts, routers: Mapping[str, nn.Module
     :data:`FEATURES`, default the shared trunk). ``calibration`` keeps top-1 confidence statistics
     of the specialists and of every soft-fused row (Break 1's calibration comparison). ``names``
     are the experts' row names, in order (more than three experts need more names, e.g. a
-    generalist beside the specialists); the oracles choose among all experts.
+    generalist beside the specialists); the oracles choose among all experts. A call with the same
+    models, windows and settings as an earlier one reads its scores back (:mod:`minigpt.score_cache`).
     """
-    routers, features = routers or {}, features or {}
-    rows, weights, stats = _Rows.for_sets(eval_sets), _Rows.for_sets(eval_sets), _Rows.for_sets(eval_sets)
+    routers, features, extra = routers or {}, features or {}, extra or {}
     n = len(experts.models)
     if len(names) < n:
         raise ValueError(f"{n} experts but {len(names)} row names; pass names= with one name per expert")
+    reads = {"windows": eval_sets, "experts": experts.models, "k": experts.k, "shared": experts.shared,
+             "routers": routers, "base": base, "extra": extra, "batch_size": batch_size, "features": features,
+             "hidden_head": hidden_head, "calibration": calibration, "names": list(names)}
+    tree = remembered("score", reads, lambda: _score(eval_sets, experts, routers, base, extra, batch_size,
+                                                      features, hidden_head, calibration, names).tree())
+    return Scores.from_tree(tree)
+
+
+@torch.no_grad()
+def _score(eval_sets: EvalSets, experts: Experts, routers: Mapping[str, nn.Module], base: GPT | None,
+           extra: Mapping[str, nn.Module], batch_size: int, features: Mapping[str, str],
+           hidden_head: nn.Module | None, calibration: bool, names: Sequence[str]) -> Scores:
+    """:func:`score` itself: the experts, routers and windows on the device, batch by batch."""
+    rows, weights, stats = _Rows.for_sets(eval_sets), _Rows.for_sets(eval_sets), _Rows.for_sets(eval_sets)
     dev = resolve()
-    to_device([*experts.models, *routers.values(), *(extra or {}).values(),
+    to_device([*experts.models, *routers.values(), *extra.values(),
                *(m for m in (base, hidden_head) if m is not None)], dev)
     # every batch allocates the same tensors and keeps none of them (_Rows): safe to reuse (heap.py)
     with autocast(dev), reuse_large_blocks():
@@ -234,7 +256,7 @@ def score(eval_sets: EvalSets, experts: Experts, routers: Mapping[str, nn.Module
             for i in range(0, x_all.shape[0], batch_size):
                 x, y = x_all[i:i + batch_size], y_all[i:i + batch_size]
                 _score_batch(rows, weights, stats if calibration else None, domain, x, y, experts, routers,
-                             base, extra or {}, features, hidden_head, names)
+                             base, extra, features, hidden_head, names)
     # read back once, to be reported
     return Scores(to_host(rows.cat()), to_host(weights.cat()), to_host(stats.merged()) if calibration else {})
 
@@ -263,9 +285,15 @@ def _score_batch(rows: _Rows, weights: _Rows, stats: _Rows | None, domain: str, 
     add_oracles(rows, domain, spec)
 
 
-@torch.no_grad()
 def model_nll(model: nn.Module, eval_sets: EvalSets, batch_size: int = 16) -> dict[str, torch.Tensor]:
-    """One whole model's token losses ``{domain: (n, T)}`` (a base alone, a specialist on other text)."""
+    """One whole model's token losses ``{domain: (n, T)}`` (a base alone, a specialist on other text);
+    remembered like :func:`score`."""
+    reads = {"model": model, "windows": eval_sets, "batch_size": batch_size}
+    return remembered("model-nll", reads, lambda: _model_nll(model, eval_sets, batch_size))
+
+
+@torch.no_grad()
+def _model_nll(model: nn.Module, eval_sets: EvalSets, batch_size: int) -> dict[str, torch.Tensor]:
     dev = resolve()
     to_device(model, dev)
     rows = _Rows.for_sets(eval_sets)  # filled in place (heap.py)
@@ -277,10 +305,16 @@ def model_nll(model: nn.Module, eval_sets: EvalSets, batch_size: int = 16) -> di
     return to_host(rows.cat()["model"])
 
 
-@torch.no_grad()
 def per_window_losses(fused, x: torch.Tensor, y: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
     """Each expert's mean loss on each window: (n, T) ids and targets -> (n, N), what performance
-    targets are made from. ``fused`` is a :class:`minigpt.fusion.FusedModel` (its crowns run batched)."""
+    targets are made from. ``fused`` is a :class:`minigpt.fusion.FusedModel` (its crowns run batched);
+    remembered like :func:`score`."""
+    reads = {"fused": fused, "x": x, "y": y, "batch_size": batch_size}
+    return remembered("window-losses", reads, lambda: {"loss": _per_window_losses(fused, x, y, batch_size)})["loss"]
+
+
+@torch.no_grad()
+def _per_window_losses(fused, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
     dev = resolve()
     to_device(fused, dev)
     x, y = to_device((x, y), dev)

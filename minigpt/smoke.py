@@ -32,6 +32,7 @@ from .model import GPT
 from .progress import progress
 from .router import ROUTERS, CausalRouter, performance_targets, train_router, with_memory
 from .router_pool import build_pool, train_router_on_pool
+from .score_cache import not_remembered
 from .scoring import FEATURES, SHARED_TRUNK, Experts, Scores, per_window_losses, score
 from .streams import DomainStreams, eval_windows, mixed_windows, random_windows
 from .studies.break2 import DEFAULT_MIXES, DEFAULT_TEMPS, TARGET_WINDOWS
@@ -447,12 +448,13 @@ def smoke(profile: str | Profile | None = None, batch: int | None = None) -> dic
     p, dev, t0 = get_profile(profile), resolve(), time.perf_counter()
     run = _Run(p, dev, batch, *_random_data(p, batch))
     measured = {}
-    for name, fn in progress(PHASES.items(), "smoke"):
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        start = time.perf_counter()
-        fn(run)
-        measured[name] = {"seconds": time.perf_counter() - start, "peak_bytes": peak_bytes(dev)}
+    with not_remembered():  # random models, timed phases: nothing to keep, nothing to read back
+        for name, fn in progress(PHASES.items(), "smoke"):
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            start = time.perf_counter()
+            fn(run)
+            measured[name] = {"seconds": time.perf_counter() - start, "peak_bytes": peak_bytes(dev)}
     return {"profile": p.name, "device": str(dev), "amp": str(amp_dtype(dev)), "batch": batch, "model": p.model,
             "params": sum(t.numel() for t in run.models["base"].parameters()), "phases": measured,
             "estimate": estimate_minutes(p), "checks": run.checks, "wall_seconds": time.perf_counter() - t0}

@@ -19,10 +19,9 @@ from ..analysis.routing import routing_accuracy, weight_on
 from ..cache import cache_root, cached, config_key
 from ..checkpoint import model_fingerprint, trunk_hash
 from ..config import DOMAINS, check_domain
-from ..device import autocast, resolve, to_device, to_host
 from ..evaluate import loss_table, table_json
 from ..model import GPT
-from ..scoring import SHARED_TRUNK, Experts, Scores, fused_row, score, token_nll
+from ..scoring import SHARED_TRUNK, Experts, Scores, fused_row, model_nll, score
 from ..streams import encode_stream, eval_windows, random_windows
 from ..tokenizer import eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 from .common import refuse_then_force
@@ -75,16 +74,10 @@ def alt_tokenizer_specialist(exp, domain: str = "legal") -> tuple[GPT, Tokenizer
     return model, tok
 
 
-@torch.no_grad()
 def _nats_per_byte(model: GPT, x: torch.Tensor, y: torch.Tensor, tok: Tokenizer, batch_size: int) -> dict:
     """Mean loss per token and per byte of decoded text: per-byte is comparable across tokenizers."""
-    dev = resolve()
-    to_device(model, dev)
-    xd, yd = to_device((x, y), dev)
-    with autocast(dev):
-        sums = torch.stack([token_nll(model(xd[i:i + batch_size])[0], yd[i:i + batch_size]).sum()
-                            for i in range(0, x.shape[0], batch_size)])
-    total = sum(to_host(sums).tolist())  # one read-back; summed in batch order as floats
+    nll = model_nll(model, {"text": (x, y)}, batch_size)["text"]  # (n, T), remembered like every score
+    total = sum(nll[i:i + batch_size].sum().item() for i in range(0, x.shape[0], batch_size))  # in batch order
     n_bytes = sum(len(tok.decode(row.tolist(), skip_special_tokens=False).encode()) for row in y)
     return {"per_token": total / y.numel(), "per_byte": total / n_bytes, "bytes_per_token": n_bytes / y.numel()}
 
