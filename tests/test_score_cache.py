@@ -196,3 +196,10 @@ def test_the_chapter_table_is_scored_once_across_experiments(mini_experiment, mo
     assert ran == [], "evaluate scored again: something it reads has state the key cannot see"
     assert again["table"].equals(first["table"])
     assert all(torch.equal(first["nll"][r][d], again["nll"][r][d]) for r in first["nll"] for d in first["nll"][r])
+
+
+def test_nothing_is_keyed_on_the_meta_device(monkeypatch):
+    # the device-leak test runs the scoring code on `meta` with real weights: shapes only, never stored
+    monkeypatch.setenv("MINIGPT_DEVICE", "meta")
+    with pytest.raises(score_cache.Unkeyable):
+        score_cache.score_key("score", {"windows": _windows()}, _score)
