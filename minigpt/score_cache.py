@@ -140,9 +140,10 @@ def _where() -> dict:
 
 def score_key(kind: str, reads: Mapping[str, Any], compute: Callable) -> str:
     """The cache key of one call (:class:`Unkeyable` when something it reads has hidden state)."""
+    where = _where()  # first: on the meta device nothing is hashed
     code = set(SCORING_CODE) | {compute.__module__}
     described = describe(reads, code)
-    return config_key(kind, described, _where(), _source_hash(code), length=24)
+    return config_key(kind, described, where, _source_hash(code), length=24)
 
 
 # -- storing a tree of tensors ----------------------------------------------------------------
