@@ -39,6 +39,7 @@ STUDIES = {
     "break2": ("Break 2: router collapse from imbalanced data and a near-zero temperature", "break2", "break2"),
     "sweep-freeze": ("freeze depth K = 0..L-1 and the divergence -> gain fit", "freeze_sweep", "freeze_sweep"),
     "hybrid": ("last-token vs per-token router on single-domain and hybrid windows", "hybrid", "run_hybrid"),
+    "base-schedule": ("the base's warmup chosen on dev so that five seeds agree", "base_schedule", "base_schedule"),
     "decisions": ("re-make the book's choices (specialist lr, router settings) on the dev split",
                   "decisions", "decisions"),
     "document-memory": ("the per-token router with its state carried from the text before each window",

@@ -231,18 +231,20 @@ class Experiment:
         key = config_key(*key_parts[:1], router_code_fingerprint(), *key_parts[1:], self.seed, self.corpus_fingerprint)
         return cache_root() / "routers" / f"{key_parts[0]}-{key}.safetensors"
 
-    def router(self, kind: str = "per_token", cfg: RouterConfig | None = None, k: int | None = None) -> nn.Module:
-        """A router of ``kind`` ('per_token' or 'last_token') on the shared trunk, trained on the router split."""
+    def router(self, kind: str = "per_token", cfg: RouterConfig | None = None, k: int | None = None, *,
+               experts: list[GPT] | None = None, replicate: int = 0) -> nn.Module:
+        """A router of ``kind`` ('per_token' or 'last_token') over ``experts`` (default: the specialists at ``k``)
+        on their shared trunk; ``replicate`` > 0 reseeds its initialisation and batches (Break 2's band)."""
         check_router_kind(kind)  # before anything is loaded or trained
         cfg = cfg or self.profile.router
         k = self.k if k is None else k
-        specs = self.specialists(k=k)
+        models = self.specialists(k=k) if experts is None else list(experts)
+        again = ("replicate", replicate) if replicate else ()
         return self.train_or_load_router(
-            lambda: make_router(kind, self.profile.model.n_embd, len(specs), cfg),
-            # "seeded-init" retires routers cached before their initialisation was seeded
-            [kind, "seeded-init", cfg, [model_fingerprint(m) for m in specs], k],
-            ("router-init", kind, k), ("router", kind), FusedModel(specs, k).expert_logits, cfg, f"{kind} router",
-            specs, ["trunk", k])
+            lambda: make_router(kind, self.profile.model.n_embd, len(models), cfg),
+            [kind, "seeded-init", cfg, [model_fingerprint(m) for m in models], k, *again],
+            ("router-init", kind, k, *again), ("router", kind, *again), FusedModel(models, k).expert_logits, cfg,
+            f"{kind} router{f' #{replicate}' if replicate else ''}", models, ["trunk", k])
 
     def feature_router(self, experts: Experts, feature: str, cfg: RouterConfig | None = None,
                        tag: str = "") -> CausalRouter:

@@ -13,7 +13,7 @@ takes the best specialist afresh in every resample, as the table does on all win
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -131,3 +131,38 @@ def format_interval(iv: Mapping, digits: int | None = None) -> str:
         return f"{iv['estimate']:.{d}f} nats [{iv['low']:.{d}f}, {iv['high']:.{d}f}]"
     d = 2 if digits is None else digits
     return f"{iv['estimate']:+.{d}f} % [{iv['low']:+.{d}f}, {iv['high']:+.{d}f}]"
+
+
+def versus(nll: Mapping[str, Mapping[str, torch.Tensor]], methods: Sequence[str], reference: str, unit: str = "nats",
+           n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, dict]:
+    """Each row of ``methods`` against one ``reference`` row scored on the same windows:
+    ``{method: {"estimate", "low", "high", "unit"}}``. In nats the comparison is method − reference
+    (positive: the method's loss is higher); in % it is the Δ% of :func:`_compare`. The windows are
+    resampled once and every comparison reads the same resamples."""
+    full, boot = _resampled(nll, sorted({reference, *methods}), n_resamples, seed)
+    return {m: {**_interval(full, boot, m, [reference], unit), "unit": unit} for m in methods}
+
+
+def _resample_index(sizes: Mapping[str, int], n_resamples: int, seed: int) -> dict[str, torch.Tensor]:
+    """Per domain, ``n_resamples`` rows of window indices drawn with replacement (stratified resamples)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {d: torch.randint(0, n, (n_resamples, n), generator=gen) for d, n in sizes.items()}
+
+
+def mean_stat(v: Mapping[str, torch.Tensor], idx: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+    """Equal-weight mean over domains of the mean over windows: of all windows (``idx`` None, a scalar)
+    or of each resample of ``idx`` (R,)."""
+    parts = [v[d].mean() if idx is None else v[d][idx[d]].mean(-1) for d in v]
+    return torch.stack(parts).mean(0)
+
+
+def paired_difference(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], stat: Callable = mean_stat,
+                      n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, float]:
+    """``stat(b) - stat(a)`` for two per-window quantities on the same windows (``{domain: (n, ...)}``):
+    the estimate on all windows and a percentile interval over stratified resamples, both sets read
+    through the same resamples (the pairing). ``stat(values, idx)`` reduces them (default: the mixed mean)."""
+    idx = _resample_index({d: v.shape[0] for d, v in a.items()}, n_resamples, seed)
+    boot = stat(b, idx) - stat(a, idx)
+    lo, hi = (1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2
+    return {"estimate": float(stat(b, None) - stat(a, None)), "low": float(torch.quantile(boot.double(), lo)),
+            "high": float(torch.quantile(boot.double(), hi))}

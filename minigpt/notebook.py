@@ -57,7 +57,7 @@ def running_headless() -> bool:
 # with the CLI commands on 2 CPU cores (see README); other profiles print no estimate.
 EXTRA_WORK: dict[str, str] = {
     "break1": "Break 1 (two more bases, their specialists and routers)",
-    "break2": "Break 2 (24 grid routers and 4 with a generalist expert)",
+    "break2": "Break 2 (32 routers over two expert sets)",
     "sweep": "the freeze sweep (specialists and a router at every K)",
 }
 EXTRA_MINUTES: dict[str, dict[str, float]] = {

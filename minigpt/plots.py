@@ -644,34 +644,69 @@ def plot_per_byte(losses: pd.DataFrame, ax=None, xlabel: str = "nats per byte (a
 
 
 # Break 2 (notebook 7)
-SETTING_COLORS = {"healthy": "tab:purple", "imbalanced": "tab:orange", "cold": "tab:cyan",
-                  "imbalanced + cold": "tab:red"}
+STATUS_MARKERS = {"healthy": ("o", "tab:green"), "worse": ("s", "tab:olive"), "silent": ("X", "tab:red"),
+                  "loud": ("^", "tab:orange")}
 
 
-def _setting_colors(names) -> list[str]:
-    return [SETTING_COLORS.get(n, f"C{i}") for i, n in enumerate(names)]
+def _code_share(point: Mapping) -> float:
+    return float(point["domain_mix"][0])
 
 
-def plot_settings_overview(rep: dict):
-    """Break 2's named routers twice: routing accuracy per domain (left) and the mixed loss with a
-    band of ± the report's tolerance around the healthy router's (right)."""
-    settings, tol, h = rep["settings"], rep["tolerance_pct"], rep["healthy_mixed"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.3), gridspec_kw={"width_ratios": [1.4, 1]})
-    acc = pd.DataFrame({n: s["routing_accuracy"] for n, s in settings.items()})
-    acc.plot.bar(ax=ax1, rot=0, color=_setting_colors(acc.columns))
-    ax1.axhline(0.5, color="black", ls="--", lw=1, label="50%")
-    ax1.axhline(1 / len(acc.index), color="black", ls=":", lw=1, label="chance")
-    ax1.set_ylim(0, 1.05)
-    ax1.set_ylabel("routing accuracy")
-    ax1.legend(fontsize=7, ncol=2)
-    mixed = pd.Series({n: s["mixed_loss"] for n, s in settings.items()}).iloc[::-1]
-    ax2.barh(mixed.index, mixed.values, color=_setting_colors(mixed.index))
-    ax2.axvspan(h * (1 - tol / 100), h * (1 + tol / 100), color="tab:purple", alpha=0.12, label=f"healthy ± {tol:g}%")
-    ax2.axvline(rep["best_specialist_mixed"], color="black", ls="--", lw=1, label="best specialist")
-    ax2.axvline(rep["base_mixed"], color="0.5", ls=":", lw=1.5, label="base")
-    ax2.set_xlim(h * (1 - 1.5 * tol / 100), h * (1 + 1.5 * tol / 100))
-    ax2.set_xlabel("mixed held-out loss (nats/token)")
-    ax2.legend(fontsize=7, loc="lower right")
+def _collapse_panel(ax, s: Mapping, title: str) -> None:
+    """One expert set: each curve point's headline minus the healthy router's (with its interval)
+    against the weight its dominant expert takes on other domains' windows; the band shaded."""
+    band, h = s["band"], s["healthy_mixed"]
+    ax.axhspan(band["low"] - h, band["high"] - h, color="tab:purple", alpha=0.15, label="band: router seeds, ±2 sd")
+    for temp in sorted({p["temp"] for p in s["points"].values()}, reverse=True):
+        pts = sorted((p for p in s["points"].values() if p["temp"] == temp), key=_code_share)
+        x = [p["dominant_weight_elsewhere"] for p in pts]
+        y = [p["vs_healthy_nats"]["estimate"] for p in pts]
+        err = [[p["vs_healthy_nats"]["estimate"] - p["vs_healthy_nats"]["low"] for p in pts],
+               [p["vs_healthy_nats"]["high"] - p["vs_healthy_nats"]["estimate"] for p in pts]]
+        ax.errorbar(x, y, yerr=err, color="0.35", ls="-" if temp == max(q["temp"] for q in s["points"].values()) else "--",
+                    lw=1, capsize=2, zorder=2, label=f"target temperature {temp:g}")
+        for p in pts:
+            marker, color = STATUS_MARKERS[p["status"]]
+            ax.scatter(p["dominant_weight_elsewhere"], p["vs_healthy_nats"]["estimate"], marker=marker, color=color,
+                       s=60, zorder=3, edgecolor="black", linewidth=0.5)
+            ax.annotate(f"{_code_share(p):.0%}", (p["dominant_weight_elsewhere"], p["vs_healthy_nats"]["estimate"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=6)
+    ax.axvline(0.5, color="black", ls=":", lw=0.8)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("dominant expert's mean weight on other domains' text")
+    ax.set_title(title, fontsize=9)
+
+
+def plot_collapse_curve(rep: dict):
+    """Break 2's collapse curve, one panel per expert set: the headline against routing as the router's
+    training data tilts toward code (labels: code share). Marker = status (healthy, worse, silent,
+    loud); the shaded band is what retraining the healthy router alone moves."""
+    sets = rep["sets"]
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.6 * len(sets), 3.8), squeeze=False, sharey=False)
+    for ax, (name, s) in zip(axes[0], sets.items()):
+        _collapse_panel(ax, s, f"{name}: {s['experts'][0]} in the code slot")
+    axes[0, 0].set_ylabel("headline minus healthy router (nats)")
+    for st, (marker, color) in STATUS_MARKERS.items():
+        axes[0, -1].scatter([], [], marker=marker, color=color, edgecolor="black", linewidth=0.5, label=st)
+    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_collapse_routing(s: Mapping, temp: float):
+    """One expert set at one target temperature: each domain's routing accuracy along the code share of
+    the router's training data, and the dominant expert's weight elsewhere."""
+    pts = sorted((p for p in s["points"].values() if p["temp"] == temp), key=_code_share)
+    x = [_code_share(p) for p in pts]
+    fig, ax = plt.subplots(figsize=(6.2, 3.0))
+    for d in pts[0]["routing_accuracy"]:
+        ax.plot(x, [p["routing_accuracy"][d] for p in pts], marker="o", color=DOMAIN_COLORS.get(d), label=f"{d} routing")
+    ax.plot(x, [p["dominant_weight_elsewhere"] for p in pts], marker="s", color="black", ls="--",
+            label="dominant expert's weight elsewhere")
+    ax.set_ylim(0, 1.03)
+    ax.set_xlabel("code share of the router's training windows")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 
@@ -703,82 +738,6 @@ def plot_mean_weight_heatmaps(weights: Mapping[str, Mapping[str, torch.Tensor]])
         if j:
             ax.set_yticks([])
     axes[0, 0].set_ylabel("text")
-    fig.tight_layout()
-    return fig
-
-
-GRID_PANELS = {  # Break 2 grid value -> (title, number format, colour map)
-    "min_routing_accuracy": ("worst domain's routing accuracy", ".0%", "RdYlGn"),
-    "mixed_vs_healthy_%": ("mixed loss vs healthy, %", "+.2f", "RdBu_r"),
-    "weight_on_dominant_other_domains": ("dominant specialist's weight elsewhere", ".2f", "Oranges"),
-}
-
-
-def plot_grid_heatmaps(frames: Mapping[str, pd.DataFrame]):
-    """Break 2's grid, one heatmap per value: ``frames`` = {key of :data:`GRID_PANELS`: mix x
-    temperature table}; the loss change is centred on zero."""
-    fig, axes = plt.subplots(1, len(frames), figsize=(4.4 * len(frames), 3.2), squeeze=False)
-    for j, (ax, (key, frame)) in enumerate(zip(axes[0], frames.items())):
-        title, fmt, cmap = GRID_PANELS.get(key, (key, ".2f", "viridis"))
-        frame = frame.astype(float)
-        span = float(np.nanmax(np.abs(frame.values))) or 1.0
-        _annotated_heatmap(ax, frame, fmt, cmap, *((-span, span) if key == "mixed_vs_healthy_%" else (None, None)))
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("target temperature")
-        ax.set_ylabel((frame.index.name or "") if j == 0 else "")
-        if j:
-            ax.set_yticks([])
-    fig.tight_layout()
-    return fig
-
-
-def plot_silent_collapse(rep: dict, ax=None):
-    """Each Break 2 grid router as a point: mixed loss vs the healthy router (x) against its worst
-    domain's routing accuracy (y); colour = data mix, marker = temperature, healthy outlined. The
-    shaded box is the silent-collapse region (within the tolerance, below 50%)."""
-    grid, tol = rep["grid"], rep["tolerance_pct"]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.6))
-    x_span = max(tol * 1.3, max(abs(r["mixed_vs_healthy_%"]) for r in grid.values()) * 1.2)
-    ax.add_patch(plt.Rectangle((-tol, 0), 2 * tol, 0.5, color="tab:red", alpha=0.1, label="silent collapse region"))
-    mixes = sorted({tuple(r["domain_mix"]) for r in grid.values()})
-    temps = sorted({r["temp"] for r in grid.values()}, reverse=True)
-    markers = dict(zip(temps, "os^Dv<>Ph*"))
-    color = lambda i: plt.cm.viridis(i / max(len(mixes) - 1, 1))  # noqa: E731
-    for name, r in grid.items():
-        ax.scatter(r["mixed_vs_healthy_%"], r["min_routing_accuracy"], marker=markers[r["temp"]], s=45,
-                   color=color(mixes.index(tuple(r["domain_mix"]))), linewidth=1.5, zorder=3,
-                   edgecolor="black" if name == rep["healthy_setting"] else "none")
-    for i, mix in enumerate(mixes):
-        ax.scatter([], [], color=color(i), label="mix " + "/".join(f"{m:.2f}" for m in mix))
-    for t in temps:
-        ax.scatter([], [], marker=markers[t], color="0.4", label=f"temp {t:g}")
-    ax.axhline(0.5, color="black", ls="--", lw=0.8)
-    ax.set_xlim(-x_span, x_span)
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("mixed loss vs healthy router, %")
-    ax.set_ylabel("worst domain's routing accuracy")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title("each router: headline loss against its worst domain (outlined: healthy)", fontsize=9)
-    return ax
-
-
-def plot_setting_vs_healthy(healthy_accuracy: Mapping[str, float], accuracy: Mapping[str, float],
-                            weights: Mapping[str, torch.Tensor]):
-    """One router against the healthy one: routing accuracy per domain (left) and where each
-    domain's weight goes, stacked by specialist (right; ``weights`` = {domain: (n, T, N)})."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 2.8))
-    pd.DataFrame({"healthy": healthy_accuracy, "this setting": accuracy}).plot.bar(
-        ax=a1, rot=0, color=["tab:purple", "tab:orange"])
-    a1.axhline(0.5, color="black", ls="--", lw=0.8)
-    a1.set_ylim(0, 1.05)
-    a1.set_ylabel("routing accuracy")
-    mw = mean_weights(weights).rename(columns=lambda c: c.split()[0])
-    mw.plot.barh(ax=a2, stacked=True, color=[DOMAIN_COLORS.get(d, f"C{i}") for i, d in enumerate(mw.columns)])
-    a2.legend(fontsize=7, title="weight on", title_fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    a2.set_xlim(0, 1)
-    a2.set_xlabel("mean weight (stacked; colour = specialist)")
-    a2.set_ylabel("text")
     fig.tight_layout()
     return fig
 
@@ -866,37 +825,6 @@ def plot_gap_curves(curves: Mapping[str, Sequence[float]], buckets: Mapping[str,
     ax.set_title("Oracle gap by position (thick segments: bucket means)", fontsize=10)
     ax.legend(fontsize=7, loc="upper right")
     return ax
-
-
-def plot_generalist(gen: dict):
-    """Break 2 with a generalist as a fourth expert (``break2.json``'s ``generalist``), one bar group per
-    setting: own-specialist routing accuracy per domain (left), the weight on the generalist per domain
-    (middle) and the mixed loss (right) with a band of ± the tolerance around the healthy router's, the
-    generalist alone and the best specialist."""
-    settings, tol, h = gen["settings"], gen["tolerance_pct"], gen["healthy_mixed"]
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.3), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
-    colors = _setting_colors(settings)
-    pd.DataFrame({n: s["routing_accuracy"] for n, s in settings.items()}).plot.bar(ax=ax1, rot=0, color=colors)
-    ax1.axhline(0.5, color="black", ls="--", lw=1)
-    ax1.set_ylim(0, 1.05)
-    ax1.set_ylabel("routing accuracy (own specialist)")
-    pd.DataFrame({n: s["weight_on_generalist"] for n, s in settings.items()}).plot.bar(ax=ax2, rot=0, color=colors,
-                                                                                        legend=False)
-    ax2.set_ylim(0, 1.05)
-    ax2.set_ylabel("mean weight on the generalist")
-    ax1.legend(fontsize=7, ncol=2)
-    mixed = pd.Series({n: s["mixed_loss"] for n, s in settings.items()}).iloc[::-1]
-    ax3.barh(mixed.index, mixed.values, color=colors[::-1])
-    ax3.axvspan(h * (1 - tol / 100), h * (1 + tol / 100), color="tab:purple", alpha=0.12, label=f"healthy ± {tol:g}%")
-    ax3.axvline(gen["generalist_alone_mixed"], color="tab:green", ls="-.", lw=1.5, label="generalist alone")
-    best = min(gen["table"][r]["mixed"] for r in SPECIALIST_ROWS)
-    ax3.axvline(best, color="black", ls="--", lw=1, label="best specialist")
-    lo, hi = min(mixed.min(), best, h * (1 - tol / 100)), max(mixed.max(), best, h * (1 + tol / 100))
-    ax3.set_xlim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
-    ax3.set_xlabel("mixed held-out loss (nats/token)")
-    ax3.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
 
 
 def plot_intervals(intervals: Sequence[Mapping], title: str | None = None):

@@ -25,6 +25,9 @@ from typing import Callable
 import torch
 
 from .analysis.conclusions import headline_conclusion
+from .claims import break1 as claims_break1
+from .claims import break2 as claims_break2
+from .claims import sweep as claims_sweep
 from .config import DOMAINS, REPO_ROOT, results_dir
 from .evaluate import WHOLE_WINDOW_MARK, sees_whole_window
 from .intervals import format_interval
@@ -35,7 +38,7 @@ REFERENCE = REPO_ROOT / "results" / "reference"
 TARGETS = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "design.md")
 BLOCK = re.compile(r"(<!-- reference:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /reference:(?P=name) -->)", re.S)
 SEED_FILES = ("table.json", "cross_domain.png")
-STUDY_FILES = ("decisions.json", "break1.json", "break2.json", "freeze_sweep.json", "hybrid.json",
+STUDY_FILES = ("base_schedule.json", "decisions.json", "break1.json", "break2.json", "freeze_sweep.json", "hybrid.json",
                "document_memory.json")
 
 
@@ -105,26 +108,35 @@ def render_seeds(ref: Path) -> str:
     return "".join(lines)
 
 
+def _plain(text: str) -> str:
+    return text.replace("**", "").replace("*", "")
+
+
+def _base_line(bs: dict) -> str:
+    by = {c["warmup"]: c for c in bs["candidates"]}
+    was, now = by[min(by)], by.get(bs["chosen_warmup"])
+    if now is None:
+        return (f"- **The base** (`python -m minigpt base-schedule`, dev): no warmup tried made the "
+                f"{len(bs['seeds'])} seeds agree within the criterion; the profile keeps {bs['chosen_warmup']} steps.")
+    return (f"- **The base** (`python -m minigpt base-schedule`, dev): with a {was['warmup']}-step warmup the "
+            f"{len(bs['seeds'])} seeds' base eval loss spreads by {was['eval_sd']:.3f} nats (sd; dev {was['dev_sd']:.3f}); "
+            f"with {now['warmup']} steps, chosen on dev, by {now['eval_sd']:.3f} (dev {now['dev_sd']:.3f}), at "
+            f"{now['eval_mean']:.3f} nats against {was['eval_mean']:.3f}, for the same {now['steps']} steps.")
+
+
 def _break1_line(b1: dict) -> str:
-    dv = b1["different_vs_controls"]
-    return (f"- **Break 1** (`python -m minigpt break1`): fused from different bases, mixed loss "
-            f"{dv['different_fused_logits_mixed']:.4f}; against {dv['n_controls']} shared-base controls "
-            f"({dv['controls_min']:.4f}–{dv['controls_max']:.4f}) it is worse than {dv['n_worse']}, better than "
-            f"{dv['n_better']}, inconclusive against {dv['n_inconclusive']}.")
+    return (f"- **Break 1** (`python -m minigpt break1`), against the shared-base control on the same base: "
+            f"{_plain(claims_break1.predictions(b1).text)} {_plain(claims_break1.headline(b1).text)}")
 
 
 def _break2_line(b2: dict) -> str:
-    gen = b2["generalist"]
-    return (f"- **Break 2** (`python -m minigpt break2`): silent collapses in the grid: "
-            f"{', '.join(b2['silent_collapse']) or 'none'}; with a generalist fourth expert (alone "
-            f"{gen['generalist_alone_vs_healthy_%']:+.2f} % from the healthy router): "
-            f"{', '.join(gen['silent_collapse']) or 'none'}.")
+    why = " ".join(_plain(claims_break2.precondition(b2, name).text) for name in b2["sets"])
+    return f"- **Break 2** (`python -m minigpt break2`): {_plain(claims_break2.what_happened(b2).text)} {why}"
 
 
 def _sweep_line(sw: dict) -> str:
-    gains = ", ".join(f"K={p['k']} {p['gain']:+.1f} %" for p in sw["points"] if p["seed"] == sw["seed"])
-    return (f"- **Freeze sweep** (`python -m minigpt sweep-freeze`, eval, reported only): fused gain over the best "
-            f"specialist {gains}; nothing frozen: fused beats the best specialist: {sw['none_fused_beats_best_specialist']}.")
+    return (f"- **Freeze sweep** (`python -m minigpt sweep-freeze`, eval, reported only): "
+            f"{_plain(claims_sweep.boundary(sw).text)} {_plain(claims_sweep.gain_column(sw).text)}")
 
 
 def _memory_line(mem: dict) -> str:
@@ -133,7 +145,7 @@ def _memory_line(mem: dict) -> str:
             f"nats cold, {warm['oracle_gap_nats']:.4f} with the router's state carried from the text before each window.")
 
 
-STUDY_LINES = {"break1.json": _break1_line, "break2.json": _break2_line, "freeze_sweep.json": _sweep_line,
+STUDY_LINES = {"base_schedule.json": _base_line, "break1.json": _break1_line, "break2.json": _break2_line, "freeze_sweep.json": _sweep_line,
                "document_memory.json": _memory_line}
 
 

@@ -60,6 +60,10 @@ FEATURES: dict[str, Feature] = {
     "trunk of base X": lambda x, trunks, models: trunks[0],
     "concatenated trunks": lambda x, trunks, models: torch.cat(list(trunks), dim=-1),
     "embeddings of base X": lambda x, trunks, models: models[0].trunk(x, 0),
+    # no model at all: each token id hashed into C buckets, one-hot; the causal router's decaying
+    # average of them is a bag of recent tokens, so the router becomes a cheap domain classifier
+    "token classifier (no model)": lambda x, trunks, models: F.one_hot(x % trunks[0].shape[-1],
+                                                                        trunks[0].shape[-1]).to(trunks[0].dtype),
 }
 SHARED_TRUNK = "trunk of base X"
 

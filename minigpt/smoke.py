@@ -35,7 +35,7 @@ from .router_pool import build_pool, train_router_on_pool
 from .score_cache import not_remembered
 from .scoring import FEATURES, SHARED_TRUNK, Experts, Scores, per_window_losses, score
 from .streams import DomainStreams, eval_windows, mixed_windows, random_windows
-from .studies.break2 import DEFAULT_MIXES, DEFAULT_TEMPS, TARGET_WINDOWS
+from .studies.break2 import BAND_REPLICATES, COLLAPSE_MIXES, SETS, TARGET_WINDOWS
 from .studies.ceiling import fit_to_eval_labels
 from .studies.hybrid import hybrid_windows, score_routers
 from .train import fine_tune_everything, train_lm
@@ -142,21 +142,25 @@ def plan(p: Profile) -> dict[str, dict[str, float]]:
         "evaluation": {"scoring: base, weight average, monolithic, experts": c.scoring(3)},
         "break1": {"2 more bases (seeds 1, 2: the seed runs' own)": 2 * base,
                    "6 specialists (the seed runs', reused when they ran)": 6 * c.specialist(),
-                   "8 feature routers (3 on unshared trunks)": 5 * c.router() + 3 * c.router(shared=False),
+                   "7 feature routers (4 on unshared trunks)": 3 * c.router() + 4 * c.router(shared=False),
                    "4 scoring passes, bases alone": 3 * c.scoring(2) + c.scoring(2, shared=False) + 3 * c.scoring(1, n=0),
                    "tokenizer case": c.specialist() + c.router() + 2 * c.scoring(1)
                    + 4 * p.eval_chunks * cfg.block_size * forward_flops(cfg)} if p.base.steps else refused,
-        "break2": {f"one pool, {len(DEFAULT_MIXES) * len(DEFAULT_TEMPS) - 1} grid routers":
-                   c.pool() + (len(DEFAULT_MIXES) * len(DEFAULT_TEMPS) - 1) * c.router_steps(),
-                   "4 routers over 4 experts, one pool": c.router(n=4) + 3 * c.router_steps(4),
-                   "2 scoring passes, target windows": c.scoring(1) + c.scoring(1, n=4) + len(DOMAINS) * TARGET_WINDOWS
-                   * cfg.block_size * (experts_flops(cfg, k, 3) + experts_flops(cfg, k, 4))},
+        "break2": {f"{len(SETS)} pools, {len(SETS) * _break2_routers()} routers": len(SETS) * (
+                       c.pool() + _break2_routers() * c.router_steps()),
+                   f"{len(SETS)} scoring passes, target windows": len(SETS) * c.scoring(1) + len(DOMAINS)
+                   * TARGET_WINDOWS * cfg.block_size * experts_flops(cfg, k, 3)},
         "freeze sweep": _sweep_plan(c),
         "hybrid": {"2 scoring passes": 2 * c.scoring(0)},
         "document memory": {"scoring, carried trunk states": c.scoring(1) + 4 * c.eval_tokens * k * block_flops(cfg)},
         "routing ceiling": {"eval trunk states, fit, scoring": c.eval_tokens * (k * block_flops(cfg) + CEILING_STEPS * 3
                                                                                   * router_flops(cfg, 3)) + c.scoring(1)},
     }
+
+
+def _break2_routers() -> int:
+    """Routers per expert set: the band's seeds and the curve (two temperatures), the healthy one shared."""
+    return BAND_REPLICATES + 2 * len(COLLAPSE_MIXES) - 1
 
 
 def _sweep_plan(c: _Costs) -> dict[str, float]:
@@ -357,19 +361,20 @@ def _break1(run: _Run) -> None:
 
 
 def _break2(run: _Run) -> None:
-    """A router on skewed data with cold targets, one over four experts (the generalist), both scored,
-    and the per-window losses performance targets are made of."""
+    """A router on skewed data with cold targets over the specialists, one over the generalist set (the
+    monolithic crown in code's slot), both scored, and the per-window losses targets are made of."""
     p, m, k, C = run.p, run.models, run.p.freeze_k, run.p.model.n_embd
     cold = replace(run.cut(p.router), temp=1e-3, domain_mix=(0.9, 0.05, 0.05))
     r3 = _router(run, "break2 cold router", CausalRouter(C, 3), FusedModel(m["specs"], k).expert_logits, m["specs"], cold)
-    four = [*m["specs"], m["mono"]]
-    r4 = _router(run, "break2 router over 4 experts", CausalRouter(C, 4), FusedModel(four, k).expert_logits, four)
+    gen = [m["mono"], *m["specs"][1:]]
+    rg = _router(run, "break2 router, generalist set", CausalRouter(C, 3), FusedModel(gen, k).expert_logits, gen, cold)
     _check_scores(run, "break2 scoring", score(run.eval_sets, Experts(m["specs"], k), {"cold": r3}, base=m["base"],
                                                batch_size=p.eval_batch_size))
-    _check_scores(run, "break2 scoring, 4 experts", score(run.eval_sets, Experts(four, k), {"4": r4}, base=m["base"],
-                                                          batch_size=p.eval_batch_size, names=[f"e{i}" for i in range(4)]))
+    _check_scores(run, "break2 scoring, generalist set", score(run.eval_sets, Experts(gen, k), {"g": rg},
+                                                               base=m["base"], batch_size=p.eval_batch_size,
+                                                               names=[f"e{i}" for i in range(3)]))
     x, y = run.eval_sets[DOMAINS[0]]
-    losses = per_window_losses(FusedModel(four, k), x, y, p.eval_batch_size)
+    losses = per_window_losses(FusedModel(m["specs"], k), x, y, p.eval_batch_size)
     _finite(run, "break2 target sharpness", performance_targets(losses, 1e-3).max(-1).values)
 
 

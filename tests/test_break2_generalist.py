@@ -10,7 +10,8 @@ import torch
 from minigpt.config import DOMAINS, GPTConfig
 from minigpt.model import GPT
 from minigpt.scoring import ORACLE_PER_TOKEN, SPECIALIST_ROWS, Experts, score, token_nll
-from minigpt.studies.break2 import GENERALIST_ROW, own_margin, target_sharpness
+from minigpt.studies.break2 import GENERALIST as GENERALIST_ROW
+from minigpt.studies.break2 import ROUTING_DROP_PP, _band, own_margin, status, target_sharpness
 
 CFG = GPTConfig(vocab_size=11, block_size=6, n_layer=2, n_head=1, n_embd=8)
 K = 1
@@ -71,3 +72,18 @@ def test_own_margin_is_the_other_specialists_excess_loss():
     for d in DOMAINS:
         assert m[d]["mean_other_minus_own"] == pytest.approx((1.5 + 1.0) / 2)
         assert m[d]["best_other_minus_own"] == pytest.approx((1.0 + 0.5) / 2)
+
+
+@pytest.mark.parametrize("drop, elsewhere, above, want", [
+    (0.0, 0.33, False, "healthy"), (0.0, 0.33, True, "worse"),
+    (ROUTING_DROP_PP, 0.33, False, "silent"), (ROUTING_DROP_PP - 1e-9, 0.33, False, "healthy"),
+    (5.0, 0.5, False, "silent"), (5.0, 0.4999, True, "worse"), (30.0, 0.9, True, "loud")])
+def test_status_needs_a_collapse_sign_and_reads_the_band_from_above(drop, elsewhere, above, want):
+    assert status(drop, elsewhere, above) == want
+
+
+def test_band_is_the_healthy_routers_mean_plus_minus_two_sd():
+    mixed = {f"fused soft (healthy #{r} router)": v for r, v in enumerate([4.0, 4.2, 4.1])}
+    b = _band(mixed, 3)
+    assert b["mean"] == pytest.approx(4.1) and b["sd"] == pytest.approx(0.1)
+    assert (b["low"], b["high"]) == (pytest.approx(3.9), pytest.approx(4.3))

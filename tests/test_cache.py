@@ -37,7 +37,7 @@ from minigpt.config import DOMAINS, REPO_ROOT, SPLITS, GPTConfig
 from minigpt.experiment import Experiment
 from minigpt.model import GPT
 from minigpt.scoring import FEATURES, Experts
-from minigpt.studies.break2 import DEFAULT_MIXES, DEFAULT_TEMPS, _grid_configs
+from minigpt.studies.break2 import COLLAPSE_MIXES, curve_configs
 from minigpt.studies.ceiling import routing_ceiling
 from minigpt.studies.tokenizer_mismatch import alt_tokenizer
 from minigpt.tokenizer import fingerprint
@@ -527,29 +527,35 @@ def _assert_injective(paths: dict) -> None:
 def test_every_break2_router_config_and_kind_gets_its_own_cache_path(monkeypatch):
     torch.manual_seed(0)
     specs = [GPT(CFG) for _ in DOMAINS]
+    generalist_set = [GPT(CFG), *specs[1:]]
     paths = {}
     for seed in (0, 1):
         exp = _fake_experiment(seed=seed)
         monkeypatch.setattr(exp, "specialists", lambda k=None, base_seed=None: specs)
         monkeypatch.setattr(exp, "train_or_load_router",
                             lambda make, key_parts, *a, exp=exp: exp.router_path(key_parts))
-        _, grid = _grid_configs(exp.profile.router, DEFAULT_MIXES, DEFAULT_TEMPS, (0.9, 0.05, 0.05), 1e-3)
-        assert len(grid) == len(DEFAULT_MIXES) * len(DEFAULT_TEMPS)
+        curve = curve_configs(exp.profile.router)
+        assert len(curve) == 2 * len(COLLAPSE_MIXES)
         for kind in ("per_token", "last_token"):
             for k in (1, 2):
-                for name, cfg in grid.items():
+                for name, cfg in curve.items():
                     paths[(seed, kind, k, name)] = exp.router(kind, cfg, k)
                     paths[(seed, kind, k, name, "target=domain")] = exp.router(kind, replace(cfg, target="domain"), k)
+                    paths[(seed, kind, k, name, "generalist")] = exp.router(kind, cfg, k, experts=generalist_set)
+                for r in (1, 2):  # the band's router seeds
+                    paths[(seed, kind, k, "replicate", r)] = exp.router(kind, None, k, replicate=r)
         for feature in FEATURES:
             for shared in (True, False):
                 experts = Experts(specs, 1, shared=shared)
                 paths[(seed, "break", feature, shared)] = exp.feature_router(experts, feature)
     _assert_injective(paths)
-    assert len(paths) == 2 * (2 * 2 * 2 * len(grid) + 2 * len(FEATURES))
+    assert len(paths) == 2 * (2 * 2 * (3 * len(curve) + 2) + 2 * len(FEATURES))
     exp = _fake_experiment(seed=1)  # and the key is a function of the config: the same config, the same path
     monkeypatch.setattr(exp, "specialists", lambda k=None, base_seed=None: specs)
     monkeypatch.setattr(exp, "train_or_load_router", lambda make, key_parts, *a: exp.router_path(key_parts))
-    assert exp.router("last_token", grid[next(iter(grid))], 2) == paths[(1, "last_token", 2, next(iter(grid)))]
+    assert exp.router("last_token", curve[next(iter(curve))], 2) == paths[(1, "last_token", 2, next(iter(curve)))]
+    # replicate 0 is the router itself, and passing the specialists explicitly changes nothing
+    assert exp.router("per_token", None, 2, replicate=0) == exp.router("per_token", None, 2, experts=specs)
 
 
 def test_every_specialist_seed_and_depth_gets_its_own_checkpoint_path(monkeypatch):

@@ -32,7 +32,8 @@ from minigpt.router import CausalRouter, LinearRouter, train_router
 from minigpt.router_pool import build_pool, train_router_on_pool
 from minigpt.scoring import FEATURES, Experts, model_nll, per_window_losses, score
 from minigpt.streams import eval_windows, random_windows
-from minigpt.studies import break1, break2, ceiling, document_memory, freeze_sweep, hybrid, router_targets
+from minigpt.studies.break1 import sets as break1_sets
+from minigpt.studies import break2, ceiling, document_memory, freeze_sweep, hybrid, router_targets
 from minigpt.studies.tokenizer_mismatch import _nats_per_byte
 from minigpt.train import train_lm
 
@@ -230,9 +231,9 @@ def test_fused_generation_runs_on_the_device(meta):
 def test_break1_representations_and_tokenizer_case(meta):
     base, specs = _models()
     exp = _fake_experiment(specs)
-    run = SimpleNamespace(bases={0: base, 1: average_weights([base])},
-                          sets={"shared": Experts(specs, K), "different": Experts(specs, K, shared=False)})
-    assert set(break1._representations(exp, run)) >= {"embeddings (bases)", "final hidden (bases)"}
+    sets = SimpleNamespace(bases={0: base, 1: average_weights([base])}, matched="0",
+                           experts={"0": Experts(specs, K), "different": Experts(specs, K, shared=False)})
+    assert set(break1_sets.representations(exp, sets)) >= {"embeddings (bases)", "final hidden (bases)"}
     x, y = exp.eval_sets["legal"]
     tok = SimpleNamespace(decode=lambda ids, skip_special_tokens=False: "ab" * len(ids))
     assert _nats_per_byte(specs[2], x, y, tok, 3)["bytes_per_token"] == 2.0

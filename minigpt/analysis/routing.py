@@ -64,6 +64,20 @@ def weight_on(weights: WeightsByDomain, specialist: int) -> dict[str, float]:
     return {d: float(w[..., specialist].double().mean()) for d, w in weights.items()}
 
 
+def collapse_signs(weights: WeightsByDomain, healthy_accuracy: Mapping[str, float] | None = None) -> dict:
+    """The chapter's two diagnostics of a collapsing router (Break 2): per-domain routing accuracy (and,
+    against ``healthy_accuracy``, how many points each domain dropped), and the expert with the most
+    weight overall with its mean weight on the *other* domains' tokens."""
+    acc = routing_accuracy(weights)
+    dom = int(np.argmax(mean_weights(weights).values.mean(0)))
+    elsewhere = float(np.mean([v for d, v in weight_on(weights, dom).items() if d != DOMAINS[dom]]))
+    out = {"routing_accuracy": acc, "dominant_expert": dom, "dominant_weight_elsewhere": elsewhere}
+    if healthy_accuracy is not None:
+        out["routing_drop_pp"] = {d: (healthy_accuracy[d] - acc[d]) * 100 for d in acc}
+        out["largest_routing_drop_pp"] = max(out["routing_drop_pp"].values())
+    return out
+
+
 def gate_histograms(weights: WeightsByDomain, bins: int = 20, names: Sequence[str] | None = None) -> dict:
     """Histogram of each specialist's per-token weight, per eval domain (equal bins on [0, 1]).
 

@@ -40,16 +40,6 @@ def paired(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict
     return {"delta": float(np.mean(deltas)), "se": float(np.sqrt(var) / len(deltas))}
 
 
-VERDICT_Z = 2  # paired standard errors beyond which a change counts as real
-
-
-def verdict(z: float | None, worse: str = "worse", better: str = "better") -> str:
-    """'worse' / 'better' beyond :data:`VERDICT_Z` paired standard errors, else 'no significant change'."""
-    if z is None:
-        return "n/a"
-    return worse if z > VERDICT_Z else better if z < -VERDICT_Z else "no significant change"
-
-
 INTERVAL_Z = 1.96  # half-width of a two-sided 95% normal interval, in standard errors
 
 

@@ -28,6 +28,7 @@ from ..device import autocast, resolve, to_device, to_host
 from ..evaluate import (HEADLINE, ORACLE, SPECIALIST_ROWS, gap_by_position, litmus, loss_table, routing_accuracy,
                         table_json)
 from ..fusion import average_weights
+from ..intervals import domain_window_means, interval_verdict, mean_stat, paired_difference
 from ..model import GPT
 from ..scoring import SHARED_TRUNK, Experts, fused_row, score
 from ..streams import random_windows
@@ -107,7 +108,7 @@ def _depth(exp, K: int, base: GPT, xs: torch.Tensor) -> dict:
                    hidden_head=base.lm_head)
     trainable = sum(v.numel() for v in specs[0].crown_parameters(K).values())
     return {"frozen_blocks": K, **SHARED_INTERFACE, "compat_refusal": refusal,
-            **_measures(scores, *_finals(specs, base, K, xs), trainable)}
+            **_measures(scores, *_finals(specs, base, K, xs), trainable)}, domain_window_means(scores.nll[HEADLINE])
 
 
 def _none_point(exp, base: GPT, xs: torch.Tensor) -> dict:
@@ -121,7 +122,30 @@ def _none_point(exp, base: GPT, xs: torch.Tensor) -> dict:
                    batch_size=exp.profile.eval_batch_size, features={ROUTER: NONE_FEATURE}, hidden_head=specs[0].lm_head)
     trainable = sum(v.numel() for v in specs[0].parameters() if v.requires_grad)
     return {"frozen_blocks": None, **NONE_INTERFACE, "compat_refusal": refusal,
-            "compat_forced_mismatches": forced["mismatches"], **_measures(scores, *_finals(specs, base, 0, xs), trainable)}
+            "compat_forced_mismatches": forced["mismatches"],
+            **_measures(scores, *_finals(specs, base, 0, xs), trainable)}, domain_window_means(scores.nll[HEADLINE])
+
+
+GAIN_NOTE = ("gain over the best specialist flatters small K: the fewer layers are frozen, the more each specialist "
+             "forgets the other domains, so the best single specialist gets worse on mixed text and any mix of them "
+             "looks better against it; the boundary is read off the fused loss itself")
+
+
+def boundary(windows: Mapping[str, Mapping[str, torch.Tensor]], ks: Sequence[int]) -> dict:
+    """The freeze depth with the lowest fused mixed loss and paired intervals between neighbouring
+    depths (``windows[str(K)]``: the headline's per-window losses at K, on the same windows):
+    ``change`` is fused(K+1) − fused(K) in nats, positive when freezing one more block costs loss."""
+    mixed = {K: float(mean_stat(windows[str(K)], None)) for K in ks}
+    best = min(ks, key=mixed.get)
+    steps = [{"from_k": a, "to_k": b, "change_nats": paired_difference(windows[str(a)], windows[str(b)])}
+             for a, b in zip(ks, ks[1:])]
+    for st in steps:
+        st["verdict"] = interval_verdict(st["change_nats"]["low"], st["change_nats"]["high"])
+    beside = [st for st in steps if best in (st["from_k"], st["to_k"])]
+    # best is decisively best when each neighbour's interval says that neighbour is worse
+    decisive = all((st["verdict"] == "holds") if st["from_k"] == best else (st["verdict"] == "fails") for st in beside)
+    return {"best_k": best, "fused_mixed": {str(K): v for K, v in mixed.items()}, "steps": steps,
+            "best_beats_neighbours": bool(decisive), "gain_note": GAIN_NOTE}
 
 
 def _none_vs_k(per_k: dict, ks: Sequence[int]) -> dict:
@@ -151,9 +175,11 @@ def freeze_sweep(exp, ks: Sequence[int] | None = None, out: Path | None = None, 
     ks = list(range(p.model.n_layer)) if ks is None else list(ks)
     xs = token_sample(exp.eval_sets, min(8, p.eval_chunks))
     base = exp.base()
-    per_k = {str(K): _depth(exp, K, base, xs) for K in ks}
+    measured = {str(K): _depth(exp, K, base, xs) for K in ks}
     if nothing_frozen:
-        per_k = {NONE: _none_point(exp, base, xs), **per_k}
+        measured = {NONE: _none_point(exp, base, xs), **measured}
+    per_k = {K: m[0] for K, m in measured.items()}
+    windows = {K: m[1] for K, m in measured.items()}
     points = [{"seed": exp.seed, "base_seed": exp.seed, "k": K, "divergence": per_k[str(K)]["divergence_%"],
                "gain": per_k[str(K)]["fused_gain_vs_best_specialist_%"]} for K in ks]
     here = Path(out or out_dir(exp))
@@ -168,7 +194,10 @@ def freeze_sweep(exp, ks: Sequence[int] | None = None, out: Path | None = None, 
                     "KALAVAI's line: gain = 0.82 * divergence - 2.72",
         "best_k_by_fused_gain": max(map(str, ks), key=lambda q: per_k[q]["fused_gain_vs_best_specialist_%"]),
         "best_k_by_fused_mixed": min(map(str, ks), key=lambda q: per_k[q]["mixed"][HEADLINE]),
+        "boundary": boundary(windows, ks),
     }
+    if nothing_frozen:  # nothing frozen against the best K, on the same windows
+        report["none_minus_best_k"] = paired_difference(windows[str(report["boundary"]["best_k"])], windows[NONE])
     report["wall_seconds"] = round(time.time() - t0, 1)
     return write_report(exp, report, "freeze_sweep", here)
 
@@ -242,8 +271,12 @@ def summarize(rep: dict) -> str:
     lines.append("KALAVAI's line gain = 0.82 * divergence - 2.72 predicts "
                  + ", ".join(f"{pg:+.2f}%" for pg in fit["kalavai"]["predicted_gain"])
                  + f" at our divergences (mean residual {residual:+.2f} points)")
-    lines.append(f"best K by fused gain over best specialist: {rep['best_k_by_fused_gain']}; "
-                 f"by fused mixed loss: {rep['best_k_by_fused_mixed']}")
+    b = rep["boundary"]
+    lines.append(f"boundary: lowest fused mixed loss at K = {b['best_k']}"
+                 f"{' (beats both neighbours)' if b['best_beats_neighbours'] else ' (not decisively)'}; "
+                 + "; ".join(f"K={st['from_k']}->{st['to_k']}: {st['change_nats']['estimate']:+.4f} "
+                             f"[{st['change_nats']['low']:+.4f}, {st['change_nats']['high']:+.4f}] nats" for st in b["steps"]))
+    lines.append(f"best K by fused gain over the best specialist: {rep['best_k_by_fused_gain']} ({b['gain_note']})")
     return "\n".join(lines)
 
 

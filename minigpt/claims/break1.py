@@ -1,0 +1,105 @@
+"""Claims read off ``break1.json``: which of the chapter's predictions held, what the headline shows,
+and whether base quality could explain it."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from ..studies.break1.matched import PREDICTIONS
+from .core import Claim, reading, register, with_field
+
+OUTCOME_WORDS = {"held": "held", "reversed": "came out reversed", "inconclusive": "cannot be decided on these windows",
+                 "mixed": "held against one kind of control and not the other"}
+
+
+def _index(rep: Mapping, metric: str) -> int:
+    return next(i for i, r in enumerate(rep["matched"]) if r["metric"] == metric)
+
+
+def _flip_predictions(rep: Mapping) -> Mapping:
+    """Every prediction held, or, when they all did, the first one reversed."""
+    rows = rep["matched"]
+    all_held = all(r["outcome"] == "held" for r in rows)
+    out = rep
+    for i in range(len(rows)):
+        out = with_field(out, f"matched.{i}.outcome", "reversed" if all_held and i == 0 else "held")
+    return out
+
+
+@register("break1.predictions", "break1.json", _flip_predictions)
+def predictions(rep: Mapping) -> Claim:
+    """Which of the chapter's predictions held, which reversed, which the windows cannot decide."""
+    by = {o: [r["metric"] for r in rep["matched"] if r["outcome"] == o] for o in OUTCOME_WORDS}
+    parts = [f"{OUTCOME_WORDS[o]}: {', '.join(ms)}" for o, ms in by.items() if ms]
+    n = len(rep["matched"])
+    if len(by["held"]) == n:
+        outcome, lead = "all held", f"All {n} of the chapter's predictions for different bases held at this scale"
+    elif by["reversed"]:
+        outcome, lead = "some reversed", (f"{len(by['held'])} of the chapter's {n} predictions held and "
+                                          f"{len(by['reversed'])} came out the other way at this scale")
+    elif by["held"]:
+        outcome, lead = "some held", f"{len(by['held'])} of the chapter's {n} predictions held at this scale"
+    else:
+        outcome, lead = "none held", f"None of the chapter's {n} predictions held at this scale"
+    return Claim(f"{lead} ({'; '.join(parts)}).", outcome,
+                 reading(rep, *(f"matched.{i}.outcome" for i in range(n))))
+
+
+def _flip_headline(rep: Mapping) -> Mapping:
+    return with_field(rep, "headline.catches_it", not rep["headline"]["catches_it"])
+
+
+@register("break1.headline", "break1.json", _flip_headline)
+def headline(rep: Mapping) -> Claim:
+    """Would a reader who looks only at the headline see the break?"""
+    h = rep["headline"]
+    iv = f"{h['estimate']:+.4f} nats [{h['low']:+.4f}, {h['high']:+.4f}]"
+    if h["catches_it"]:
+        text = (f"The headline does show it: the different-base system's mixed loss is worse than its matched "
+                f"control's by {iv}.")
+        return Claim(text, "catches it", reading(rep, "headline.catches_it"))
+    missed = ", ".join(rep["missed_by_headline"]) or "nothing else either"
+    text = (f"The headline alone would not show it: against its matched control the mixed loss moves by {iv}, "
+            f"an interval that does not rule out no change. Missed with it: {missed}.")
+    return Claim(text, "misses it", reading(rep, "headline.catches_it", "missed_by_headline"))
+
+
+def _flip_confound(rep: Mapping) -> Mapping:
+    return with_field(rep, "confound.confounded_by_base_quality", not rep["confound"]["confounded_by_base_quality"])
+
+
+@register("break1.confound", "break1.json", _flip_confound)
+def confound(rep: Mapping) -> Claim:
+    """Could a difference in base quality alone explain the headline's change?"""
+    c = rep["confound"]
+    nums = (f"the bases differ by {c['base_quality_spread_nats']:.4f} nats in mixed loss, the headline moves by "
+            f"{c['effect_nats']:+.4f} nats")
+    if c["confounded_by_base_quality"]:
+        return Claim(f"Base quality could explain the headline's change on its own ({nums}), so read the matched "
+                     "metrics, each measured against the set's own base and specialists, not the raw losses.",
+                     "confounded", reading(rep, "confound.confounded_by_base_quality"))
+    return Claim(f"Base quality cannot explain it ({nums}): the bases are closer to each other than the change the "
+                 "break makes.", "not confounded", reading(rep, "confound.confounded_by_base_quality"))
+
+
+def _flip_metric(metric: str):
+    def flip(rep: Mapping) -> Mapping:
+        i = _index(rep, metric)
+        return with_field(rep, f"matched.{i}.outcome", "reversed" if rep["matched"][i]["outcome"] == "held" else "held")
+    return flip
+
+
+def prediction(rep: Mapping, metric: str) -> Claim:
+    """One prediction: what was measured on each set and what the interval says."""
+    i = _index(rep, metric)
+    r = rep["matched"][i]
+    iv, ivm = r["vs_matched"], r["vs_mean_of_controls"]
+    nums = (f"{r['different']:.4f} with different bases against {r['matched_control']:.4f} for the matched control "
+            f"(change {iv['estimate']:+.4f} [{iv['low']:+.4f}, {iv['high']:+.4f}]; against the mean of the controls "
+            f"{ivm['estimate']:+.4f} [{ivm['low']:+.4f}, {ivm['high']:+.4f}])")
+    text = f"*{r['prediction'][0].upper() + r['prediction'][1:]}*: {OUTCOME_WORDS[r['outcome']]} — {r['metric']} {nums}."
+    return Claim(text, r["outcome"], reading(rep, f"matched.{i}.outcome"))
+
+
+for _metric in PREDICTIONS:
+    register(f"break1.prediction.{_metric}", "break1.json", _flip_metric(_metric))(
+        lambda rep, _m=_metric: prediction(rep, _m))
