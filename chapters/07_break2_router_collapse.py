@@ -52,7 +52,7 @@ from dataclasses import replace
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from minigpt.analysis.routing import collapse_signs, mean_weights
+from minigpt.analysis.routing import collapse_signs
 from minigpt.claims.break2 import precondition, what_happened
 from minigpt.config import DOMAINS
 from minigpt.notebook import announce, setup, show_markdown

@@ -53,9 +53,11 @@ from minigpt.analysis.divergence import kalavai_line
 from minigpt.analysis.routing import confusion_matrix, misrouting, misrouting_margins
 from minigpt.analysis.table import baseline_comparison, oracle_headroom
 from minigpt.chapter import evaluate
+from minigpt.claims.break1 import headline, predictions
+from minigpt.claims.sweep import boundary, gain_column
 from minigpt.config import DOMAINS
-from minigpt.notebook import announce, setup, slider
-from minigpt.plots import (DOMAIN_COLORS, plot_confusion, plot_degradations, plot_freeze_grid, plot_freeze_sweep,
+from minigpt.notebook import announce, setup, show_markdown, slider
+from minigpt.plots import (DOMAIN_COLORS, plot_confusion, plot_freeze_grid, plot_freeze_sweep,
                            plot_mixed_losses)
 from minigpt.scoring import HEADLINE, ORACLE, ORACLE_PER_TOKEN, SPECIALIST_ROWS
 from minigpt.studies.break1 import break1
@@ -148,24 +150,15 @@ print("oracle ≤ every specialist, per-token oracle ≤ per-window oracle")
 # %%
 announce(exp, "break1")
 b1 = break1(exp)
-degr = pd.DataFrame(b1["degradations"]).set_index("metric")[["shared", "different", "relative_%", "z", "verdict"]]
-degr.style.format({"shared": "{:.4f}", "different": "{:.4f}", "relative_%": "{:+.2f}", "z": "{:+.1f}"}, na_rep="—")
+pd.DataFrame([{"prediction": r["prediction"], "change vs matched control": r["vs_matched"]["estimate"],
+               "95% low": r["vs_matched"]["low"], "95% high": r["vs_matched"]["high"], "outcome": r["outcome"]}
+              for r in b1["matched"]], index=[r["metric"] for r in b1["matched"]]).style.format(
+    "{:+.4f}", subset=["change vs matched control", "95% low", "95% high"])
 
 # %%
-plot_degradations(b1["degradations"])
-plt.show()
-
-# %%
-print(f"ranked first (relative change): {b1['what_fails_first'] or 'nothing degrades significantly'}")
-print(f"ranked first among within-set contrasts (nats): {b1['what_fails_first_within_set'] or 'none'}")
-print(f"the headline mixed loss registers the break: {b1['headline_catches_it']}"
-      + (f"; it would miss: {', '.join(b1['missed_by_headline'])}" if b1["missed_by_headline"] else ""))
-if b1["confounded_by_base_quality"]:
-    print(f"caution: {b1['confound_note']}")
-dv = b1["different_vs_controls"]
-print(f"logit fusion with different bases {dv['different_fused_logits_mixed']:.4f}; shared-base controls on the same "
-      f"bases {dv['controls_min']:.4f}–{dv['controls_max']:.4f}: {dv['verdict_note']}")
-print(dv["controls_note"])
+show_markdown(predictions(b1).text)
+show_markdown(headline(b1).text)
+print(f"what fails first (held predictions, most decisive first): {', '.join(b1['what_fails_first']) or 'none'}")
 assert b1["compat"]["refusal"] is not None, "the compatibility check must refuse specialists from different bases"
 
 # %% [markdown]
@@ -197,12 +190,25 @@ frame.style.format("{:.4f}").format("{:,.0f}", subset=["trainable params"]).form
     "{:.1%}", subset=["routing accuracy"])
 
 # %%
-best_k = int(sw["best_k_by_fused_gain"])
+best_k = sw["boundary"]["best_k"]
 plot_freeze_sweep(frame, k_profile=exp.k, mark=best_k)
-plt.suptitle(f"Freeze-depth sweep (dotted: the profile's K = {exp.k}; dashed: best fused gain, K = {best_k})",
+plt.suptitle(f"Freeze-depth sweep (dotted: the profile's K = {exp.k}; dashed: lowest fused loss, K = {best_k})",
              fontsize=10, y=1.02)
 plt.show()
 
+# %% [markdown]
+# **Where is the boundary?** Read it off the fused model's own loss, with a paired interval between
+# each pair of neighbouring depths (same windows, so the comparison is paired):
+
+# %%
+pd.DataFrame([{"from K": st["from_k"], "to K": st["to_k"], "fused loss change": st["change_nats"]["estimate"],
+               "95% low": st["change_nats"]["low"], "95% high": st["change_nats"]["high"]}
+              for st in sw["boundary"]["steps"]]).style.format("{:+.4f}", subset=["fused loss change", "95% low",
+                                                                                  "95% high"]).hide(axis="index")
+
+# %%
+show_markdown(boundary(sw).text)
+show_markdown(gain_column(sw).text)
 
 # %% [markdown]
 # Every depth side by side: where the cut sits, the mixed loss of the key rows (one shared axis
@@ -254,10 +260,6 @@ plt.legend(fontsize=7)
 plt.show()
 
 # %%
-gains = frame["fused vs best specialist %"].drop("none", errors="ignore")  # the K points
-print(f"best K by fused gain over the best specialist: {sw['best_k_by_fused_gain']} ({gains.max():+.2f}%); "
-      f"by fused mixed loss: {sw['best_k_by_fused_mixed']}")
-print("K where fusion still beats the best specialist: " + (", ".join(str(k) for k in gains.index[gains > 0]) or "none"))
 params = frame["trainable params"].values  # "none" first: it trains everything
 assert np.all(np.diff(params) < 0), "each extra frozen block must leave fewer trainable parameters"
 

@@ -16,6 +16,7 @@ from .cache import write_json
 from .checkpoint import model_fingerprint
 from .config import RouterConfig, results_dir
 from .analysis.costs import row_costs
+from .analysis.routing import confusion_matrix, misrouting, misrouting_margins
 from .evaluate import (HEADLINE, ORACLE, cross_domain_matrix, gap_by_position, litmus, loss_table, routing_accuracy,
                        sees_whole_window, table_json)
 from .experiment import Experiment
@@ -55,7 +56,25 @@ def evaluate(exp: Experiment, k: int | None = None, router_cfg: RouterConfig | N
             "cross_domain": cross_domain_matrix(scores.nll),
             "oracle_gap": float(table.loc[HEADLINE, "mixed"] - table.loc[ORACLE, "mixed"]),
             "oracle_gap_by_position": gap_by_position(scores.nll),
-            "litmus": litmus(table, intervals)}
+            "litmus": litmus(table, intervals),
+            "misrouting": misrouting_summary(scores, table, "per-token")}
+
+
+def misrouting_summary(scores: Scores, table, router: str) -> dict[str, dict]:
+    """Per domain, what the router's mistakes look like (Chapter 32, question 5): how many tokens are
+    misrouted, where most go, whether that specialist still beats the base on this text, how close the
+    call was (median weight margin, how often the own specialist is second) and what it costs."""
+    weights = scores.weights[router]
+    wrong = misrouting(weights, {d: scores.spec_nll(d) for d in scores.domains()})
+    margins = misrouting_margins(weights)
+    cm = confusion_matrix(weights)
+    out = {}
+    for d in weights:
+        dest = str(cm.loc[d].drop(f"{d} specialist").idxmax())
+        out[d] = {**wrong[d], "most_frequent_wrong_choice": dest,
+                  "it_beats_the_base_here": bool(table.loc[dest, d] < table.loc["base", d]),
+                  "median_margin": margins[d]["median_margin"], "own_is_second": margins[d]["own_is_second"]}
+    return out
 
 
 def report(exp: Experiment, res: dict, wall_seconds: float) -> dict:
@@ -70,7 +89,7 @@ def report(exp: Experiment, res: dict, wall_seconds: float) -> dict:
         "routing_accuracy": rounded(res["routing_accuracy"]),
         "oracle_gap_nats": round(res["oracle_gap"], 6),
         "oracle_gap_by_position": rounded(res["oracle_gap_by_position"]),
-        "headline": HEADLINE, "litmus": res["litmus"],
+        "headline": HEADLINE, "litmus": res["litmus"], "misrouting": rounded(res["misrouting"]),
         "cross_domain": table_json(res["cross_domain"]),
         **exp.provenance(), "base_fingerprint": model_fingerprint(exp.base()),
         "tokens": exp.streams.tokens(), "config": asdict(exp.profile),

@@ -264,27 +264,32 @@ def plot_gate_grid(hists, names=None):
 VERDICT_COLORS = {"worse": "tab:red", "better": "tab:green", "no significant change": "0.6"}
 
 
-def plot_degradations(degradations, ax=None, title: str = "What breaks when the bases differ"):
-    """Horizontal bars of each metric's relative change (different bases vs shared base; + = worse),
-    coloured by its verdict (more than 2 paired standard errors)."""
-    rows = [m for m in degradations if m["relative_%"] is not None][::-1]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7.5, 0.38 * len(rows) + 1.0))
-    vals = [m["relative_%"] for m in rows]
-    ax.barh([m["metric"] for m in rows], vals, color=[VERDICT_COLORS.get(m["verdict"], "0.8") for m in rows])
-    for y, m in enumerate(rows):
-        z = "" if m["z"] is None else f" z={m['z']:+.1f}"
-        ax.text(m["relative_%"], y, f" {m['relative_%']:+.1f}%{z}", va="center", fontsize=7,
-                ha="left" if m["relative_%"] >= 0 else "right")
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("change relative to the shared-base value, % (positive = worse)")
-    ax.tick_params(axis="y", labelsize=8)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in VERDICT_COLORS.values()]
-    ax.legend(handles, list(VERDICT_COLORS), fontsize=7, loc="lower right")
-    lo, hi = min(vals + [0]), max(vals + [0])
-    ax.set_xlim(lo - 0.25 * (hi - lo) - 1, hi + 0.35 * (hi - lo) + 1)
-    ax.set_title(title, fontsize=10)
-    return ax
+OUTCOME_COLORS = {"held": "tab:red", "reversed": "tab:blue", "inconclusive": "0.5", "mixed": "tab:purple"}
+
+
+def plot_matched(rows: Sequence[Mapping], title: str = "Different bases against their controls"):
+    """Break 1's matched comparison, one panel per metric (units differ): the different set minus its
+    matched control (circle) and minus the controls' mean (square), each with its 95 % paired interval,
+    coloured by the prediction's outcome; the shaded side of zero is where the chapter's prediction points."""
+    fig, axes = plt.subplots(len(rows), 1, figsize=(7.5, 0.9 * len(rows) + 0.6), squeeze=False)
+    for ax, r in zip(axes[:, 0], rows):
+        color = OUTCOME_COLORS.get(r["outcome"], "black")
+        for y, key, marker in ((1, "vs_matched", "o"), (0, "vs_mean_of_controls", "s")):
+            iv = r[key]
+            ax.errorbar(iv["estimate"], y, xerr=[[iv["estimate"] - iv["low"]], [iv["high"] - iv["estimate"]]],
+                        fmt=marker, color=color, capsize=3)
+        span = max(abs(r[k][e]) for k in ("vs_matched", "vs_mean_of_controls") for e in ("low", "high")) * 1.3 or 1
+        ax.set_xlim(-span, span)
+        lo, hi = (0, span) if r["direction"] > 0 else (-span, 0)
+        ax.axvspan(lo, hi, color="tab:red", alpha=0.07)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks([0, 1], ["vs mean of controls", "vs matched control"], fontsize=7)
+        ax.set_ylim(-0.6, 1.6)
+        ax.set_title(f"{r['metric']} ({r['unit']}): {r['outcome']}", fontsize=8, loc="left")
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(title + " (shaded: the side the chapter predicts)", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def plot_cka_blocks(representations, keys=None, vmin: float = 0.0):
@@ -532,66 +537,6 @@ def plot_gap_by_position(per_position: Sequence[float], buckets: Mapping[str, fl
 
 
 # Break 1 (notebook 6)
-def plot_two_sets(frame: pd.DataFrame, ax=None, xlabel: str = "mixed held-out loss (nats/token, axis zoomed)"):
-    """Grouped horizontal bars of ``frame``'s two columns per row (first row on top, axis zoomed),
-    e.g. every row of the table with a shared base and with different bases."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7.5, 0.3 * len(frame) + 1.0))
-    frame.iloc[::-1].plot.barh(ax=ax, color=["tab:purple", "0.6"])
-    lo, hi = float(np.nanmin(frame.values)), float(np.nanmax(frame.values))
-    ax.set_xlim(lo - 0.1 * (hi - lo) - 1e-4, hi + 0.1 * (hi - lo) + 1e-4)
-    ax.set_xlabel(xlabel)
-    ax.tick_params(axis="y", labelsize=8)
-    ax.legend(fontsize=8, loc="lower right")
-    return ax
-
-
-def plot_controls(controls: Mapping[str, dict], against: dict, ax=None):
-    """Logit fusion's mixed loss for each shared-base control (dots, span shaded) and for the
-    different-base set (diamond); ``controls`` and ``against`` are Break 1's ``controls`` and
-    ``different_vs_controls``. With ``against["per_control"]`` each control's dot is coloured by
-    what its paired 95% interval found: the different-base set worse (red), better (green) or no
-    clear difference (grey)."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7.5, 2.0))
-    said = {"worse": ("tab:red", "different bases worse"), "better": ("tab:green", "different bases better"),
-            "inconclusive": ("0.6", "no clear difference")}
-    per = against.get("per_control", {})
-    for i, (seed, c) in enumerate(sorted(controls.items(), key=lambda sc: sc[1]["fused_logits_mixed"])):
-        color, label = said.get(per.get(seed, {}).get("verdict"), ("tab:purple", None))
-        label = f"control: {label}" if label else None
-        ax.plot(c["fused_logits_mixed"], 0, "o", color="tab:purple", mec=color, mew=3, ms=10,
-                label=label if label not in ax.get_legend_handles_labels()[1] else None)
-        ax.annotate(f"shared base\nseed {seed}", (c["fused_logits_mixed"], 0), xytext=(0, 10 + 22 * (i % 2)),
-                    textcoords="offset points", ha="center", fontsize=7)
-    x = against["different_fused_logits_mixed"]
-    ax.plot(x, 0, "D", color="tab:red", ms=9)
-    ax.annotate("different bases", (x, 0), xytext=(0, -22), textcoords="offset points", ha="center", fontsize=8,
-                color="tab:red")
-    ax.axvspan(against["controls_min"], against["controls_max"], color="tab:purple", alpha=0.1)
-    ax.set_yticks([])
-    ax.set_ylim(-1, 1.6)
-    ax.set_xlabel("mixed loss of logit fusion (nats/token)")
-    if per:
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="edge: paired 95% interval",
-                  title_fontsize=7)
-    return ax
-
-
-def plot_contrasts(contrasts: pd.DataFrame, ax=None):
-    """Break 1's within-set contrasts (rows, first on top): change in nats from shared to different
-    bases, two paired standard errors as error bars, coloured by verdict."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7.5, 0.35 * len(contrasts) + 0.7))
-    cs = contrasts.iloc[::-1]
-    ax.barh(cs.index, cs["change_nats"], xerr=2 * cs["se"],
-            color=[VERDICT_COLORS.get(v, "0.8") for v in cs["verdict"]])
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("change from shared to different bases (nats; + = worse)")
-    ax.tick_params(axis="y", labelsize=8)
-    return ax
-
-
 def _reliability_panel(ax, curves: Mapping[str, pd.DataFrame], title: str, min_count: int) -> None:
     counts = sum(b["count"].to_numpy() for b in curves.values())
     bins = next(iter(curves.values()))

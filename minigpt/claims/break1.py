@@ -103,3 +103,52 @@ def prediction(rep: Mapping, metric: str) -> Claim:
 for _metric in PREDICTIONS:
     register(f"break1.prediction.{_metric}", "break1.json", _flip_metric(_metric))(
         lambda rep, _m=_metric: prediction(rep, _m))
+
+
+def _flip_geometry(rep: Mapping) -> Mapping:
+    key = next(k for k in rep["representations"] if k.startswith("trunk output"))
+    cos = rep["representations"][key]["mean_paired_cosine"]
+    return with_field(rep, f"representations.{key}.mean_paired_cosine", 0.9 if abs(cos) < 0.2 else 0.0)
+
+
+@register("break1.geometry", "break1.json", _flip_geometry)
+def geometry(rep: Mapping) -> Claim:
+    """CKA against paired cosine between the bases' trunks: related information, other coordinates?"""
+    key = next(k for k in rep["representations"] if k.startswith("trunk output"))
+    t = rep["representations"][key]
+    nums = f"Between the bases, the trunk outputs have linear CKA {t['mean_cka']:.2f} and paired cosine {t['mean_paired_cosine']:+.2f}"
+    if abs(t["mean_paired_cosine"]) < 0.2:
+        return Claim(nums + (": related information in unrelated coordinates. Anything that adds coordinates across "
+                             "models (weight averaging, mixing hidden states) should fail, while logit fusion, which "
+                             "works in the shared vocabulary's coordinates, need not."),
+                     "other coordinates", reading(rep, f"representations.{key}.mean_paired_cosine"))
+    return Claim(nums + (": the coordinates themselves partly line up, so even methods that add coordinates across "
+                         "models need not fail outright here."), "aligned coordinates",
+                 reading(rep, f"representations.{key}.mean_paired_cosine"))
+
+
+def _tokenizer_rows(rep: Mapping) -> tuple[Mapping, Mapping]:
+    tm = rep["tokenizer_mismatch"]
+    return tm["fused_mixed"], tm
+
+
+def _flip_tokenizer(rep: Mapping) -> Mapping:
+    fm, _ = _tokenizer_rows(rep)
+    return with_field(rep, "tokenizer_mismatch.fused_mixed.retrained router",
+                      fm["reused healthy router"] + (0.1 if fm["retrained router"] < fm["reused healthy router"] else -0.1))
+
+
+@register("break1.tokenizer", "break1.json", _flip_tokenizer)
+def tokenizer_case(rep: Mapping) -> Claim:
+    """A specialist under another tokenizer: does a retrained router protect the fused model?"""
+    fm, tm = _tokenizer_rows(rep)
+    nums = (f"Fused mixed loss: healthy set {tm['healthy_fused_mixed']:.4f}; with the mismatched specialist and the healthy "
+            f"router {fm['reused healthy router']:.4f}; with a router retrained around it {fm['retrained router']:.4f}.")
+    w = tm["weight_on_mismatched"]
+    if fm["retrained router"] < fm["reused healthy router"]:
+        text = (nums + f" The retrained router limits the damage by routing around the broken expert (its weight on legal "
+                f"text {w['retrained router']['legal']:.2f} against {w['reused healthy router']['legal']:.2f}), which "
+                "means the set has effectively lost its legal specialist: the check is the real protection.")
+        return Claim(text, "router protects", reading(rep, "tokenizer_mismatch.fused_mixed"))
+    return Claim(nums + " Retraining the router does not help: nothing it reads tells it which expert misreads the ids.",
+                 "router does not protect", reading(rep, "tokenizer_mismatch.fused_mixed"))

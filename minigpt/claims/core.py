@@ -20,30 +20,37 @@ from typing import Any, Callable, Mapping
 class Claim:
     text: str
     outcome: str  # which branch the numbers chose
-    reads: dict[str, Any] = field(default_factory=dict)  # "a.b.c" field path -> the value read
+    reads: dict[Any, Any] = field(default_factory=dict)  # field path ("a.b.c" or a tuple of keys) -> the value read
 
     def __str__(self) -> str:
         return self.text
 
 
-def get(report: Mapping, path: str) -> Any:
-    """The field at ``path`` ("sets.generalist.silent", list items by index) of a report."""
+Path = "str | tuple"  # "a.b.0.c", or a tuple of keys when a key holds a dot (a Break 2 point's name)
+
+
+def _parts(path) -> list:
+    return list(path) if isinstance(path, tuple) else path.split(".")
+
+
+def get(report: Mapping, path) -> Any:
+    """The field at ``path`` ("sets.generalist.silent", list items by index, or a tuple of keys) of a report."""
     node: Any = report
-    for part in path.split("."):
+    for part in _parts(path):
         node = node[int(part)] if isinstance(node, list) else node[part]
     return node
 
 
-def reading(report: Mapping, *paths: str) -> dict[str, Any]:
+def reading(report: Mapping, *paths) -> dict[Any, Any]:
     """``{path: value}`` for the fields a claim decides on (what :attr:`Claim.reads` records)."""
     return {p: get(report, p) for p in paths}
 
 
-def with_field(report: Mapping, path: str, value: Any) -> dict:
+def with_field(report: Mapping, path, value: Any) -> dict:
     """A deep copy of ``report`` with the field at ``path`` replaced: how a test flips a claim."""
     out = copy.deepcopy(dict(report))
-    *head, last = path.split(".")
-    node: Any = get(out, ".".join(head)) if head else out
+    *head, last = _parts(path)
+    node: Any = get(out, tuple(head)) if head else out
     if isinstance(node, list):
         node[int(last)] = value
     else:

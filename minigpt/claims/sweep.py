@@ -57,3 +57,27 @@ def gain_column(rep: Mapping) -> Claim:
                 "on mixed text, and beating it gets easier, while the fused model itself is not better there.")
         outcome = "disagrees"
     return Claim(text, outcome, reading(rep, "best_k_by_fused_gain", "boundary.best_k"))
+
+
+def _flip_none(rep: Mapping) -> Mapping:
+    iv = rep["none_minus_best_k"]
+    shift = -(iv["high"] + 0.01) if iv["low"] > 0 else (-iv["low"] + 0.01)
+    return with_field(rep, "none_minus_best_k", {k: iv[k] + shift for k in ("estimate", "low", "high")})
+
+
+@register("sweep.nothing_frozen", "freeze_sweep.json", _flip_none)
+def nothing_frozen(rep: Mapping) -> Claim:
+    """Freezing nothing (embeddings trained, heads untied) against the best K, on the same windows."""
+    iv, k = rep["none_minus_best_k"], rep["boundary"]["best_k"]
+    nums = f"{iv['estimate']:+.4f} nats [{iv['low']:+.4f}, {iv['high']:+.4f}] against K = {k}"
+    if iv["low"] > 0:
+        return Claim(f"Freezing nothing costs loss: the fused model is {nums}. Without a shared trunk and head the "
+                     "specialists are no easier to combine, and the set no longer passes the compatibility check.",
+                     "costs", reading(rep, "none_minus_best_k"))
+    if iv["high"] < 0:
+        return Claim(f"Freezing nothing gives a lower fused loss ({nums}): the extra room to adapt outweighs the lost "
+                     "shared interface here, at the price of three embedding tables and heads and a set the "
+                     "compatibility check refuses.", "helps", reading(rep, "none_minus_best_k"))
+    return Claim(f"Freezing nothing cannot be told apart from the best K ({nums}), but it gives up the shared trunk, "
+                 "three times the embeddings to serve, and the compatibility check.", "no difference",
+                 reading(rep, "none_minus_best_k"))

@@ -204,7 +204,7 @@ def break2(exp, mixes: Sequence[Sequence[float]] = COLLAPSE_MIXES, temps: Sequen
     losses = window_losses(exp, exp.specialists())
     temps_used = sorted({c.temp for c in curve.values()}, reverse=True)
     report = {"profile": exp.profile.name, **exp.provenance(), "seed": exp.seed, "freeze_k": exp.k,
-              "router_kind": "per_token", "healthy_config": exp.profile.router,
+              "router_kind": "per_token", "healthy_config": exp.profile.router, "healthy_temp": exp.profile.router.temp,
               "healthy_setting": setting_name(exp.profile.router), "rules": rules(), "sets": sets,
               "target_sharpness": target_sharpness(losses, temps_used), "target_windows_per_domain": TARGET_WINDOWS,
               "own_specialist_margin_nats": own_margin(losses), "wall_seconds": round(time.time() - t0, 1)}
