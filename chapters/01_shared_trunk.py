@@ -56,7 +56,8 @@ from minigpt.data import chars_per_token, corpus_stats, domain_texts
 from minigpt.experiment import Experiment
 from minigpt.model import GPT
 from minigpt.notebook import setup, show_source, slider
-from minigpt.plots import plot_loss_curves, plot_trunk_crown
+from minigpt.plots import plot_loss_curves, plot_seed_curves, plot_trunk_crown
+from minigpt.studies.base_schedule import reference as base_schedule_reference
 from minigpt.tokenizer import fingerprint, train_tokenizer
 
 exp = setup()  # MINIGPT_PROFILE picks the scale; the default is "cpu"
@@ -167,6 +168,32 @@ first, last = loss_trend(losses)
 print(f"{len(losses)} steps in {base.manifest['train_seconds']:.0f} s; "
       f"mean loss first 10% of steps {first:.3f}, last 10% {last:.3f} nats/token")
 assert last < first, "the base's training loss should go down"
+
+# %% [markdown]
+# ### One configuration, five seeds
+#
+# Train the same base five times, changing only the seed, and you might expect five copies of one
+# curve. With the schedule this book started with (a 50-step warmup) that is not what happened: the
+# seeds split into two groups far apart (left panel below) and never met again. The order of the batches
+# decided which group a seed joined, and the groups differ in the first block's attention: broad
+# heads that average the whole prefix in the better group, sharp heads on a few recent tokens in the
+# worse. A longer warmup lets every seed find the broad heads before the learning rate is high. The
+# warmup was chosen on the dev split (`python -m minigpt base-schedule`, five seeds per candidate;
+# docs/design.md, "The base"). Below, the committed reference run: the old warmup and the chosen one.
+
+# %%
+schedule = base_schedule_reference()
+if schedule is None:
+    print("no reference results in this installation; run `python -m minigpt base-schedule --profile cpu` to make them")
+else:
+    plot_seed_curves(schedule, [min(c["warmup"] for c in schedule["candidates"]), schedule["chosen_warmup"]])
+    plt.show()
+    display(pd.DataFrame({c["warmup"]: {"dev mean": c["dev_mean"], "dev sd": c["dev_sd"], "eval mean": c["eval_mean"],
+                                        "eval sd": c["eval_sd"], "seconds per base": c["train_seconds_mean"]}
+                          for c in schedule["candidates"]}).T.rename_axis("warmup steps").round(4))
+    print("first block's attention, share of its maximum entropy (1 = an average over the whole prefix), per head:")
+    display(pd.DataFrame({(c["warmup"], s): r["layer0_attention_entropy"] for c in schedule["candidates"]
+                          for s, r in c["seeds"].items()}).T.rename_axis(["warmup", "seed"]).round(2))
 
 # %% [markdown]
 # ## 4. Freezing K blocks: trunk and crown (Chapter 32, Step 2)

@@ -206,7 +206,8 @@ def render_pool(ref: Path) -> str:
     c = load(ref, "router_pool.json")
     t, g = c["table"], c["break2_grid"]
     same = "are identical" if t["rows_without_router_identical"] else "DIFFER (they should not: check the run)"
-    return (f"Seed {c['seed']} at `{c['profile']}`, same specialists (the rows without a router {same}): the "
+    return (f"Measured when the pool was introduced (commit `0ca7e7f`, on the base schedule of that time). "
+            f"Seed {c['seed']} at `{c['profile']}`, same specialists (the rows without a router {same}): the "
             f"chapter's fused rows moved by at most "
             f"{t['max_abs_change_nats']:.4f} nats ({t['worst_row']}), routing accuracy by at most "
             f"{t['max_abs_routing_change_pp']:.1f} points; Break 2's {g['routers']} grid routers by at most "

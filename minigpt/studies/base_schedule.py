@@ -11,12 +11,13 @@ the difference between the two groups.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
 
 from ..analysis.attention import attention_entropy
-from ..config import DOMAINS
+from ..config import DOMAINS, REPO_ROOT
 from ..device import resolve, to_device
 from ..experiment import Experiment
 from ..scoring import model_nll
@@ -87,3 +88,10 @@ def summarize(rep: dict) -> str:
                      f"± {c['eval_sd']:.4f}  ({dev}); {c['train_seconds_mean']:.0f} s per base")
     lines.append(f"chosen warmup: {rep['chosen_warmup']} (current {rep['current_warmup']})")
     return "\n".join(lines)
+
+
+def reference(profile: str = "cpu") -> dict | None:
+    """The committed ``base_schedule.json`` of ``profile`` (``results/reference/``), or None when this
+    installation has no reference results (a wheel installed without the repository)."""
+    path = REPO_ROOT / "results" / "reference" / profile / "seed-0" / "base_schedule.json"
+    return json.loads(path.read_text()) if path.exists() else None
