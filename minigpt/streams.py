@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,8 +35,16 @@ class DomainStreams:
     streams: dict[str, dict[str, np.ndarray]]
 
     def get(self, domain: str, split: str) -> np.ndarray:
-        check_domain(domain)  # before the lookup: a bad domain gets the one-line error, not a KeyError
+        if domain not in self.streams.get(split, {}):  # a one-line error, not a KeyError
+            check_domain(domain)
+            raise ValueError(f"no {split!r} stream for domain {domain!r}; these streams hold "
+                             f"{', '.join(self.domains(split)) or 'nothing'} for that split")
         return self.streams[split][domain]
+
+    def domains(self, split: str) -> list[str]:
+        """The domains with a ``split`` stream: the chapter's three first, then any that joined later."""
+        have = list(self.streams.get(split, {}))
+        return [d for d in DOMAINS if d in have] + [d for d in have if d not in DOMAINS]
 
     def tokens(self) -> dict[str, dict[str, int]]:
         return {s: {d: int(a.size) for d, a in ds.items()} for s, ds in self.streams.items()}
@@ -77,15 +86,16 @@ def eval_windows(stream: np.ndarray, n: int, T: int) -> tuple[torch.Tensor, torc
 
 def split_windows(streams: DomainStreams, split: str, n: int, T: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """:func:`eval_windows` of every domain's ``split`` stream: ``{domain: (inputs, targets)}``."""
-    return {d: eval_windows(streams.get(d, split), n, T) for d in DOMAINS}
+    return {d: eval_windows(streams.get(d, split), n, T) for d in streams.domains(split)}
 
 
-def draw_labels(n: int, gen: torch.Generator, mix: tuple[float, ...] | None = None) -> torch.Tensor:
-    """(n,) domain indices drawn with replacement in proportion ``mix`` (default: equal)."""
-    if mix is not None and (len(mix) != len(DOMAINS) or min(mix) < 0 or sum(mix) <= 0):
-        raise ValueError(f"domain mix {tuple(mix)} is invalid; give {len(DOMAINS)} non-negative shares "
-                         f"({', '.join(DOMAINS)}) that are not all zero")
-    probs = torch.tensor(mix if mix is not None else [1.0] * len(DOMAINS), dtype=torch.float64)
+def draw_labels(n: int, gen: torch.Generator, mix: tuple[float, ...] | None = None,
+                domains: Sequence[str] = DOMAINS) -> torch.Tensor:
+    """(n,) indices into ``domains`` drawn with replacement in proportion ``mix`` (default: equal)."""
+    if mix is not None and (len(mix) != len(domains) or min(mix) < 0 or sum(mix) <= 0):
+        raise ValueError(f"domain mix {tuple(mix)} is invalid; give {len(domains)} non-negative shares "
+                         f"({', '.join(domains)}) that are not all zero")
+    probs = torch.tensor(mix if mix is not None else [1.0] * len(domains), dtype=torch.float64)
     return torch.multinomial(probs / probs.sum(), n, replacement=True, generator=gen)
 
 
@@ -95,9 +105,10 @@ def mixed_windows(streams: DomainStreams, split: str, n: int, T: int, gen: torch
 
     Returns inputs (n, T), targets (n, T) and the domain index of each window (n,).
     """
-    labels = draw_labels(n, gen, mix)
+    domains = streams.domains(split)
+    labels = draw_labels(n, gen, mix, domains)
     xs, ys = torch.empty(n, T, dtype=torch.long), torch.empty(n, T, dtype=torch.long)
-    for d, domain in enumerate(DOMAINS):
+    for d, domain in enumerate(domains):
         rows = (labels == d).nonzero().flatten()
         if rows.numel():
             x, y = random_windows(streams.get(domain, split), rows.numel(), T, gen)

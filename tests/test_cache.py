@@ -532,8 +532,7 @@ def test_every_break2_router_config_and_kind_gets_its_own_cache_path(monkeypatch
     for seed in (0, 1):
         exp = _fake_experiment(seed=seed)
         monkeypatch.setattr(exp, "specialists", lambda k=None, base_seed=None: specs)
-        monkeypatch.setattr(exp, "train_or_load_router",
-                            lambda make, key_parts, *a, exp=exp: exp.router_path(key_parts))
+        monkeypatch.setattr(exp, "train_or_load_router", lambda req, cfg, exp=exp: exp.router_path(req.key))
         curve = curve_configs(exp.profile.router)
         assert len(curve) == 2 * len(COLLAPSE_MIXES)
         for kind in ("per_token", "last_token"):
@@ -552,7 +551,7 @@ def test_every_break2_router_config_and_kind_gets_its_own_cache_path(monkeypatch
     assert len(paths) == 2 * (2 * 2 * (3 * len(curve) + 2) + 2 * len(FEATURES))
     exp = _fake_experiment(seed=1)  # and the key is a function of the config: the same config, the same path
     monkeypatch.setattr(exp, "specialists", lambda k=None, base_seed=None: specs)
-    monkeypatch.setattr(exp, "train_or_load_router", lambda make, key_parts, *a: exp.router_path(key_parts))
+    monkeypatch.setattr(exp, "train_or_load_router", lambda req, cfg: exp.router_path(req.key))
     assert exp.router("last_token", curve[next(iter(curve))], 2) == paths[(1, "last_token", 2, next(iter(curve)))]
     # replicate 0 is the router itself, and passing the specialists explicitly changes nothing
     assert exp.router("per_token", None, 2, replicate=0) == exp.router("per_token", None, 2, experts=specs)

@@ -192,7 +192,7 @@ def test_router_training_runs_on_the_device(meta, target):
 @pytest.mark.parametrize("target", ["domain", "performance"])
 def test_router_pool_is_built_and_trained_on_the_device(meta, target):
     _, specs = _models()
-    streams = SimpleNamespace(get=lambda d, split: _stream(DOMAINS.index(d)))
+    streams = SimpleNamespace(get=lambda d, split: _stream(DOMAINS.index(d)), domains=lambda split: list(DOMAINS))
     pool = build_pool(streams, FusedModel(specs, K).expert_logits, 4, CFG.block_size, seed=0, batch_size=3,
                       experts=specs)
     assert pool.h.is_meta and pool.losses.is_meta and pool.losses.shape == (4 * len(DOMAINS), len(specs))

@@ -304,7 +304,8 @@ def test_build_pool_keeps_each_experts_window_loss():
     """The pool's losses are what the full path computes for performance targets, window by window."""
     vocab = 700  # stream d holds tokens 200 d .. 200 d + 199 in order: a window's first token names its domain
     table = torch.randn(N, vocab, vocab, generator=torch.Generator().manual_seed(1))  # expert i's logits after a token
-    streams = SimpleNamespace(get=lambda d, split: np.arange(200, dtype=np.int32) + 200 * DOMAINS.index(d))
+    streams = SimpleNamespace(get=lambda d, split: np.arange(200, dtype=np.int32) + 200 * DOMAINS.index(d),
+                              domains=lambda split: list(DOMAINS))
 
     def inputs(x):  # (router input, expert logits) of a deterministic fake expert set
         return x.unsqueeze(-1).float().expand(-1, -1, C), torch.stack([table[i][x] for i in range(N)])
