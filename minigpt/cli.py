@@ -40,6 +40,8 @@ STUDIES = {
     "sweep-freeze": ("freeze depth K = 0..L-1 and the divergence -> gain fit", "freeze_sweep", "freeze_sweep"),
     "hybrid": ("last-token vs per-token router on single-domain and hybrid windows", "hybrid", "run_hybrid"),
     "base-schedule": ("the base's warmup chosen on dev so that five seeds agree", "base_schedule", "base_schedule"),
+    "add-specialist": ("a fourth specialist joins later: its crown, growing the router, what it costs",
+                       "add_specialist", "add_specialist"),
     "decisions": ("re-make the book's choices (specialist lr, router settings) on the dev split",
                   "decisions", "decisions"),
     "document-memory": ("the per-token router with its state carried from the text before each window",

@@ -30,12 +30,14 @@ def table_json(table: pd.DataFrame) -> dict:
 REFERENCES = ("best specialist", "monolithic", "uniform mix", "base")
 
 
-def loss_table(nll: Mapping[str, Mapping[str, torch.Tensor]]) -> pd.DataFrame:
-    """Rows x (domains, mixed, Δ% vs each of :data:`REFERENCES` that was scored). Positive Δ% = better."""
+def loss_table(nll: Mapping[str, Mapping[str, torch.Tensor]], domains: Sequence[str] = DOMAINS,
+               specialists: Sequence[str] = SPECIALIST_ROWS) -> pd.DataFrame:
+    """Rows x (``domains``, mixed, Δ% vs each of :data:`REFERENCES` that was scored). Positive Δ% = better.
+    "mixed" is the equal-weight mean over ``domains``; the best specialist is the best of ``specialists``."""
     table = pd.DataFrame({row: {d: float(v.mean()) for d, v in per.items()} for row, per in nll.items()}).T
-    table = table[[d for d in DOMAINS if d in table.columns]]
+    table = table[[d for d in domains if d in table.columns]]
     table["mixed"] = table.mean(axis=1)
-    specs = [r for r in SPECIALIST_ROWS if r in table.index]
+    specs = [r for r in specialists if r in table.index]
     for ref in REFERENCES:
         if ref == "best specialist" or ref in table.index:
             m = table.loc[specs, "mixed"].min() if ref == "best specialist" else table.loc[ref, "mixed"]
@@ -58,9 +60,10 @@ def marked(table: pd.DataFrame) -> pd.DataFrame:
     return table.rename(index=lambda r: r + WHOLE_WINDOW_MARK if sees_whole_window(r) else r)
 
 
-def routing_accuracy(weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """Share of tokens whose argmax specialist is the window's own domain, per domain."""
-    return {d: float((w.argmax(-1) == DOMAINS.index(d)).float().mean()) for d, w in weights.items()}
+def routing_accuracy(weights: Mapping[str, torch.Tensor], order: Sequence[str] = DOMAINS) -> dict[str, float]:
+    """Share of tokens whose argmax specialist is the window's own domain, per domain; ``order`` names
+    the expert of each router output (the chapter's three, or more when a domain joined later)."""
+    return {d: float((w.argmax(-1) == list(order).index(d)).float().mean()) for d, w in weights.items()}
 
 
 def cross_domain_matrix(nll: Mapping[str, Mapping[str, torch.Tensor]]) -> pd.DataFrame:

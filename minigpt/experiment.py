@@ -55,6 +55,7 @@ class RouterRequest:
     reads: list  # what ``inputs`` reads, named in the pool's key
     desc: str  # the progress bar's label
     streams: DomainStreams | None = None  # where the router windows come from (default: the experiment's)
+    pool_windows: int | None = None  # pool windows per domain (default: the profile's ``router_pool``)
 
 
 class Experiment:
@@ -213,30 +214,21 @@ class Experiment:
     def train_or_load_router(self, req: RouterRequest, cfg: RouterConfig) -> nn.Module:
         """Load the cached router ``req`` names, or train one with ``cfg`` on the router split. Domain and
         performance targets train on the pool of what ``req.inputs`` reads (:meth:`router_pool`), ``lm``
-        targets run the experts at every step. ``train_history`` on the result: its per-step losses."""
+        targets run the experts at every step. ``train_history`` and ``train_seconds`` on the result."""
         pooled = cfg.target != "lm"
-        path = self.router_path([*req.key, "pool", self.profile.router_pool] if pooled else req.key)
-
-        def build() -> tuple[nn.Module, list[float]]:
-            torch.manual_seed(derive_seed(self.seed, *req.init_tags))
-            router, seed = req.make(), derive_seed(self.seed, *req.data_tags)
-            if pooled:
-                return router, train_router_on_pool(router, self.router_pool(req), cfg, seed, req.desc)
-            streams, T = req.streams or self.streams, self.profile.model.block_size
-            batch = lambda g: mixed_windows(streams, "router", cfg.batch_size, T, g, cfg.domain_mix)  # noqa: E731
-            return router, train_router(router, batch, req.inputs, cfg, seed, desc=req.desc, experts=req.experts)
-
-        router, history = cached(path, build, _save_router, lambda q: _load_router(to_device(req.make(), resolve()), q))
-        router.train_history = history
+        path = self.router_path([*req.key, "pool", req.pool_windows or self.profile.router_pool] if pooled else req.key)
+        router, history = cached(path, lambda: _train_router(self, req, cfg), _save_router,
+                                 lambda q: _load_router(to_device(req.make(), resolve()), q))
+        router.train_history, router.train_seconds = history.get("train_losses"), history.get("train_seconds")
         return router
 
     def router_pool(self, req: RouterRequest) -> RouterPool:
         """What ``req.inputs`` reads and each expert's loss on ``profile.router_pool`` router-split windows per
         domain (the same windows for every router of this seed), kept for the routers that follow."""
-        p, streams = self.profile, req.streams or self.streams
-        key = config_key("router-pool", *req.reads, [model_fingerprint(m) for m in req.experts], p.router_pool,
+        p, streams, n = self.profile, req.streams or self.streams, req.pool_windows or self.profile.router_pool
+        key = config_key("router-pool", *req.reads, [model_fingerprint(m) for m in req.experts], n,
                          self.seed, self.corpus_fingerprint, self.tokenizer_fingerprint, streams.domains("router"))
-        return self._pools.get(key, lambda: build_pool(streams, req.inputs, p.router_pool, p.model.block_size,
+        return self._pools.get(key, lambda: build_pool(streams, req.inputs, n, p.model.block_size,
                                                        derive_seed(self.seed, "router-pool"), p.eval_batch_size,
                                                        req.experts))
 
@@ -279,20 +271,34 @@ class Experiment:
         return FusedModel(self.specialists(k=k), k, self.router(kind, router_cfg, k), fusion=fusion)
 
 
-def _save_router(obj: tuple[nn.Module, list[float]], path: Path) -> None:
-    """A router's cache entry: a new folder with its weights and its training losses."""
+def _train_router(exp: Experiment, req: RouterRequest, cfg: RouterConfig) -> tuple[nn.Module, dict]:
+    """A new router for ``req``, seeded, trained with ``cfg``: on the pool, or on fresh windows for ``lm``."""
+    torch.manual_seed(derive_seed(exp.seed, *req.init_tags))
+    router, seed, t0 = req.make(), derive_seed(exp.seed, *req.data_tags), time.time()
+    if cfg.target != "lm":
+        losses = train_router_on_pool(router, exp.router_pool(req), cfg, seed, req.desc)
+    else:
+        streams, T = req.streams or exp.streams, exp.profile.model.block_size
+        batch = lambda g: mixed_windows(streams, "router", cfg.batch_size, T, g, cfg.domain_mix)  # noqa: E731
+        losses = train_router(router, batch, req.inputs, cfg, seed, desc=req.desc, experts=req.experts)
+    return router, {"train_losses": losses, "train_seconds": time.time() - t0}
+
+
+def _save_router(obj: tuple[nn.Module, dict], path: Path) -> None:
+    """A router's cache entry: a new folder with its weights and its training history (losses, seconds)."""
     router, history = obj
     path.mkdir()
     save_model(router, str(path / ROUTER_WEIGHTS))
-    (path / ROUTER_HISTORY).write_text(json.dumps({"train_losses": [float(v) for v in history]}))
+    (path / ROUTER_HISTORY).write_text(json.dumps({"train_losses": [float(v) for v in history["train_losses"]],
+                                                   "train_seconds": history["train_seconds"]}))
 
 
-def _load_router(router: nn.Module, path: Path) -> tuple[nn.Module, list[float] | None]:
-    """``router`` with the weights of the cache entry at ``path``, and its training losses (None for
-    an entry of the older form: one safetensors file, no history)."""
+def _load_router(router: nn.Module, path: Path) -> tuple[nn.Module, dict]:
+    """``router`` with the weights of the cache entry at ``path``, and its training history (empty for an
+    entry that is one safetensors file, the form routers were first cached in)."""
     path = Path(path)
     if not path.is_dir():
         load_model(router, str(path))
-        return router.eval(), None
+        return router.eval(), {}
     load_model(router, str(path / ROUTER_WEIGHTS))
-    return router.eval(), json.loads((path / ROUTER_HISTORY).read_text())["train_losses"]
+    return router.eval(), json.loads((path / ROUTER_HISTORY).read_text())
