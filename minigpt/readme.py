@@ -27,6 +27,7 @@ import torch
 from .analysis.conclusions import headline_conclusion
 from .claims import break1 as claims_break1
 from .claims import break2 as claims_break2
+from .claims import join as claims_join
 from .claims import sweep as claims_sweep
 from .config import DOMAINS, REPO_ROOT, results_dir
 from .evaluate import WHOLE_WINDOW_MARK, sees_whole_window
@@ -37,9 +38,9 @@ from .studies.document_memory import COLD, MEMORY
 REFERENCE = REPO_ROOT / "results" / "reference"
 TARGETS = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "design.md")
 BLOCK = re.compile(r"(<!-- reference:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /reference:(?P=name) -->)", re.S)
-SEED_FILES = ("table.json", "cross_domain.png")
+SEED_FILES = ("table.json", "cross_domain.png", "add_specialist.json")  # every seed's; the other studies: seed 0
 STUDY_FILES = ("base_schedule.json", "decisions.json", "break1.json", "break2.json", "freeze_sweep.json", "hybrid.json",
-               "document_memory.json")
+               "document_memory.json", "add_specialist.json")
 
 
 def load(ref: Path, *parts: str) -> dict:
@@ -145,8 +146,15 @@ def _memory_line(mem: dict) -> str:
             f"nats cold, {warm['oracle_gap_nats']:.4f} with the router's state carried from the text before each window.")
 
 
-STUDY_LINES = {"base_schedule.json": _base_line, "break1.json": _break1_line, "break2.json": _break2_line, "freeze_sweep.json": _sweep_line,
-               "document_memory.json": _memory_line}
+def _join_line(add: dict) -> str:
+    return (f"- **Adding a specialist** (`python -m minigpt add-specialist`): a fourth domain ({add['late_domain']}) "
+            f"joins with its own crown on the frozen trunk. {_plain(claims_join.old_domains(add, 'grown').text)} "
+            f"{_plain(claims_join.new_domain(add).text)} {_plain(claims_join.vs_monolithic(add).text)}")
+
+
+STUDY_LINES = {"base_schedule.json": _base_line, "break1.json": _break1_line, "break2.json": _break2_line,
+               "freeze_sweep.json": _sweep_line, "document_memory.json": _memory_line,
+               "add_specialist.json": _join_line}
 
 
 def render_studies(ref: Path) -> str:

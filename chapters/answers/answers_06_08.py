@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # Instructor answers · notebooks 4, 6, 7 and 8
+# # Instructor answers · notebooks 4 and 6–9
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ORG/chapter32-fusion/blob/main/chapters/answers/answers_06_08.ipynb)
 #
@@ -53,11 +53,13 @@ from minigpt.analysis.table import fusion_comparison
 from minigpt.chapter import evaluate, report
 from minigpt.claims.break1 import confound, geometry, headline, prediction, predictions, tokenizer_case
 from minigpt.claims.break2 import cold_balanced, first_collapse, largest_lean, precondition, what_happened
+from minigpt.claims.join import new_domain, old_domains, other_base, tokenizer, vs_monolithic, which_way
 from minigpt.claims.sweep import boundary, gain_column, nothing_frozen
 from minigpt.claims.table import baselines, mistakes, oracle
 from minigpt.config import DOMAINS
 from minigpt.notebook import setup, show_markdown
 from minigpt.studies.break1 import break1
+from minigpt.studies.add_specialist import add_specialist
 from minigpt.studies.break2 import break2
 from minigpt.studies.freeze_sweep import freeze_sweep, sweep_frame
 from minigpt.studies.hybrid import hybrid_set, run_hybrid, switch_lag
@@ -75,6 +77,7 @@ hyb = run_hybrid(exp)  # notebook 4 §4-5
 b1 = break1(exp)  # notebook 6 and 8 (question 3)
 b2 = break2(exp)  # notebook 7
 sw = freeze_sweep(exp)  # notebook 8 (question 4)
+join = add_specialist(exp)  # notebook 9
 print(f"answers computed for profile {exp.profile.name!r}, seed {exp.seed}, K = {k}")
 
 
@@ -284,3 +287,25 @@ and the crowns' CKA {', '.join(f'{v:.2f}' for v in fr['crown CKA'])}. {boundary(
 
 # %%
 show_markdown(f"**8.5** {mistakes(run_report).text} (nb 8 Q5)")
+
+
+# %% [markdown]
+# ## Notebook 9 · Adding a specialist
+
+# %%
+show_markdown(f"**9.1** {tokenizer(join).text}")
+
+# %%
+show_markdown(f"**9.2** {which_way(join).text}")
+
+# %%
+show_markdown(f"""**9.3** Nothing of the old system was retrained: the tokenizer, the base and the three crowns keep their
+fingerprints (unchanged: {join['fingerprints_unchanged']}); only a new crown and the router's new output were trained.
+{old_domains(join, 'grown').text} {new_domain(join).text}""")
+
+# %%
+show_markdown(f"**9.4** {vs_monolithic(join).text} Joining is the choice when the data cannot be pooled (another team, "
+              "another licence, another site) or when the system must keep serving while a domain is added.")
+
+# %%
+show_markdown(f"**9.5** {other_base(join).text}")

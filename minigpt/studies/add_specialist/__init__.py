@@ -86,7 +86,7 @@ def add_specialist(exp, out: Path | None = None) -> dict:
               "oracle_gap": measure.oracle_gaps(before, after), "removal": measure.removal(after, FOUR),
               "other_base": {"old_domains": measure.old_domains(before, negative, ["other base"])["other base"],
                              "new_domain": measure.new_domain(before, negative, "other base")},
-              "cost": _joining_cost(t)}
+              "cost": _joining_cost(t), "new_crown_train_losses": t["crown"].manifest["train_losses"]}
     report["fingerprints_unchanged"] = report["fingerprints_before"] == report["fingerprints_after"]
     report["wall_seconds"] = round(time.time() - t0, 1)
     report["_raw"] = {"before": before, "after": after, "negative": negative}
