@@ -89,7 +89,7 @@ def train_lm(model: GPT, next_batch: Callable[[torch.Generator], Batch], cfg: Tr
             scaler.update()
             losses.append(loss.detach().clone())  # a bare detach() kept each step's loss buffers alive (GBs)
             if step % 20 == 0 and not bar.disable:  # the bar's value is the only read-back during training
-                bar.set_postfix(loss=f"{float(to_host(loss)):.3f}")
+                bar.set_postfix(loss=f"{float(to_host(loss.detach())):.3f}")
     model.eval()
     return to_host(torch.stack(losses)).tolist() if losses else []
 
