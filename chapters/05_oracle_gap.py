@@ -95,14 +95,16 @@ def highlight_rows(row):
     if row.name == HEADLINE:
         # dark text: the colour scale may have chosen white for this cell
         return ["font-weight: bold; background-color: #efe6f7; color: #111"] * len(row)
-    if row.name.startswith("oracle"):
+    if kinds[row.name] == "oracle":
         return ["font-style: italic; color: #666"] * len(row)
     return [""] * len(row)
 
 
 loss_cols = [*DOMAINS, "mixed"]
 print(WHOLE_WINDOW_NOTE)
-(marked(table).style
+shown = marked(table, res["rows"])  # the rows that see the whole window marked †
+kinds = dict(zip(shown.index, (res["rows"][r].kind for r in table.index)))
+(shown.style
  .format("{:.4f}", subset=loss_cols)
  .format("{:+.2f}%", subset=[c for c in table.columns if c.startswith("Δ%")])
  .background_gradient(cmap="RdYlGn_r", subset=["mixed"])

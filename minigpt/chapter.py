@@ -18,12 +18,13 @@ from .config import RouterConfig, results_dir
 from .analysis.costs import row_costs
 from .analysis.routing import confusion_matrix, misrouting, misrouting_margins
 from .evaluate import (HEADLINE, ORACLE, cross_domain_matrix, gap_by_position, litmus, loss_table, routing_accuracy,
-                       sees_whole_window, table_json)
+                       table_json, whole_window_rows)
 from .experiment import Experiment
 from .fusion import average_weights
 from .intervals import comparison_intervals
 from .plots import plot_cross_domain
-from .scoring import Experts, Scores, score
+from .fusion import FusedModel
+from .scoring import Scores, ScoreRequest, score
 
 
 def out_dir(exp: Experiment) -> Path:
@@ -45,13 +46,14 @@ def evaluate(exp: Experiment, k: int | None = None, router_cfg: RouterConfig | N
     routers = {"per-token": exp.router("per_token", router_cfg, k),
                "last-token": exp.router("last_token", router_cfg, k)}
     extra = {"weight average": average_weights(specs), "monolithic": exp.monolithic(k)}
-    scores = score(exp.eval_sets, Experts(specs, k), routers, base=exp.base(), extra=extra,
-                   batch_size=exp.profile.eval_batch_size)
+    scores = score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(specs, k), routers=routers, base=exp.base(),
+                                extra=extra, batch_size=exp.profile.eval_batch_size))
     table = loss_table(scores.nll)
     intervals = comparison_intervals(scores.nll, seed=exp.seed)
     router_params = sum(p.numel() for p in routers["per-token"].parameters())
     return {"table": table, "nll": scores.nll, "weights": scores.weights, "scores": scores,
-            "intervals": intervals, "costs": row_costs(table.index, specs[0], k, router_params),
+            "intervals": intervals, "costs": row_costs([scores.rows[r] for r in table.index], specs[0], k, router_params),
+            "rows": scores.rows,
             "routing_accuracy": {r: routing_accuracy(w) for r, w in scores.weights.items()},
             "cross_domain": cross_domain_matrix(scores.nll),
             "oracle_gap": float(table.loc[HEADLINE, "mixed"] - table.loc[ORACLE, "mixed"]),
@@ -84,7 +86,8 @@ def report(exp: Experiment, res: dict, wall_seconds: float) -> dict:
         "profile": exp.profile.name, "seed": exp.seed, "freeze_k": exp.k,
         "table": table_json(table), "rows": list(table.index), "columns": list(table.columns),
         "intervals": res["intervals"],
-        "sees_whole_window": [r for r in table.index if sees_whole_window(r)],
+        "sees_whole_window": whole_window_rows(res["rows"]),
+        "row_info": {name: r.to_json() for name, r in res["rows"].items()},
         "costs": json.loads(res["costs"].to_json(orient="index")),
         "routing_accuracy": rounded(res["routing_accuracy"]),
         "oracle_gap_nats": round(res["oracle_gap"], 6),
@@ -117,5 +120,5 @@ def score_specialists(exp: Experiment, k: int | None = None, routers: dict | Non
     whatever routers are passed in).
     """
     k = exp.k if k is None else k
-    return score(exp.eval_sets, Experts(exp.specialists(k=k), k), routers, base=exp.base(),
-                 batch_size=exp.profile.eval_batch_size)
+    return score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(exp.specialists(k=k), k), routers=routers or {},
+                              base=exp.base(), batch_size=exp.profile.eval_batch_size))

@@ -54,7 +54,7 @@ def _print_run(res: dict) -> None:
     pd.set_option("display.width", 160)
     print(f"\nChapter 32 table — profile {rep['profile']}, seed {rep['seed']}, K={rep['freeze_k']} "
           f"(mean held-out loss, nats/token; Δ% > 0 is better)\n")
-    print(marked(res["table"]).round(4).to_string())
+    print(marked(res["table"], res["rows"]).round(4).to_string())
     print(WHOLE_WINDOW_NOTE)
     print(f"\n{rep['headline']} against each reference (95 % intervals, {METHOD}):")
     for iv in rep["intervals"]:

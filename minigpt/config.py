@@ -46,6 +46,8 @@ ENV_VARS = {
     "MINIGPT_WHEEL_DIR": "where the corpus source wheels are kept; default <cache>/wheels",
     "MINIGPT_HEADLESS": "1 forces static output instead of sliders, 0 forces live widgets",
     "MINIGPT_NUM_THREADS": "torch intra-op threads for notebooks",
+    "MINIGPT_BATCHED_CROWNS": "1 runs the fused model's crowns in one batched pass (minigpt.stacked) wherever no "
+                              "gradient reaches them; default 0, one crown after another",
     "MINIGPT_SCORE_CACHE": "0 scores every call afresh instead of reading remembered scores (minigpt.score_cache)",
     "MINIGPT_HEAP_DEFAULT": "1 leaves glibc's mmap threshold as it is (minigpt.heap fixes it at 1 MiB)",
     "MALLOC_MMAP_THRESHOLD_": "glibc's own setting; when set, minigpt.heap leaves the threshold to it",
@@ -88,6 +90,11 @@ def device_name() -> str | None:
 def amp_enabled() -> bool:
     """False when ``MINIGPT_AMP`` is 0 (or off/false/no): CUDA runs then stay in float32."""
     return (env("MINIGPT_AMP") or "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def batched_crowns() -> bool:
+    """True when ``MINIGPT_BATCHED_CROWNS`` is 1 (or on/true/yes): the fused model's batched engine."""
+    return (env("MINIGPT_BATCHED_CROWNS") or "0").strip().lower() in ("1", "on", "true", "yes")
 
 
 def automated_run() -> bool:

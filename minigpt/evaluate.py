@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from .config import DOMAINS
+from .rows import Row
 from .intervals import by_name, format_interval, interval_verdict
 from .scoring import HEADLINE, ORACLE, SPECIALIST_ROWS  # noqa: F401  (the row names tables use)
 
@@ -45,19 +46,20 @@ def loss_table(nll: Mapping[str, Mapping[str, torch.Tensor]], domains: Sequence[
     return table
 
 
-def sees_whole_window(row: str) -> bool:
-    """Rows whose weight for a token depends on later tokens or on the targets (the last-token
-    router's rows, single dispatch, both oracles): references, not models one could deploy."""
-    return "last-token router" in row or row.startswith(("single dispatch", "oracle"))
+def whole_window_rows(rows: Mapping[str, Row]) -> list[str]:
+    """Rows whose weight for a token depends on later tokens or on the targets (a per-sequence router's
+    rows, single dispatch, both oracles): references, not models one could deploy."""
+    return [name for name, r in rows.items() if r.whole_window]
 
 
 WHOLE_WINDOW_MARK = " †"
 WHOLE_WINDOW_NOTE = "† sees the whole window (later tokens or the targets): a reference, not a deployable model"
 
 
-def marked(table: pd.DataFrame) -> pd.DataFrame:
+def marked(table: pd.DataFrame, rows: Mapping[str, Row]) -> pd.DataFrame:
     """``table`` with the rows that see the whole window marked † (for display; JSON keeps plain names)."""
-    return table.rename(index=lambda r: r + WHOLE_WINDOW_MARK if sees_whole_window(r) else r)
+    whole = set(whole_window_rows(rows))
+    return table.rename(index=lambda r: r + WHOLE_WINDOW_MARK if r in whole else r)
 
 
 def routing_accuracy(weights: Mapping[str, torch.Tensor], order: Sequence[str] = DOMAINS) -> dict[str, float]:

@@ -29,11 +29,10 @@ from .cache import cache_root, cached, config_key
 from .checkpoint import load_checkpoint, model_fingerprint, read_manifest, save_checkpoint, trunk_hash
 from .config import DOMAINS, SPLITS, Profile, RouterConfig, check_domain, derive_seed, get_profile
 from .device import resolve, to_device
-from .fusion import FusedModel
+from .fusion import FusedModel, feature_width
 from .model import GPT
 from .router import CausalRouter, check_router_kind, make_router, router_code_fingerprint, train_router
 from .router_pool import LatestPool, RouterPool, build_pool, train_router_on_pool
-from .scoring import Experts
 from .streams import DomainStreams, encode_stream, mixed_windows, random_windows, split_windows
 from .tokenizer import check_vocab, eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 from .train import train_lm
@@ -253,16 +252,17 @@ class Experiment:
             inputs=FusedModel(models, k).expert_logits, experts=models, reads=["trunk", k],
             desc=f"{kind} router{f' #{replicate}' if replicate else ''}"), cfg)
 
-    def feature_router(self, experts: Experts, feature: str, cfg: RouterConfig | None = None,
+    def feature_router(self, experts: FusedModel, feature: str, cfg: RouterConfig | None = None,
                        tag: str = "") -> CausalRouter:
         """A causal per-token router reading ``feature`` of ``experts`` (Break 1: maybe no shared trunk). Every
         router of a comparison gets the same config, initialisation and batches: only what it reads differs."""
-        cfg = cfg or self.profile.router
+        cfg, models = cfg or self.profile.router, list(experts.specialists)
         return self.train_or_load_router(RouterRequest(
-            make=lambda: make_router("per_token", experts.feature_dim(feature), len(experts.models), cfg),
-            key=["break", feature, cfg, [model_fingerprint(m) for m in experts.models], experts.k, experts.shared],
+            make=lambda: make_router("per_token", feature_width(feature, models), len(models), cfg),
+            key=["break", feature, cfg, [model_fingerprint(m) for m in models], experts.k, experts.shared],
             init_tags=("break-router-init", feature), data_tags=("router", "per_token"),
-            inputs=experts.router_inputs(feature), experts=experts.models, reads=[feature, experts.k, experts.shared],
+            inputs=FusedModel(models, experts.k, shared=experts.shared, reads=feature).expert_logits, experts=models,
+            reads=[feature, experts.k, experts.shared],
             desc=f"router [{tag}: {feature}]"), cfg)
 
     def fused(self, kind: str = "per_token", router_cfg: RouterConfig | None = None,

@@ -1,5 +1,5 @@
-"""Ways to combine specialists: prediction fusion (logits, probabilities, hard, uniform) and
-weight averaging, plus :class:`FusedModel`, which computes the shared trunk once.
+"""Ways to combine specialists: prediction fusion (logits, probabilities, hard, uniform), weight
+averaging, what a router reads (:data:`FEATURES`), and :class:`FusedModel`, the fused model itself.
 
 Shapes: N specialists, router weights (B, N) per sequence or (B, T, N) per token, specialist
 logits stacked as (N, B, T, V).
@@ -7,14 +7,15 @@ logits stacked as (N, B, T, V).
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import batched_crowns
 from .device import autocast, resolve, to_device, to_host
-from .model import GPT
+from .model import GPT, token_nll_from_logprobs
 from .stacked import StackedCrowns
 
 
@@ -95,108 +96,136 @@ def average_weights(models: Sequence[GPT], names: Sequence[str] | None = None) -
     return avg
 
 
-class FusedModel(nn.Module):
-    """N specialists sharing one frozen trunk, mixed by a router that reads the trunk output.
+# -- what a router reads ------------------------------------------------------------------------
+# A feature maps (inputs, each specialist's trunk output, the specialists) to the router's input.
+Feature = Callable[[torch.Tensor, Sequence[torch.Tensor], Sequence[GPT]], torch.Tensor]
+SHARED_TRUNK = "trunk of base X"
+FEATURES: dict[str, Feature] = {
+    # the shared trunk; without a shared trunk (Break 1) it is the first model's, "base X"
+    SHARED_TRUNK: lambda x, trunks, models: trunks[0],
+    "concatenated trunks": lambda x, trunks, models: torch.cat(list(trunks), dim=-1),
+    "embeddings of base X": lambda x, trunks, models: models[0].trunk(x, 0),
+    # no model at all: each token id hashed into C buckets, one-hot; the causal router's decaying
+    # average of them is a bag of recent tokens, so the router becomes a cheap domain classifier
+    "token classifier (no model)": lambda x, trunks, models: F.one_hot(x % trunks[0].shape[-1],
+                                                                        trunks[0].shape[-1]).to(trunks[0].dtype),
+}
 
-    The trunk runs once per batch. Without gradients to the crowns (inference, router training)
-    the crowns run batched in one pass (:class:`minigpt.stacked.StackedCrowns`) and logit fusion
-    applies the shared head once; otherwise each crown runs on the shared hidden state in turn.
+
+def feature_width(reads: str, specialists: Sequence[GPT]) -> int:
+    """The width of the router input ``reads`` over these specialists."""
+    c = specialists[0].config.n_embd
+    return c * len(specialists) if reads == "concatenated trunks" else c
+
+
+class FusedModel(nn.Module):
+    """N specialists at freeze depth ``k``, combined by a router (Chapter 32, Steps 3 and 4).
+
+    :meth:`forward` is the whole idea, top to bottom: the frozen trunk once, every crown on its
+    output, the router's weights, the fusion rule, the token loss. ``shared=False`` (Break 1) runs
+    each specialist's own trunk. ``reads`` names what the router reads (:data:`FEATURES`).
+    ``batched`` runs the crowns in one batched pass (:class:`minigpt.stacked.StackedCrowns`)
+    instead of one after another when no gradient must reach them: the same numbers up to float
+    rounding, a speed-up (benchmarks/fused_inference.py); default ``$MINIGPT_BATCHED_CROWNS``, off.
     """
 
-    def __init__(self, specialists: Sequence[GPT], k: int, router: nn.Module | None = None,
-                 fusion: str = "logits") -> None:
+    def __init__(self, specialists: Sequence[GPT], k: int, router: nn.Module | None = None, fusion: str = "logits",
+                 *, shared: bool = True, reads: str = SHARED_TRUNK, batched: bool | None = None) -> None:
         super().__init__()
         if fusion not in ("logits", "probs"):
             raise ValueError(f"unknown fusion {fusion!r}; choose 'logits' or 'probs'")
+        if not specialists:
+            raise ValueError("no specialists to fuse; pass at least one model")
+        if reads not in FEATURES:
+            raise ValueError(f"unknown router input {reads!r}; choose one of {', '.join(FEATURES)}")
         self.specialists = nn.ModuleList(specialists)
-        self.k, self.router, self.fusion = k, router, fusion
-        self._stacked = None  # derived copy of the crowns, built on first use; not in state_dict
+        self.k, self.router, self.fusion, self.shared, self.reads = k, router, fusion, shared, reads
+        self.batched = batched_crowns() if batched is None else batched
+        self._stacked = None  # the batched engine's copy of the crowns, built on first use; not in state_dict
 
-    def trunk(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.specialists[0].trunk(idx, self.k)  # identical in every specialist
+    # -- the pieces, in the order forward runs them ------------------------------------------
+    def trunks(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """(B, T) ids -> each specialist's trunk output (B, T, C): one computation when the trunk is shared."""
+        if self.shared:
+            return [self.specialists[0].trunk(idx, self.k)] * len(self.specialists)
+        return [m.trunk(idx, self.k) for m in self.specialists]
 
-    def stacked(self) -> StackedCrowns | None:
-        """The batched crowns, or None when gradients must reach the crown parameters."""
-        if torch.is_grad_enabled() and any(p.requires_grad for m in self.specialists
-                                           for p in m.crown_parameters(self.k).values()):
-            return None  # stacked copies are detached: keep the per-crown autograd graph
+    def crowns(self, trunks: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trunk outputs -> every crown's final hidden state (N, B, T, C) and logits (N, B, T, V)."""
+        engine = self.engine()
+        if engine is not None:
+            hidden = engine.hidden(trunks[0])
+            return hidden, engine.head_logits(hidden)
+        hidden = torch.stack([m.crown_hidden(h, self.k) for m, h in zip(self.specialists, trunks)])
+        return hidden, torch.stack([m.lm_head(hd) for m, hd in zip(self.specialists, hidden)])
+
+    def router_input(self, idx: torch.Tensor, trunks: Sequence[torch.Tensor]) -> torch.Tensor:
+        return FEATURES[self.reads](idx, trunks, list(self.specialists))
+
+    def weights(self, router_input: torch.Tensor) -> torch.Tensor:
+        """The router's weights, (B, T, N) per token or (B, N) per sequence; equal weights without a router."""
+        if self.router is None:
+            return uniform_weights(router_input.shape[0], len(self.specialists)).to(router_input)
+        return self.router(router_input)
+
+    def fuse(self, weights: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The fusion rule: weighted logits, or a mixture of distributions -> log-probabilities (B, T, V)."""
+        if self.fusion == "probs":
+            return fuse_probs(weights, logits)
+        return F.log_softmax(fuse_logits(weights, logits).float(), dim=-1)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T) ids -> (fused log-probabilities (B, T, V), mean token loss or None). ``weights``
+        overrides the router (e.g. uniform weights)."""
+        trunks = self.trunks(idx)  # the frozen trunk, once
+        _, logits = self.crowns(trunks)  # (N, B, T, V): every crown on the same trunk output
+        if weights is None:
+            weights = self.weights(self.router_input(idx, trunks))  # (B, T, N): how much each crown counts
+        logprobs = self.fuse(weights, logits)  # (B, T, V)
+        loss = None if targets is None else token_nll_from_logprobs(logprobs, targets).mean()
+        return logprobs, loss
+
+    # -- for router training and decoding ----------------------------------------------------
+    def expert_logits(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) ids -> (router input, every crown's logits (N, B, T, V)): what a router learns from."""
+        trunks = self.trunks(idx)
+        return self.router_input(idx, trunks), self.crowns(trunks)[1]
+
+    @property
+    def input_dim(self) -> int:
+        """The width of what the router reads."""
+        return feature_width(self.reads, self.specialists)
+
+    def engine(self) -> StackedCrowns | None:
+        """The batched engine, when switched on and usable: a shared trunk and no gradient to the crowns."""
+        if not (self.batched and self.shared) or (torch.is_grad_enabled() and any(
+                p.requires_grad for m in self.specialists for p in m.crown_parameters(self.k).values())):
+            return None
         s = self._stacked
         if s is None or s.k != self.k or [id(m) for m in s.specialists] != [id(m) for m in self.specialists]:
             s = self._stacked = StackedCrowns(list(self.specialists), self.k)
         return s
 
-    def expert_logits(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T) ids -> shared hidden (B, T, C) and stacked crown logits (N, B, T, V)."""
-        h = self.trunk(idx)
-        stacked = self.stacked()
-        if stacked is not None:
-            return h, stacked.logits(h)
-        return h, torch.stack([m.crown(h, self.k) for m in self.specialists])
-
-    def weights(self, h: torch.Tensor) -> torch.Tensor:
-        """The router's weights on trunk states (B, T, C), or equal weights when there is no router."""
-        if self.router is None:
-            return uniform_weights(h.shape[0], len(self.specialists)).to(h)
-        return self.router(h)
-
-    def forward(self, idx: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """Fused log-probabilities (B, T, V). ``weights`` overrides the router (e.g. uniform)."""
-        stacked = self.stacked()
-        if stacked is not None:
-            h = self.trunk(idx)
-            return _stacked_logprobs(stacked, stacked.hidden(h), self.weights(h) if weights is None else weights,
-                                     self.fusion)
-        h, logits = self.expert_logits(idx)
-        if weights is None:
-            weights = self.weights(h)
-        if self.fusion == "probs":
-            return fuse_probs(weights, logits)
-        return F.log_softmax(fuse_logits(weights, logits).float(), dim=-1)
-
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int,
                  return_weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Greedy decoding with the fused model (router weights, else uniform).
-
-        No KV cache: every step reruns the trunk and the crowns on the whole window, but the
-        head and the fusion only on the last position. Runs on the device (the model moves there
-        once); returns the ids (B, T + new) on the CPU; with ``return_weights`` also the weights
-        that chose each new token, (B, new, N).
-        """
+        """Greedy decoding with the fused model (router weights, else uniform), on the device. No KV cache:
+        every step reruns the model on the window. Returns the ids (B, T + new) on the CPU; with
+        ``return_weights`` also the weights that chose each new token, (B, new, N)."""
         dev = resolve()
         to_device(self, dev)
         idx = to_device(idx, dev)
-        T_max = self.specialists[0].config.block_size
-        stacked = self.stacked()  # under no_grad: always the batched crowns
-        chosen = []
+        T_max, chosen = self.specialists[0].config.block_size, []
         with autocast(dev):
             for _ in range(max_new_tokens):
-                h = self.trunk(idx[:, -T_max:])
-                w = self.weights(h)
-                if w.dim() == 3:
-                    w = w[:, -1:]  # per-token weights: only the last position is decoded
-                hidden = stacked.hidden(h)[:, :, -1:]  # (N, B, 1, C)
-                scores = _stacked_logprobs(stacked, hidden, w, self.fusion)
-                idx = torch.cat((idx, scores[:, -1].argmax(-1, keepdim=True)), dim=1)
-                chosen.append(w.reshape(w.shape[0], -1).float())  # (B, N)
+                window = idx[:, -T_max:]
+                trunks = self.trunks(window)
+                w = self.weights(self.router_input(window, trunks))
+                logprobs, _ = self(window, weights=w)
+                idx = torch.cat((idx, logprobs[:, -1].argmax(-1, keepdim=True)), dim=1)
+                chosen.append((w[:, -1] if w.dim() == 3 else w).float())  # (B, N): the weights of this token
         if not return_weights:
             return to_host(idx)
-        n = len(self.specialists)
-        weights = torch.stack(chosen, dim=1) if chosen else idx.new_zeros((idx.shape[0], 0, n), dtype=torch.float)
-        return to_host((idx, weights))
-
-
-def _stacked_logprobs(stacked: StackedCrowns, hidden: torch.Tensor, weights: torch.Tensor,
-                      fusion: str) -> torch.Tensor:
-    """Fused log-probabilities from the crowns' final hidden states (N, B, T, C).
-
-    Logit fusion with a shared head weights the hidden states and applies the head once:
-    sum_n w_n (h_n W^T) = (sum_n w_n h_n) W^T, exact because the head is linear.
-    """
-    if fusion == "probs":
-        return fuse_probs(weights, stacked.head_logits(hidden))
-    if stacked.shared_head:
-        logits = F.linear(fuse_logits(weights, hidden).to(stacked.head.dtype), stacked.head)
-    else:
-        logits = fuse_logits(weights, stacked.head_logits(hidden))
-    return F.log_softmax(logits.float(), dim=-1)
+        weights = torch.stack(chosen, dim=1) if chosen else idx.new_zeros((idx.shape[0], 0, len(self.specialists)))
+        return to_host((idx, weights.float()))

@@ -30,7 +30,8 @@ from .claims import break2 as claims_break2
 from .claims import join as claims_join
 from .claims import sweep as claims_sweep
 from .config import DOMAINS, REPO_ROOT, results_dir
-from .evaluate import WHOLE_WINDOW_MARK, sees_whole_window
+from .evaluate import WHOLE_WINDOW_MARK
+from .rows import from_json as rows_from_json
 from .intervals import format_interval
 from .scoring import HEADLINE
 from .studies.document_memory import COLD, MEMORY
@@ -72,7 +73,7 @@ def render_table(ref: Path) -> str:
     for row in rep["rows"]:
         vals = [f"{rep['table'][row][c]:+.2f}" if c.startswith("Δ%") else f"{rep['table'][row][c]:.3f}" for c in cols]
         cost = rep["costs"][row]
-        name = row + WHOLE_WINDOW_MARK if sees_whole_window(row) else row
+        name = row + WHOLE_WINDOW_MARK if row in rep["sees_whole_window"] else row
         name = f"**{name}**" if row == HEADLINE else name
         lines.append(f"| {name} | " + " | ".join(vals) + f" | {cost['total params']:,} | {cost['inference vs one model']:.2f} |\n")
     return "".join(lines)
@@ -277,7 +278,8 @@ def thread_spread(one: Path, two: Path) -> dict:
     """Largest difference between two ``table.json`` of the same run trained with different thread
     counts: over the rows that average (soft) and the rows that take an argmax (hard, dispatch)."""
     a, b = json.loads(one.read_text()), json.loads(two.read_text())
-    argmax = lambda row: row.startswith(("fused hard", "single dispatch"))  # noqa: E731
+    info = rows_from_json(a["row_info"])
+    argmax = lambda row: info[row].kind == "dispatch" or info[row].rule == "hard"  # noqa: E731
     diffs = {row: max(abs(a["table"][row][c] - b["table"][row][c]) for c in (*DOMAINS, "mixed")) for row in a["rows"]}
     return {"profile": a["profile"], "threads": [a["torch_threads"], b["torch_threads"]],
             "soft_rows_max_abs_nats": max(v for r, v in diffs.items() if not argmax(r)),
@@ -314,28 +316,6 @@ def add_runtime(rt: dict, step: str, when: str, seconds: float | None, note: str
     return rt
 
 
-def router_pool_comparison(streamed: Path, pooled: Path) -> dict:
-    """Seed results of the same specialists with routers trained on fresh windows (``streamed``) and on
-    the pool (``pooled``): folders with table.json and break2.json."""
-    a, b = (json.loads((d / "table.json").read_text()) for d in (streamed, pooled))
-    fused = [r for r in b["rows"] if "router" in r and r in a["table"]]
-    others = [r for r in b["rows"] if "router" not in r and r in a["table"]]
-    change = {r: b["table"][r]["mixed"] - a["table"][r]["mixed"] for r in fused}
-    worst = max(change, key=lambda r: abs(change[r]))
-    acc = [abs(b["routing_accuracy"][k][d] - a["routing_accuracy"][k][d]) * 100
-           for k in b["routing_accuracy"] for d in b["routing_accuracy"][k]]
-    g1, g2 = (json.loads((d / "break2.json").read_text())["grid"] for d in (streamed, pooled))
-    grid = sorted(abs(g2[n]["mixed_loss"] - g1[n]["mixed_loss"]) for n in g2 if n in g1)
-    seeds = json.loads((REFERENCE / "cpu" / "seeds.json").read_text())["summary"]["std"]
-    return {"profile": b["profile"], "seed": b["seed"], "noise_nats": seeds["oracle gap nats"],
-            "table": {"change_nats": change, "worst_row": worst, "max_abs_change_nats": abs(change[worst]),
-                      "rows_without_router_identical": all(a["table"][r] == b["table"][r] for r in others),
-                      "max_abs_routing_change_pp": max(acc)},
-            "break2_grid": {"routers": len(grid), "max_abs_change_nats": grid[-1], "median_abs_change_nats": grid[len(grid) // 2],
-                            "same_silent_collapse_flags": sum(g1[n]["silent_collapse"] == g2[n]["silent_collapse"]
-                                                              for n in g2 if n in g1)}}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigpt.readme", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail when a block disagrees with the reference files")
@@ -346,8 +326,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="a `make book` log -> its steps' times in runtimes.json as WHEN (before / after)")
     parser.add_argument("--runtime", nargs=4, metavar=("STEP", "WHEN", "SECONDS", "NOTE"),
                         help="one measured wall time (whole process) -> runtimes.json")
-    parser.add_argument("--router-pool", nargs=2, type=Path, metavar=("STREAMED", "POOLED"),
-                        help="two seed folders, routers on fresh windows vs on the pool -> router_pool.json")
     args = parser.parse_args(argv)
     if args.book_log or args.runtime:
         path = REFERENCE / "runtimes.json"
@@ -363,8 +341,6 @@ def main(argv: list[str] | None = None) -> int:
             step, when, sec, note = args.runtime
             add_runtime(rt, step, when, None if sec == "-" else float(sec), note)
         path.write_text(json.dumps(rt, indent=2) + "\n")
-    if args.router_pool:
-        (REFERENCE / "router_pool.json").write_text(json.dumps(router_pool_comparison(*args.router_pool), indent=2) + "\n")
     if args.collect:
         collect(results_dir())
     if args.thread_spread:

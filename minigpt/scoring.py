@@ -17,34 +17,36 @@ keeps each row's per-token loss. The rows and their names:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import rows as R
 from .config import DOMAINS
 from .device import autocast, resolve, to_device, to_host
-from .fusion import broadcast_weights, fuse_logits, hard_token_nll, mixture_token_nll, uniform_weights
+from .fusion import (FEATURES, SHARED_TRUNK, FusedModel, broadcast_weights, fuse_logits,  # noqa: F401
+                     hard_token_nll, mixture_token_nll, uniform_weights)
 from .heap import reuse_large_blocks
 from .model import GPT, token_nll_from_logprobs
 from .score_cache import remembered
 
 SPECIALIST_ROWS = tuple(f"{d} specialist" for d in DOMAINS)
 HEADLINE = "fused soft (per-token router)"
-ORACLE = "oracle (per sequence)"
-ORACLE_PER_TOKEN = "oracle (per token)"
+ORACLE = R.ORACLE.name
+ORACLE_PER_TOKEN = R.ORACLE_PER_TOKEN.name
 
 EvalSets = Mapping[str, tuple[torch.Tensor, torch.Tensor]]  # domain -> inputs (n, T), targets (n, T)
 
 
 def fused_row(rule: str, router: str) -> str:
     """Row name of a fused model: ``rule`` is soft, hard, probs or hidden; ``router`` the router's name."""
-    return f"fused {rule} ({router} router)"
+    return R.fused(rule, router).name
 
 
 def dispatch_row(router: str) -> str:
-    return f"single dispatch ({router} router)"
+    return R.dispatch(router).name
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -52,59 +54,37 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return token_nll_from_logprobs(F.log_softmax(logits.float(), dim=-1), targets)
 
 
-# -- what a router reads -------------------------------------------------------------------------
-# A feature maps (inputs, each specialist's trunk output, the specialists) to the router's input.
-Feature = Callable[[torch.Tensor, Sequence[torch.Tensor], Sequence[GPT]], torch.Tensor]
-FEATURES: dict[str, Feature] = {
-    # the shared trunk; without a shared trunk (Break 1) it is the first model's, "base X"
-    "trunk of base X": lambda x, trunks, models: trunks[0],
-    "concatenated trunks": lambda x, trunks, models: torch.cat(list(trunks), dim=-1),
-    "embeddings of base X": lambda x, trunks, models: models[0].trunk(x, 0),
-    # no model at all: each token id hashed into C buckets, one-hot; the causal router's decaying
-    # average of them is a bag of recent tokens, so the router becomes a cheap domain classifier
-    "token classifier (no model)": lambda x, trunks, models: F.one_hot(x % trunks[0].shape[-1],
-                                                                        trunks[0].shape[-1]).to(trunks[0].dtype),
-}
-SHARED_TRUNK = "trunk of base X"
+# -- what to score ---------------------------------------------------------------------------------
+@dataclass
+class Routed:
+    """A router in a scoring request, and what it reads (a key of :data:`minigpt.fusion.FEATURES`)."""
+
+    router: nn.Module
+    reads: str = SHARED_TRUNK
 
 
 @dataclass
-class Experts:
-    """N specialists at freeze depth ``k``. With ``shared`` the trunk runs once; otherwise each model
-    runs its own trunk (the only honest option when the bases differ, Break 1)."""
+class ScoreRequest:
+    """One scoring pass: ``experts`` (a :class:`FusedModel`; its own router is not used) on ``windows``,
+    with every named router, the base and any ``extra`` whole model beside them. ``hidden_head`` adds
+    hidden-state fusion rows, ``calibration`` keeps top-1 confidence statistics of the experts and the
+    soft-fused rows; ``names`` are the experts' row names, in order."""
 
-    models: Sequence[GPT]
-    k: int
-    shared: bool = True
+    windows: EvalSets
+    experts: FusedModel
+    routers: Mapping[str, nn.Module | Routed] = field(default_factory=dict)
+    base: GPT | None = None
+    extra: Mapping[str, nn.Module] = field(default_factory=dict)
+    hidden_head: nn.Module | None = None
+    calibration: bool = False
+    names: Sequence[str] = SPECIALIST_ROWS
+    batch_size: int = 16
 
     def __post_init__(self) -> None:
-        self.models = list(self.models)
-        if not self.models:
-            raise ValueError("no specialists to score; pass at least one model")
-
-    def trunks(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.shared:
-            return [self.models[0].trunk(x, self.k)] * len(self.models)
-        return [m.trunk(x, self.k) for m in self.models]
-
-    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """(B, T) ids -> trunks (list of (B, T, C)), final hidden (N, B, T, C), logits (N, B, T, V)."""
-        trunks = self.trunks(x)
-        hidden = torch.stack([m.crown_hidden(h, self.k) for m, h in zip(self.models, trunks)])
-        logits = torch.stack([m.lm_head(hd) for m, hd in zip(self.models, hidden)])
-        return trunks, hidden, logits
-
-    def feature_dim(self, feature: str) -> int:
-        c = self.models[0].config.n_embd
-        return c * len(self.models) if feature == "concatenated trunks" else c
-
-    def router_inputs(self, feature: str = SHARED_TRUNK) -> Callable[[torch.Tensor], tuple]:
-        """``x -> (router input, logits (N, B, T, V))``: what router training needs from the experts."""
-        def fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            trunks = self.trunks(x)
-            logits = torch.stack([m.crown(h, self.k) for m, h in zip(self.models, trunks)])
-            return FEATURES[feature](x, trunks, self.models), logits
-        return fn
+        self.routers = {n: r if isinstance(r, Routed) else Routed(r) for n, r in self.routers.items()}
+        n = len(self.experts.specialists)
+        if len(self.names) < n:
+            raise ValueError(f"{n} experts but {len(self.names)} row names; pass names= with one name per expert")
 
 
 # -- the scores ------------------------------------------------------------------------------------
@@ -117,6 +97,7 @@ class Scores:
     nll: dict[str, dict[str, torch.Tensor]]
     weights: dict[str, dict[str, torch.Tensor]]
     stats: dict[str, dict[str, dict[str, torch.Tensor]]] = field(default_factory=dict)
+    rows: dict[str, R.Row] = field(default_factory=dict)  # what each row of ``nll`` is (minigpt.rows)
 
     @property
     def specialist_rows(self) -> list[str]:
@@ -134,8 +115,8 @@ class Scores:
         return {"nll": self.nll, "weights": self.weights, "stats": self.stats}
 
     @classmethod
-    def from_tree(cls, tree: Mapping) -> "Scores":
-        return cls(dict(tree["nll"]), dict(tree.get("weights", {})), dict(tree.get("stats", {})))
+    def from_tree(cls, tree: Mapping, rows: Mapping[str, R.Row] | None = None) -> "Scores":
+        return cls(dict(tree["nll"]), dict(tree.get("weights", {})), dict(tree.get("stats", {})), dict(rows or {}))
 
 
 class _Rows:
@@ -203,90 +184,107 @@ def add_oracles(rows: _Rows, domain: str, spec: torch.Tensor) -> None:
     rows.add(ORACLE_PER_TOKEN, domain, spec.min(0).values)
 
 
-def _router_rows(rows: _Rows, domain: str, name: str, w: torch.Tensor, logits: torch.Tensor, spec: torch.Tensor,
-                 hidden: torch.Tensor, y: torch.Tensor, hidden_head: nn.Module | None) -> torch.Tensor:
+def _router_rows(out: _Rows, domain: str, name: str, w: torch.Tensor, batch: "_Batch",
+                 hidden_head: nn.Module | None) -> torch.Tensor:
     """The rows of one router on one batch; returns its weights as (B, T, N). Only the soft row
-    needs the vocabulary: hard and probs rows come from the specialists' token losses ``spec``."""
-    rows.add(fused_row("soft", name), domain, token_nll(fuse_logits(w, logits), y))
+    needs the vocabulary: hard and probs rows come from the experts' token losses."""
+    out.add(fused_row("soft", name), domain, token_nll(fuse_logits(w, batch.logits), batch.y))
     if w.dim() == 2:  # one specialist per sequence, the others never run
-        rows.add(dispatch_row(name), domain, hard_token_nll(w, spec))
-        return w.unsqueeze(1).expand(-1, y.shape[1], -1)
-    rows.add(fused_row("hard", name), domain, hard_token_nll(w, spec))
-    rows.add(fused_row("probs", name), domain, mixture_token_nll(w, spec))
+        out.add(dispatch_row(name), domain, hard_token_nll(w, batch.spec))
+        return w.unsqueeze(1).expand(-1, batch.y.shape[1], -1)
+    out.add(fused_row("hard", name), domain, hard_token_nll(w, batch.spec))
+    out.add(fused_row("probs", name), domain, mixture_token_nll(w, batch.spec))
     if hidden_head is not None:
-        mixed = (broadcast_weights(w, logits.shape[0]) * hidden).sum(0).to(hidden.dtype)  # the head's dtype
-        rows.add(fused_row("hidden", name), domain, token_nll(hidden_head(mixed), y))
+        mixed = (broadcast_weights(w, batch.logits.shape[0]) * batch.hidden).sum(0).to(batch.hidden.dtype)
+        out.add(fused_row("hidden", name), domain, token_nll(hidden_head(mixed), batch.y))
     return w
 
 
-def score(eval_sets: EvalSets, experts: Experts, routers: Mapping[str, nn.Module] | None = None, *,
-          base: GPT | None = None, extra: Mapping[str, nn.Module] | None = None, batch_size: int = 16,
-          features: Mapping[str, str] | None = None, hidden_head: nn.Module | None = None,
-          calibration: bool = False, names: Sequence[str] = SPECIALIST_ROWS) -> Scores:
-    """Score every row on every domain's windows (see the module docstring for the rows).
+def score(req: ScoreRequest) -> Scores:
+    """Score every row of ``req`` on every domain's windows (the module docstring lists the rows). A
+    request with the same models, windows and settings as an earlier one reads its scores back
+    (:mod:`minigpt.score_cache`)."""
+    ex = req.experts
+    reads = {"windows": req.windows, "experts": list(ex.specialists), "k": ex.k, "shared": ex.shared,
+             "routers": {n: r.router for n, r in req.routers.items()}, "base": req.base, "extra": req.extra,
+             "batch_size": req.batch_size, "features": {n: r.reads for n, r in req.routers.items()},
+             "hidden_head": req.hidden_head, "calibration": req.calibration, "names": list(req.names)}
+    tree = remembered("score", reads, lambda: _score(req))
+    return Scores.from_tree(tree, row_info(req, {n: bool(t) for n, t in tree["whole_window"].items()}))
 
-    ``routers`` maps a name to a router; ``features[name]`` says what it reads (a key of
-    :data:`FEATURES`, default the shared trunk). ``calibration`` keeps top-1 confidence statistics
-    of the specialists and of every soft-fused row (Break 1's calibration comparison). ``names``
-    are the experts' row names, in order (more than three experts need more names, e.g. a
-    generalist beside the specialists); the oracles choose among all experts. A call with the same
-    models, windows and settings as an earlier one reads its scores back (:mod:`minigpt.score_cache`).
-    """
-    routers, features, extra = routers or {}, features or {}, extra or {}
-    n = len(experts.models)
-    if len(names) < n:
-        raise ValueError(f"{n} experts but {len(names)} row names; pass names= with one name per expert")
-    reads = {"windows": eval_sets, "experts": experts.models, "k": experts.k, "shared": experts.shared,
-             "routers": routers, "base": base, "extra": extra, "batch_size": batch_size, "features": features,
-             "hidden_head": hidden_head, "calibration": calibration, "names": list(names)}
-    tree = remembered("score", reads, lambda: _score(eval_sets, experts, routers, base, extra, batch_size,
-                                                      features, hidden_head, calibration, names).tree())
-    return Scores.from_tree(tree)
+
+def row_info(req: ScoreRequest, whole_window: Mapping[str, bool]) -> dict[str, R.Row]:
+    """Every row ``req`` scores, as values: the models, the experts, the uniform mix, each router's rows
+    (``whole_window[name]``: the router gives one weight per sequence), the oracles."""
+    out = [R.model("base")] if req.base is not None else []
+    out += [R.model(n) for n in req.extra] + [R.specialist(n) for n in req.names[:len(req.experts.specialists)]]
+    out.append(R.UNIFORM)
+    for name in req.routers:
+        if whole_window[name]:
+            out += [R.fused("soft", name, whole_window=True), R.dispatch(name)]
+        else:
+            out += [R.fused(rule, name) for rule in ("soft", "hard", "probs")]
+            out += [R.fused("hidden", name)] if req.hidden_head is not None else []
+    return {r.name: r for r in [*out, R.ORACLE, R.ORACLE_PER_TOKEN]}
+
+
+@dataclass
+class _Batch:
+    """What every row of one batch is computed from: the experts' pass over the windows."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    trunks: list
+    hidden: torch.Tensor  # (N, B, T, C)
+    logits: torch.Tensor  # (N, B, T, V)
+    spec: torch.Tensor  # (N, B, T): each expert's token losses
 
 
 @torch.no_grad()
-def _score(eval_sets: EvalSets, experts: Experts, routers: Mapping[str, nn.Module], base: GPT | None,
-           extra: Mapping[str, nn.Module], batch_size: int, features: Mapping[str, str],
-           hidden_head: nn.Module | None, calibration: bool, names: Sequence[str]) -> Scores:
-    """:func:`score` itself: the experts, routers and windows on the device, batch by batch."""
-    rows, weights, stats = _Rows.for_sets(eval_sets), _Rows.for_sets(eval_sets), _Rows.for_sets(eval_sets)
+def _score(req: ScoreRequest) -> dict:
+    """:func:`score` itself: the experts, routers and windows on the device, batch by batch. Returns the
+    tree :mod:`minigpt.score_cache` keeps: token losses, weights, statistics, and which routers gave one
+    weight per sequence."""
+    out = {key: _Rows.for_sets(req.windows) for key in ("nll", "weights", "stats")}
+    out["per_sequence"] = {}
     dev = resolve()
-    to_device([*experts.models, *routers.values(), *extra.values(),
-               *(m for m in (base, hidden_head) if m is not None)], dev)
+    to_device([*req.experts.specialists, *(r.router for r in req.routers.values()), *req.extra.values(),
+               *(m for m in (req.base, req.hidden_head) if m is not None)], dev)
     # every batch allocates the same tensors and keeps none of them (_Rows): safe to reuse (heap.py)
     with autocast(dev), reuse_large_blocks():
-        for domain, (x_all, y_all) in eval_sets.items():
+        for domain, (x_all, y_all) in req.windows.items():
             x_all, y_all = to_device((x_all, y_all), dev)
-            for i in range(0, x_all.shape[0], batch_size):
-                x, y = x_all[i:i + batch_size], y_all[i:i + batch_size]
-                _score_batch(rows, weights, stats if calibration else None, domain, x, y, experts, routers,
-                             base, extra, features, hidden_head, names)
-    # read back once, to be reported
-    return Scores(to_host(rows.cat()), to_host(weights.cat()), to_host(stats.merged()) if calibration else {})
+            for i in range(0, x_all.shape[0], req.batch_size):
+                _score_batch(req, out, domain, x_all[i:i + req.batch_size], y_all[i:i + req.batch_size])
+    stats = to_host(out["stats"].merged()) if req.calibration else {}
+    per_sequence = {n: torch.tensor(out["per_sequence"].get(n, False)) for n in req.routers}
+    return {**Scores(to_host(out["nll"].cat()), to_host(out["weights"].cat()), stats).tree(),  # read back once
+            "whole_window": per_sequence}
 
 
-def _score_batch(rows: _Rows, weights: _Rows, stats: _Rows | None, domain: str, x: torch.Tensor, y: torch.Tensor,
-                 experts: Experts, routers: Mapping[str, nn.Module], base: GPT | None, extra: Mapping[str, nn.Module],
-                 features: Mapping[str, str], hidden_head: nn.Module | None, names: Sequence[str]) -> None:
-    """Every row of one batch of ``domain``'s windows (``stats`` None: no calibration statistics)."""
-    if base is not None:
-        rows.add("base", domain, token_nll(base(x)[0], y))
-    for name, model in extra.items():
-        rows.add(name, domain, token_nll(model(x)[0], y))
-    trunks, hidden, logits = experts.forward(x)
-    spec = torch.stack([token_nll(l, y) for l in logits])  # (N, B, T)
-    n = len(experts.models)
-    for j in range(n):
-        rows.add(names[j], domain, spec[j])
+def _score_batch(req: ScoreRequest, out: dict[str, _Rows], domain: str, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Every row of one batch of ``domain``'s windows."""
+    nll, stats = out["nll"], out["stats"] if req.calibration else None
+    if req.base is not None:
+        nll.add("base", domain, token_nll(req.base(x)[0], y))
+    for name, model in req.extra.items():
+        nll.add(name, domain, token_nll(model(x)[0], y))
+    ex = req.experts
+    trunks = ex.trunks(x)  # the frozen trunk, once when it is shared
+    hidden, logits = ex.crowns(trunks)  # every crown
+    b = _Batch(x, y, trunks, hidden, logits, torch.stack([token_nll(lg, y) for lg in logits]))
+    for j in range(len(ex.specialists)):
+        nll.add(req.names[j], domain, b.spec[j])
         if stats is not None:
-            stats.add(names[j], domain, _per_window(calibration_stats(logits[j], y), y))
-    rows.add("uniform mix", domain, token_nll(fuse_logits(uniform_weights(x.shape[0], n, x.device), logits), y))
-    for name, router in routers.items():
-        w = router(FEATURES[features.get(name, SHARED_TRUNK)](x, trunks, experts.models))
-        weights.add(name, domain, _router_rows(rows, domain, name, w, logits, spec, hidden, y, hidden_head))
+            stats.add(req.names[j], domain, _per_window(calibration_stats(logits[j], y), y))
+    nll.add("uniform mix", domain, token_nll(fuse_logits(uniform_weights(x.shape[0], len(logits), x.device), logits), y))
+    for name, routed in req.routers.items():
+        w = routed.router(FEATURES[routed.reads](x, trunks, list(ex.specialists)))
+        out["per_sequence"][name] = w.dim() == 2
+        out["weights"].add(name, domain, _router_rows(nll, domain, name, w, b, req.hidden_head))
         if stats is not None:
             stats.add(fused_row("soft", name), domain, _per_window(calibration_stats(fuse_logits(w, logits), y), y))
-    add_oracles(rows, domain, spec)
+    add_oracles(nll, domain, b.spec)
 
 
 def model_nll(model: nn.Module, eval_sets: EvalSets, batch_size: int = 16) -> dict[str, torch.Tensor]:

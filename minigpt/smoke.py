@@ -33,7 +33,8 @@ from .progress import progress
 from .router import ROUTERS, CausalRouter, performance_targets, train_router, with_memory
 from .router_pool import build_pool, train_router_on_pool
 from .score_cache import not_remembered
-from .scoring import FEATURES, SHARED_TRUNK, Experts, Scores, per_window_losses, score
+from .fusion import FEATURES, SHARED_TRUNK, feature_width
+from .scoring import Routed, Scores, ScoreRequest, per_window_losses, score
 from .streams import DomainStreams, eval_windows, mixed_windows, random_windows
 from .studies.break2 import BAND_REPLICATES, COLLAPSE_MIXES, SETS, TARGET_WINDOWS
 from .studies.ceiling import fit_to_eval_labels
@@ -324,13 +325,18 @@ def _routers(run: _Run) -> None:
     run.models["routers"] = routers
 
 
+def _score(run: _Run, experts: FusedModel, routers: dict, **kw) -> Scores:
+    """One scoring pass over ``experts`` with the base beside them, at the profile's batch size."""
+    return score(ScoreRequest(windows=run.eval_sets, experts=experts, routers=routers, base=run.models["base"],
+                              batch_size=run.p.eval_batch_size, **kw))
+
+
 def _evaluation(run: _Run) -> None:
     """The chapter's scoring pass, and fused greedy generation."""
     p, m = run.p, run.models
     routers = {"per-token": m["routers"]["per_token"], "last-token": m["routers"]["last_token"]}
-    sc = score(run.eval_sets, Experts(m["specs"], p.freeze_k), routers, base=m["base"],
-               extra={"weight average": average_weights(m["specs"]), "monolithic": m["mono"]},
-               batch_size=p.eval_batch_size)
+    sc = _score(run, FusedModel(m["specs"], p.freeze_k), routers,
+                extra={"weight average": average_weights(m["specs"]), "monolithic": m["mono"]})
     _check_scores(run, "evaluation", sc)
     prompt = run.eval_sets[DOMAINS[0]][0][:1, :8]
     ids, w = FusedModel(m["specs"], p.freeze_k, routers["per-token"]).generate(prompt, 2, return_weights=True)
@@ -351,12 +357,12 @@ def _break1(run: _Run) -> None:
     other = _train(run, "break1 base", GPT(p.model), run.lm_batch("pretrain", None, run.cut(p.base)), run.cut(p.base), None)
     cfg = run.cut(p.specialist)
     spec = _train(run, "break1 specialist", copy.deepcopy(other), run.lm_batch("specialist", "medical", cfg), cfg, k)
-    different = Experts([m["specs"][0], spec, copy.deepcopy(spec)], k, shared=False)
-    routers = {f: _router(run, f"break1 router [{f}]", CausalRouter(different.feature_dim(f), 3),
-                          different.router_inputs(f), different.models) for f in FEATURES}
-    sc = score(run.eval_sets, different, routers, base=m["base"], extra={"weight average": average_weights(different.models)},
-               batch_size=p.eval_batch_size, features={f: f for f in routers}, hidden_head=m["base"].lm_head,
-               calibration=True)
+    models = [m["specs"][0], spec, copy.deepcopy(spec)]
+    different = FusedModel(models, k, shared=False)
+    routers = {f: _router(run, f"break1 router [{f}]", CausalRouter(feature_width(f, models), 3),
+                          FusedModel(models, k, shared=False, reads=f).expert_logits, models) for f in FEATURES}
+    sc = _score(run, different, {f: Routed(r, f) for f, r in routers.items()},
+                extra={"weight average": average_weights(models)}, hidden_head=m["base"].lm_head, calibration=True)
     _check_scores(run, "break1 scoring", sc)
 
 
@@ -368,11 +374,9 @@ def _break2(run: _Run) -> None:
     r3 = _router(run, "break2 cold router", CausalRouter(C, 3), FusedModel(m["specs"], k).expert_logits, m["specs"], cold)
     gen = [m["mono"], *m["specs"][1:]]
     rg = _router(run, "break2 router, generalist set", CausalRouter(C, 3), FusedModel(gen, k).expert_logits, gen, cold)
-    _check_scores(run, "break2 scoring", score(run.eval_sets, Experts(m["specs"], k), {"cold": r3}, base=m["base"],
-                                               batch_size=p.eval_batch_size))
-    _check_scores(run, "break2 scoring, generalist set", score(run.eval_sets, Experts(gen, k), {"g": rg},
-                                                               base=m["base"], batch_size=p.eval_batch_size,
-                                                               names=[f"e{i}" for i in range(3)]))
+    _check_scores(run, "break2 scoring", _score(run, FusedModel(m["specs"], k), {"cold": r3}))
+    _check_scores(run, "break2 scoring, generalist set", _score(run, FusedModel(gen, k), {"g": rg},
+                                                                names=[f"e{i}" for i in range(3)]))
     x, y = run.eval_sets[DOMAINS[0]]
     losses = per_window_losses(FusedModel(m["specs"], k), x, y, p.eval_batch_size)
     _finite(run, "break2 target sharpness", performance_targets(losses, 1e-3).max(-1).values)
@@ -386,15 +390,15 @@ def _sweep(run: _Run) -> None:
         spec = _train(run, f"sweep K={K} specialist", copy.deepcopy(m["base"]), run.lm_batch("specialist", "code", cfg), cfg, K)
         trio = [spec, copy.deepcopy(spec), copy.deepcopy(spec)]
         r = _router(run, f"sweep K={K} router", CausalRouter(C, 3), FusedModel(trio, K).expert_logits, trio)
-        _check_scores(run, f"sweep K={K} scoring", score(run.eval_sets, Experts(trio, K), {"per-token": r}, base=m["base"],
-                                                         extra={"weight average": average_weights(trio)},
-                                                         batch_size=p.eval_batch_size, hidden_head=m["base"].lm_head))
+        _check_scores(run, f"sweep K={K} scoring", _score(run, FusedModel(trio, K), {"per-token": r},
+                                                          extra={"weight average": average_weights(trio)},
+                                                          hidden_head=m["base"].lm_head))
     none, losses = fine_tune_everything(m["base"], run.lm_batch("specialist", "code", cfg), cfg, 0, "smoke: nothing frozen")
     _finite(run, "sweep nothing-frozen training loss", losses)
-    experts = Experts([none, copy.deepcopy(none), copy.deepcopy(none)], 0, shared=False)
-    r = _router(run, "sweep nothing-frozen router", CausalRouter(C, 3), experts.router_inputs(SHARED_TRUNK), experts.models)
-    _check_scores(run, "sweep nothing-frozen scoring", score(run.eval_sets, experts, {"per-token": r}, base=m["base"],
-                                                             batch_size=p.eval_batch_size, hidden_head=none.lm_head))
+    models = [none, copy.deepcopy(none), copy.deepcopy(none)]
+    experts = FusedModel(models, 0, shared=False, reads=SHARED_TRUNK)
+    r = _router(run, "sweep nothing-frozen router", CausalRouter(C, 3), experts.expert_logits, models)
+    _check_scores(run, "sweep nothing-frozen scoring", _score(run, experts, {"per-token": r}, hidden_head=none.lm_head))
 
 
 def _hybrid(run: _Run) -> None:
@@ -423,8 +427,7 @@ def _ceiling(run: _Run) -> None:
     with torch.no_grad(), autocast(dev):
         states = {d: m["specs"][0].trunk(x.to(dev), p.freeze_k).float() for d, (x, _) in run.eval_sets.items()}
     r = fit_to_eval_labels(CausalRouter(p.model.n_embd, 3), states, steps=2)
-    _check_scores(run, "ceiling scoring", score(run.eval_sets, Experts(m["specs"], p.freeze_k), {"eval-fitted": r},
-                                                base=m["base"], batch_size=p.eval_batch_size))
+    _check_scores(run, "ceiling scoring", _score(run, FusedModel(m["specs"], p.freeze_k), {"eval-fitted": r}))
 
 
 PHASES: dict[str, Callable[[_Run], None]] = {

@@ -81,7 +81,7 @@ def test_the_package_has_no_import_cycle():
 
 CORE = {f"minigpt.{m}" for m in ("config", "cache", "data", "tokenizer", "streams", "model", "checkpoint", "train",
                                  "router", "stacked", "fusion", "scoring", "intervals", "evaluate", "experiment", "compat",
-                                 "hf", "progress", "device", "router_pool", "heap", "score_cache")}
+                                 "hf", "progress", "device", "router_pool", "heap", "score_cache", "rows")}
 
 
 def test_core_imports_only_core():

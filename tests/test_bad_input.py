@@ -38,6 +38,10 @@ def _corpus_without(domain: str, split: str) -> datasets.Dataset:
     return datasets.Dataset.from_list(rows)
 
 
+def _three_streams() -> DomainStreams:
+    return DomainStreams({"router": {d: np.arange(100, dtype=np.int32) for d in DOMAINS}})
+
+
 def _specialists(n: int = 3) -> list[GPT]:
     torch.manual_seed(0)
     return [GPT(CFG) for _ in range(n)]
@@ -95,7 +99,7 @@ CASES = [
      ["temperature must be > 0", "got 0.0", "use e.g. 0.1 (sharp) to 1.0 (soft)"]),
     ("unknown fusion", lambda: FusedModel(_specialists(2), 1, fusion="max"), ValueError,
      ["unknown fusion 'max'", "choose 'logits' or 'probs'"]),
-    ("bad domain mix", lambda: mixed_windows(None, "router", 4, 8, torch.Generator(), mix=(0.5, 0.5)), ValueError,
+    ("bad domain mix", lambda: mixed_windows(_three_streams(), "router", 4, 8, torch.Generator(), mix=(0.5, 0.5)), ValueError,
      ["domain mix (0.5, 0.5) is invalid", "give 3 non-negative shares"]),
     ("unknown profile", lambda: get_profile("huge"), ValueError,
      ["unknown profile 'huge'", "choose one of ci, cpu, gpu, gpt2", "MINIGPT_PROFILE"]),

@@ -9,7 +9,8 @@ import torch
 
 from minigpt.config import DOMAINS, GPTConfig
 from minigpt.model import GPT
-from minigpt.scoring import ORACLE_PER_TOKEN, SPECIALIST_ROWS, Experts, score, token_nll
+from minigpt.fusion import FusedModel
+from minigpt.scoring import ORACLE_PER_TOKEN, SPECIALIST_ROWS, ScoreRequest, score, token_nll
 from minigpt.studies.break2 import GENERALIST as GENERALIST_ROW
 from minigpt.studies.break2 import ROUTING_DROP_PP, _band, own_margin, status, target_sharpness
 
@@ -41,7 +42,7 @@ def _eval_sets() -> dict:
 def test_score_names_a_fourth_expert_and_its_oracles_choose_among_all():
     models, sets = _experts(4), _eval_sets()
     names = (*SPECIALIST_ROWS, GENERALIST_ROW)
-    s = score(sets, Experts(models, K), batch_size=2, names=names)
+    s = score(ScoreRequest(windows=sets, experts=FusedModel(models, K), batch_size=2, names=names))
     for name, m in zip(names, models):
         for d, (x, y) in sets.items():
             assert torch.allclose(s.nll[name][d], token_nll(m(x)[0], y), atol=1e-5)
@@ -50,7 +51,8 @@ def test_score_names_a_fourth_expert_and_its_oracles_choose_among_all():
         assert torch.allclose(s.nll[ORACLE_PER_TOKEN][d], expected)
     assert s.specialist_rows == list(SPECIALIST_ROWS) and s.spec_nll("code").shape[0] == 3
     with pytest.raises(ValueError, match="row names"):
-        score(sets, Experts(models, K), batch_size=2)  # four experts, three default names
+        score(ScoreRequest(windows=sets, experts=FusedModel(models, K),
+                           batch_size=2))  # four experts, three default names
 
 
 def test_target_sharpness_falls_with_temperature_and_is_one_hot_when_cold():

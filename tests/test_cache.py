@@ -36,7 +36,7 @@ from minigpt.checkpoint import (WEIGHTS, CheckpointCorrupt, CheckpointMismatch, 
 from minigpt.config import DOMAINS, REPO_ROOT, SPLITS, GPTConfig
 from minigpt.experiment import Experiment
 from minigpt.model import GPT
-from minigpt.scoring import FEATURES, Experts
+from minigpt.fusion import FEATURES, FusedModel
 from minigpt.studies.break2 import COLLAPSE_MIXES, curve_configs
 from minigpt.studies.ceiling import routing_ceiling
 from minigpt.studies.tokenizer_mismatch import alt_tokenizer
@@ -545,7 +545,7 @@ def test_every_break2_router_config_and_kind_gets_its_own_cache_path(monkeypatch
                     paths[(seed, kind, k, "replicate", r)] = exp.router(kind, None, k, replicate=r)
         for feature in FEATURES:
             for shared in (True, False):
-                experts = Experts(specs, 1, shared=shared)
+                experts = FusedModel(specs, 1, shared=shared)
                 paths[(seed, "break", feature, shared)] = exp.feature_router(experts, feature)
     _assert_injective(paths)
     assert len(paths) == 2 * (2 * 2 * (3 * len(curve) + 2) + 2 * len(FEATURES))

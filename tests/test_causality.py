@@ -19,7 +19,7 @@ from minigpt.config import GPTConfig
 from minigpt.fusion import FusedModel, average_weights
 from minigpt.model import GPT
 from minigpt.router import CausalRouter, LinearRouter
-from minigpt.scoring import ORACLE_PER_TOKEN, SPECIALIST_ROWS, Experts, fused_row, score
+from minigpt.scoring import ORACLE_PER_TOKEN, SPECIALIST_ROWS, ScoreRequest, fused_row, score
 
 CFG = GPTConfig(vocab_size=13, block_size=8, n_layer=3, n_head=2, n_embd=8)
 K, N, B, T = 1, 3, 3, 8
@@ -74,10 +74,10 @@ PATHS = ["stacked", "loop"]
 def _fused_out(fm: FusedModel, x: torch.Tensor, path: str) -> torch.Tensor:
     if path == "stacked":
         with torch.no_grad():
-            assert fm.stacked() is not None
-            return fm(x)
-    assert fm.stacked() is None  # crowns require grad: the per-crown loop keeps their graph
-    out = fm(x)
+            assert fm.engine() is not None
+            return fm(x)[0]
+    assert fm.engine() is None  # crowns require grad: the per-crown loop keeps their graph
+    out = fm(x)[0]
     assert out.requires_grad
     return out.detach()
 
@@ -85,7 +85,7 @@ def _fused_out(fm: FusedModel, x: torch.Tensor, path: str) -> torch.Tensor:
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("fusion", ["logits", "probs"])
 def test_fused_model_with_causal_router_is_causal(path, fusion):
-    fm = FusedModel(_specialists(), K, _router(CausalRouter), fusion=fusion)
+    fm = FusedModel(_specialists(), K, _router(CausalRouter), fusion=fusion, batched=True)
     x, _, pairs = _pairs()
     ref = _fused_out(fm, x, path)
     assert ref.shape == (B, T, CFG.vocab_size)
@@ -98,7 +98,7 @@ def test_fused_model_with_causal_router_is_causal(path, fusion):
 @pytest.mark.parametrize("path", PATHS)
 def test_the_check_catches_a_router_that_reads_the_whole_window(path):
     # the control: a last-token router's weights at position 0 depend on the last token
-    fm = FusedModel(_specialists(), K, _router(LinearRouter))
+    fm = FusedModel(_specialists(), K, _router(LinearRouter), batched=True)
     x, _, pairs = _pairs()
     ref = _fused_out(fm, x, path)
     t, x2, _ = pairs[0]
@@ -113,9 +113,10 @@ def _score(specs, base, x, y):
     head = nn.Linear(CFG.n_embd, CFG.vocab_size, bias=False)
     with torch.no_grad():
         head.weight.copy_(torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(9)))
-    return score({"code": (x, y)}, Experts(specs, K),
-                 {"causal": _router(CausalRouter), "last-token": _router(LinearRouter)}, base=base,
-                 extra={"weight average": average_weights(specs)}, batch_size=2, hidden_head=head)
+    return score(ScoreRequest(windows={"code": (x, y)}, experts=FusedModel(specs, K),
+                              routers={"causal": _router(CausalRouter), "last-token": _router(LinearRouter)},
+                              base=base, extra={"weight average": average_weights(specs)}, batch_size=2,
+                              hidden_head=head))
 
 
 def test_score_rows_of_a_causal_router_are_causal():

@@ -52,8 +52,15 @@ def _entries(folder: Path) -> dict[str, str]:
         if entry.name.startswith(".") or entry.name.endswith(".lock"):
             continue  # version folders and locks: the entry name points into them
         files = sorted(f for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else [entry]
-        out[entry.name] = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+        out[entry.name] = hashlib.sha256(b"".join(_content(f) for f in files)).hexdigest()
     return out
+
+
+def _content(f: Path) -> bytes:
+    """A file's bytes; a router's history without its wall time (seconds differ from run to run)."""
+    if f.name == "history.json":
+        return json.dumps(json.loads(f.read_text())["train_losses"]).encode()
+    return f.read_bytes()
 
 
 HARD_ROWS = ("fused hard", "single dispatch")  # an argmax: a near-tie that flips moves a whole window

@@ -30,7 +30,8 @@ from minigpt.fusion import FusedModel, average_weights
 from minigpt.model import GPT
 from minigpt.router import CausalRouter, LinearRouter, train_router
 from minigpt.router_pool import build_pool, train_router_on_pool
-from minigpt.scoring import FEATURES, Experts, model_nll, per_window_losses, score
+from minigpt.fusion import FEATURES, feature_width
+from minigpt.scoring import Routed, ScoreRequest, model_nll, per_window_losses, score
 from minigpt.streams import eval_windows, random_windows
 from minigpt.studies.break1 import sets as break1_sets
 from minigpt.studies import break2, ceiling, document_memory, freeze_sweep, hybrid, router_targets
@@ -204,8 +205,9 @@ def test_router_pool_is_built_and_trained_on_the_device(meta, target):
 def test_scoring_runs_on_the_device_and_returns_on_the_cpu(meta):
     base, specs = _models()
     routers = {"per-token": CausalRouter(CFG.n_embd, 3), "last-token": LinearRouter(CFG.n_embd, 3)}
-    sc = score(_eval_sets(), Experts(specs, K), routers, base=base, extra={"weight average": average_weights(specs)},
-               batch_size=3, hidden_head=base.lm_head, calibration=True)
+    sc = score(ScoreRequest(windows=_eval_sets(), experts=FusedModel(specs, K), routers=routers, base=base,
+                            extra={"weight average": average_weights(specs)}, batch_size=3, hidden_head=base.lm_head,
+                            calibration=True))
     assert _all_cpu((sc.nll, sc.weights, sc.stats)) and _on(specs[0], "meta") and _on(routers["per-token"], "meta")
     assert sc.nll["base"]["code"].shape == (4, CFG.block_size) and sc.weights["per-token"]["legal"].shape == (4, 8, 3)
 
@@ -213,9 +215,10 @@ def test_scoring_runs_on_the_device_and_returns_on_the_cpu(meta):
 @pytest.mark.parametrize("feature", list(FEATURES))
 def test_scoring_unshared_experts_with_every_feature(meta, feature):
     base, specs = _models()
-    experts = Experts(specs, K, shared=False)
-    sc = score(_eval_sets(), experts, {"r": CausalRouter(experts.feature_dim(feature), 3)}, base=base,
-               batch_size=2, features={"r": feature}, hidden_head=base.lm_head)
+    experts = FusedModel(specs, K, shared=False)
+    router = Routed(CausalRouter(feature_width(feature, specs), 3), feature)
+    sc = score(ScoreRequest(windows=_eval_sets(), experts=experts, routers={"r": router}, base=base, batch_size=2,
+                            hidden_head=base.lm_head))
     assert _all_cpu((sc.nll, sc.weights))
     assert model_nll(base, _eval_sets(), 2)["code"].device.type == "cpu"
 
@@ -232,7 +235,7 @@ def test_break1_representations_and_tokenizer_case(meta):
     base, specs = _models()
     exp = _fake_experiment(specs)
     sets = SimpleNamespace(bases={0: base, 1: average_weights([base])}, matched="0",
-                           experts={"0": Experts(specs, K), "different": Experts(specs, K, shared=False)})
+                           experts={"0": FusedModel(specs, K), "different": FusedModel(specs, K, shared=False)})
     assert set(break1_sets.representations(exp, sets)) >= {"embeddings (bases)", "final hidden (bases)"}
     x, y = exp.eval_sets["legal"]
     tok = SimpleNamespace(decode=lambda ids, skip_special_tokens=False: "ab" * len(ids))
@@ -269,7 +272,8 @@ def test_document_memory_scoring(meta, across):
     exp = _fake_experiment(specs)
     cold = CausalRouter(CFG.n_embd, 3)
     carried = document_memory.CarriedStateRouter(cold, document_memory._memory_batches(exp, specs[0], K, across))
-    sc = score(exp.eval_sets, Experts(specs, K), {"memory": carried}, batch_size=2)
+    sc = score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(specs, K), routers={"memory": carried},
+                            batch_size=2))
     assert not carried.batches and _all_cpu(sc.weights)
 
 
@@ -278,4 +282,5 @@ def test_routing_ceiling_fit_and_score(meta):
     exp = _fake_experiment(specs)
     router = ceiling.fit_to_eval_labels(CausalRouter(CFG.n_embd, 3), ceiling._eval_states(exp, specs, K), steps=2)
     assert _on(router, "meta")
-    assert _all_cpu(score(exp.eval_sets, Experts(specs, K), {"fitted": router}, batch_size=2).weights)
+    assert _all_cpu(score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(specs, K),
+                                       routers={"fitted": router}, batch_size=2)).weights)

@@ -180,17 +180,17 @@ def specialists(tiny_config):
     return base, specs, k
 
 
-# FusedModel has two paths: batched stacked crowns without gradients (inference, router training)
-# and a per-crown loop when gradients must reach the crowns. Both must give the same numbers.
+# FusedModel has two engines: the batched crowns (switched on, used when no gradient reaches the crowns)
+# and the per-crown loop (the default, and always when gradients must reach the crowns). Same numbers.
 PATHS = {"no_grad": torch.no_grad, "grad": contextlib.nullcontext}
 
 
 @pytest.mark.parametrize("path", sorted(PATHS))
 def test_expert_logits_equal_each_specialists_forward(specialists, tiny_ids, path):
     base, specs, k = specialists
-    fused = FusedModel(specs, k)
+    fused = FusedModel(specs, k, batched=True)
     with PATHS[path]():
-        assert (fused.stacked() is None) == (path == "grad")
+        assert (fused.engine() is None) == (path == "grad")
         h, logits = fused.expert_logits(tiny_ids)
     assert h.shape == (*tiny_ids.shape, base.config.n_embd)
     assert logits.shape == (3, *tiny_ids.shape, base.config.vocab_size)
@@ -208,9 +208,9 @@ def test_fused_forward_matches_fusion_functions(specialists, tiny_ids, path):
     with torch.no_grad():
         _, logits = FusedModel(specs, k).expert_logits(tiny_ids)
     with PATHS[path]():
-        by_logits = FusedModel(specs, k)(tiny_ids, weights=w)
-        by_probs = FusedModel(specs, k, fusion="probs")(tiny_ids, weights=w)
-        by_seq = FusedModel(specs, k)(tiny_ids, weights=w[:, 0])  # (B, N) per-sequence weights
+        by_logits = FusedModel(specs, k, batched=True)(tiny_ids, weights=w)[0]
+        by_probs = FusedModel(specs, k, fusion="probs", batched=True)(tiny_ids, weights=w)[0]
+        by_seq = FusedModel(specs, k, batched=True)(tiny_ids, weights=w[:, 0])[0]  # (B, N) per-sequence weights
     torch.testing.assert_close(by_logits, F.log_softmax(fuse_logits(w, logits), -1), atol=1e-5, rtol=0)
     torch.testing.assert_close(by_probs, fuse_probs(w, logits), atol=1e-5, rtol=0)
     torch.testing.assert_close(by_seq, F.log_softmax(fuse_logits(w[:, 0], logits), -1), atol=1e-5, rtol=0)
@@ -223,12 +223,12 @@ def test_fused_forward_uses_the_router(specialists, tiny_ids, router_cls, path):
     _, specs, k = specialists
     torch.manual_seed(0)
     router = router_cls(specs[0].config.n_embd, 3)
-    fused = FusedModel(specs, k, router)
+    fused = FusedModel(specs, k, router, batched=True)
     with PATHS[path]():
-        h = fused.trunk(tiny_ids)
-        torch.testing.assert_close(fused(tiny_ids), fused(tiny_ids, weights=router(h)))
+        h = fused.trunks(tiny_ids)[0]
+        torch.testing.assert_close(fused(tiny_ids)[0], fused(tiny_ids, weights=router(h))[0])
         # and not some input-independent mix
-        assert not torch.allclose(fused(tiny_ids), fused(tiny_ids, weights=uniform_weights(2, 3)), atol=1e-4)
+        assert not torch.allclose(fused(tiny_ids)[0], fused(tiny_ids, weights=uniform_weights(2, 3))[0], atol=1e-4)
 
 
 @pytest.mark.parametrize("path", sorted(PATHS))

@@ -18,7 +18,7 @@ from minigpt.config import GPTConfig
 from minigpt.fusion import FusedModel
 from minigpt.model import GPT
 from minigpt.router import CausalRouter
-from minigpt.scoring import Experts, model_nll, per_window_losses, score
+from minigpt.scoring import ScoreRequest, model_nll, per_window_losses, score
 
 CFG = GPTConfig(vocab_size=37, block_size=16, n_layer=3, n_head=2, n_embd=16)
 K = 1
@@ -66,7 +66,8 @@ def _windows(seed: int = 1) -> dict:
 
 
 def _score(specs, router, sets=None) -> scoring.Scores:
-    return score(sets or _windows(), Experts(specs, K), {"r": router}, batch_size=2, calibration=True)
+    return score(ScoreRequest(windows=sets or _windows(), experts=FusedModel(specs, K), routers={"r": router},
+                              batch_size=2, calibration=True))
 
 
 def _equal(a: scoring.Scores, b: scoring.Scores) -> bool:
@@ -87,7 +88,7 @@ def test_a_repeated_call_is_read_back_bit_for_bit(runs):
 @pytest.mark.parametrize("change", ["router weight", "router setting", "expert weight", "one token", "batch size"])
 def test_any_change_in_what_is_scored_scores_again(runs, change):
     specs, router, sets, batch = _specialists(), CausalRouter(CFG.n_embd, 3), _windows(), 2
-    first = score(sets, Experts(specs, K), {"r": router}, batch_size=batch)
+    first = score(ScoreRequest(windows=sets, experts=FusedModel(specs, K), routers={"r": router}, batch_size=batch))
     with torch.no_grad():
         if change == "router weight":
             router.proj.bias[0] += 1.0
@@ -99,7 +100,7 @@ def test_any_change_in_what_is_scored_scores_again(runs, change):
             sets["legal"][0][1, 3] = (sets["legal"][0][1, 3] + 1) % CFG.vocab_size
         else:
             batch = 3
-    second = score(sets, Experts(specs, K), {"r": router}, batch_size=batch)
+    second = score(ScoreRequest(windows=sets, experts=FusedModel(specs, K), routers={"r": router}, batch_size=batch))
     assert runs["score"] == 2
     if change != "batch size":  # the same numbers in another batch shape may agree; the rest must not
         assert not _equal(first, second)

@@ -22,7 +22,8 @@ from minigpt.config import DOMAINS, GPTConfig
 from minigpt.evaluate import gap_by_position, gap_per_position, loss_table, routing_accuracy
 from minigpt.fusion import average_weights
 from minigpt.model import GPT
-from minigpt.scoring import (ORACLE, ORACLE_PER_TOKEN, SPECIALIST_ROWS, Experts, dispatch_row, fused_row, score,
+from minigpt.fusion import FusedModel
+from minigpt.scoring import (ORACLE, ORACLE_PER_TOKEN, SPECIALIST_ROWS, ScoreRequest, dispatch_row, fused_row, score,
                              token_nll)
 
 CFG = GPTConfig(vocab_size=11, block_size=6, n_layer=2, n_head=1, n_embd=8)
@@ -242,9 +243,10 @@ def setup():
     with torch.no_grad():
         head.weight.copy_(0.7 * torch.randn(V, C, generator=torch.Generator().manual_seed(12)))
     sets = eval_sets()
-    sc = score(sets, Experts(specs, K), {r: cls() for r, cls in ROUTERS.items()}, base=base,
-               extra={"weight average": average_weights(specs)}, batch_size=BATCH, hidden_head=head,
-               calibration=True)
+    sc = score(ScoreRequest(windows=sets, experts=FusedModel(specs, K),
+                            routers={r: cls() for r, cls in ROUTERS.items()}, base=base,
+                            extra={"weight average": average_weights(specs)}, batch_size=BATCH, hidden_head=head,
+                            calibration=True))
     ref = {d: reference(specs, x, y, base=base, avg=our_average(specs), hidden_head=head) for d, (x, y) in sets.items()}
     return specs, sets, sc, ref
 
@@ -380,8 +382,8 @@ def test_unshared_experts_run_each_models_own_trunk():
     models = independent_models(seed=21)
     head = models[0].lm_head
     sets = eval_sets(seed=4)
-    sc = score(sets, Experts(models, K, shared=False), {"probe": ProbeRouter(), "seq": SeqRouter()},
-               batch_size=BATCH, hidden_head=head)
+    sc = score(ScoreRequest(windows=sets, experts=FusedModel(models, K, shared=False),
+                            routers={"probe": ProbeRouter(), "seq": SeqRouter()}, batch_size=BATCH, hidden_head=head))
     for d, (x, y) in sets.items():
         rows, _, _ = reference(models, x, y, hidden_head=head, routers=("probe", "seq"))
         for row in (*SPECIALIST_ROWS, "uniform mix", fused_row("soft", "probe"), fused_row("probs", "probe"),
@@ -406,7 +408,8 @@ def test_token_nll_upcasts_half_precision_logits():
 def test_score_on_bfloat16_models_is_computed_in_float32():
     specs = [m.to(torch.bfloat16) for m in shared_trunk_specialists(seed=1)]
     sets = eval_sets(seed=6)
-    sc = score(sets, Experts(specs, K), {"fixed": FixedRouter()}, batch_size=BATCH)
+    sc = score(ScoreRequest(windows=sets, experts=FusedModel(specs, K), routers={"fixed": FixedRouter()},
+                            batch_size=BATCH))
     for d, (x, y) in sets.items():
         with torch.no_grad():
             logits = [m(x)[0] for m in specs]  # bf16 logits, as the package sees them

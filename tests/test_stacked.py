@@ -69,13 +69,13 @@ def fused_both_paths(specs: list[GPT], k: int, idx: torch.Tensor, w: torch.Tenso
                      fusion: str) -> tuple[StackedCrowns, torch.Tensor, torch.Tensor]:
     """FusedModel's log-probabilities with weights ``w`` on both of its paths: the stacked crowns
     (no gradients) and the per-crown loop (gradients enabled, crowns trainable)."""
-    fm = FusedModel(specs, k, fusion=fusion)
+    fm = FusedModel(specs, k, fusion=fusion, batched=True)
     with torch.no_grad():
-        stacked = fm.stacked()
+        stacked = fm.engine()
         assert stacked is not None
-        fast = fm(idx, weights=w)
-    assert fm.stacked() is None  # the crowns' parameters require grad: the loop keeps their graph
-    slow = fm(idx, weights=w).detach()
+        fast = fm(idx, weights=w)[0]
+    assert fm.engine() is None  # the crowns' parameters require grad: the loop keeps their graph
+    slow = fm(idx, weights=w)[0].detach()
     return stacked, fast, slow
 
 
@@ -159,14 +159,14 @@ def test_fused_model_batched_path_equals_loop(idx, fusion):
     torch.manual_seed(0)
     router = torch.nn.Linear(CFG.n_embd, N)
     ref_router = copy.deepcopy(router)
-    fm = FusedModel(specs, 2, router=lambda h: torch.softmax(router(h), -1), fusion=fusion)
+    fm = FusedModel(specs, 2, router=lambda h: torch.softmax(router(h), -1), fusion=fusion, batched=True)
     with torch.no_grad():
-        assert fm.stacked() is not None
-        fast = fm(idx)
+        assert fm.engine() is not None
+        fast = fm(idx)[0]
         _, logits = fm.expert_logits(idx)
     # with grad enabled and trainable crowns, FusedModel keeps the per-crown autograd graph
-    assert fm.stacked() is None
-    slow = fm(idx)
+    assert fm.engine() is None
+    slow = fm(idx)[0]
     torch.testing.assert_close(fast, slow.detach(), atol=ATOL, rtol=0)
     torch.testing.assert_close(logits, loop_logits(specs, idx, 2)[1], atol=ATOL, rtol=0)
     # the crowns' and the router's gradients equal those of the long way round, and are not zero
@@ -189,9 +189,9 @@ def test_fused_model_batched_path_passes_router_gradients(idx, fusion):
     torch.manual_seed(0)
     router = torch.nn.Linear(CFG.n_embd, N)
     ref_router = copy.deepcopy(router)
-    fm = FusedModel(specs, 2, router=lambda h: torch.softmax(router(h), -1), fusion=fusion)
-    assert fm.stacked() is not None  # nothing in the crowns needs a gradient
-    _objective(fm(idx)).backward()
+    fm = FusedModel(specs, 2, router=lambda h: torch.softmax(router(h), -1), fusion=fusion, batched=True)
+    assert fm.engine() is not None  # nothing in the crowns needs a gradient
+    _objective(fm(idx)[0]).backward()
     _objective(naive_fused(specs, ref_router, idx, 2, fusion)).backward()
     for name in ("weight", "bias"):
         want = getattr(ref_router, name).grad

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..config import DOMAINS, GPTConfig
 from ..model import GPT
+from ..rows import Row
 
 DATA = {
     "base": "pretrain text (all domains pooled)",
@@ -40,19 +41,21 @@ def fused_flops_ratio(cfg: GPTConfig, k: int, n: int, heads: int = 1) -> float:
     return (k * block + n * (L - k) * block + heads * head) / (L * block + head)
 
 
-def _row_kind(row: str) -> str:
-    if row.startswith("oracle"):
-        return "oracle"
-    if row.startswith(("fused", "single dispatch")):
+# the chapter's whole-model rows, by the name the chapter gives them: what their training needed
+MODEL_DATA = {"base": "base", "monolithic": "monolithic", "weight average": "separate"}
+
+
+def _data_kind(row: Row) -> str:
+    if row.kind in ("fused", "dispatch"):
         return "routed"
-    if row in ("uniform mix", "weight average"):
+    if row.kind == "uniform":
         return "separate"
-    if row.endswith("specialist"):
-        return "specialist"
-    return row if row in ("base", "monolithic") else "other"
+    if row.kind in ("oracle", "specialist"):
+        return row.kind
+    return MODEL_DATA.get(row.name, "other")
 
 
-def row_costs(rows: Sequence[str], model: GPT, k: int, n_router_params: int = 0) -> pd.DataFrame:
+def row_costs(rows: Sequence[Row], model: GPT, k: int, n_router_params: int = 0) -> pd.DataFrame:
     """Rows -> total parameters served, parameters trained after the base, inference compute
     relative to one model (formula of :func:`fused_flops_ratio`), and the data each row needed."""
     n, cfg = len(DOMAINS), model.config
@@ -60,20 +63,17 @@ def row_costs(rows: Sequence[str], model: GPT, k: int, n_router_params: int = 0)
     all_crowns = total + (n - 1) * crown  # one trunk (and tied head), N crowns
     out = {}
     for row in rows:
-        kind = _row_kind(row)
-        if kind in ("routed", "separate") and row != "weight average":
-            single = row.startswith("single dispatch")  # one crown runs, after the whole window is read
-            heads = n if row.startswith("fused probs") else 1
-            router = n_router_params if kind == "routed" else 0
-            out[row] = {"total params": (total if single else all_crowns) + router,
-                        "trained params": n * crown + router,
-                        "inference vs one model": 1.0 if single else fused_flops_ratio(cfg, k, n, heads)}
-        elif kind == "oracle":
-            out[row] = {"total params": all_crowns, "trained params": n * crown,
-                        "inference vs one model": fused_flops_ratio(cfg, k, n, n)}
+        if row.kind in ("fused", "dispatch", "uniform"):
+            single = row.kind == "dispatch"  # one crown runs, after the whole window is read
+            heads = n if row.rule == "probs" else 1
+            router = n_router_params if row.kind != "uniform" else 0
+            cost = {"total params": (total if single else all_crowns) + router, "trained params": n * crown + router,
+                    "inference vs one model": 1.0 if single else fused_flops_ratio(cfg, k, n, heads)}
+        elif row.kind == "oracle":
+            cost = {"total params": all_crowns, "trained params": n * crown,
+                    "inference vs one model": fused_flops_ratio(cfg, k, n, n)}
         else:
-            out[row] = {"total params": total,
-                        "trained params": {"base": total, "weight average": n * crown}.get(row, crown),
-                        "inference vs one model": 1.0}
-        out[row]["data needed"] = DATA.get(kind, "")
+            cost = {"total params": total, "trained params": {"base": total, "weight average": n * crown}.get(row.name, crown),
+                    "inference vs one model": 1.0}
+        out[row.name] = {**cost, "data needed": DATA.get(_data_kind(row), "")}
     return pd.DataFrame(out).T.rename_axis("row")

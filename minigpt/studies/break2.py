@@ -36,7 +36,7 @@ from ..evaluate import SPECIALIST_ROWS, loss_table, routing_accuracy, table_json
 from ..fusion import FusedModel
 from ..intervals import versus
 from ..router import mean_max_target
-from ..scoring import Experts, fused_row, per_window_losses, score
+from ..scoring import ScoreRequest, fused_row, per_window_losses, score
 from ..streams import random_windows
 from .common import write_report
 
@@ -135,8 +135,8 @@ def measure_set(exp, models: list, names: Sequence[str], curve: Mapping[str, Rou
                 replicates: int = BAND_REPLICATES) -> tuple[dict, dict]:
     """Band, curve and precondition of one expert set; also returns the routers' weights for plots."""
     routers = _routers(exp, models, curve, replicates)
-    scores = score(exp.eval_sets, Experts(models, exp.k), routers, base=exp.base(),
-                   batch_size=exp.profile.eval_batch_size, names=list(names))
+    scores = score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(models, exp.k), routers=routers,
+                                base=exp.base(), batch_size=exp.profile.eval_batch_size, names=list(names)))
     table = loss_table(scores.nll)
     mixed = table["mixed"]
     band = _band(mixed, replicates)

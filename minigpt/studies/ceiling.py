@@ -22,7 +22,8 @@ from ..config import DOMAINS, derive_seed
 from ..device import autocast, resolve, to_device
 from ..evaluate import ORACLE, loss_table, routing_accuracy
 from ..router import check_router_kind, make_router, router_code_fingerprint, router_loss
-from ..scoring import Experts, fused_row, score
+from ..fusion import FusedModel
+from ..scoring import ScoreRequest, fused_row, score
 from ..progress import progress
 
 FITTED = "eval-fitted"  # the router's name in the scored rows
@@ -88,8 +89,8 @@ def routing_ceiling(exp, kind: str = "per_token", steps: int = 300) -> dict:
         states = _eval_states(exp, specs, k)
         torch.manual_seed(derive_seed(exp.seed, "ceiling-init", kind, k))
         router = fit_to_eval_labels(make_router(kind, p.model.n_embd, len(specs), p.router), states, steps)
-        scores = score(exp.eval_sets, Experts(specs, k), {FITTED: router}, base=exp.base(),
-                       batch_size=p.eval_batch_size)
+        scores = score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(specs, k), routers={FITTED: router},
+                                    base=exp.base(), batch_size=p.eval_batch_size))
         mixed = loss_table(scores.nll)["mixed"]
         return {"kind": kind, "steps": steps, "seed": exp.seed, "freeze_k": k,
                 "routing_accuracy": rounded(routing_accuracy(scores.weights[FITTED])),

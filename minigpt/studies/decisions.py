@@ -22,7 +22,8 @@ from ..config import RouterConfig
 from ..evaluate import HEADLINE, loss_table
 from ..experiment import Experiment
 from ..intervals import bootstrap_interval
-from ..scoring import Experts, score
+from ..fusion import FusedModel
+from ..scoring import ScoreRequest, score
 from .common import write_report
 
 ROUTER_CHOICES: dict[str, tuple[str, tuple]] = {
@@ -38,8 +39,8 @@ def dev_score(exp: Experiment, router_cfg: RouterConfig | None = None) -> dict:
     """The headline model's mixed dev loss, its gain over the best specialist on dev, and (under
     ``_nll``) its token losses on the dev windows, for paired comparisons between candidates."""
     router = exp.router("per_token", router_cfg)
-    scores = score(exp.dev_sets, Experts(exp.specialists(), exp.k), {"per-token": router},
-                   batch_size=exp.profile.eval_batch_size)
+    scores = score(ScoreRequest(windows=exp.dev_sets, experts=FusedModel(exp.specialists(), exp.k),
+                                routers={"per-token": router}, batch_size=exp.profile.eval_batch_size))
     table = loss_table(scores.nll)
     return {"dev_mixed": round(float(table.loc[HEADLINE, "mixed"]), 6),
             "dev_gain_vs_best_specialist_%": round(float(table.loc[HEADLINE, "Δ% vs best specialist"]), 4),

@@ -33,7 +33,8 @@ from ..config import DOMAINS
 from ..device import autocast, resolve, to_device
 from ..evaluate import ORACLE, gap_by_position, gap_per_position, loss_table, routing_accuracy
 from ..router import after_last_eos, memory_code_fingerprint, router_code_fingerprint, with_memory
-from ..scoring import Experts, fused_row, score
+from ..fusion import FusedModel
+from ..scoring import ScoreRequest, fused_row, score
 from ..tokenizer import eos_id
 from ..intervals import domain_window_means
 from .common import paired_interval, write_report
@@ -132,7 +133,8 @@ def _measure(exp) -> dict:
     cold = exp.router("per_token")
     routers = {COLD: cold, **{name: CarriedStateRouter(cold, _memory_batches(exp, specs[0], k, name == ACROSS))
                               for name in (MEMORY, ACROSS)}}
-    scores = score(exp.eval_sets, Experts(specs, k), routers, base=exp.base(), batch_size=exp.profile.eval_batch_size)
+    scores = score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(specs, k), routers=routers, base=exp.base(),
+                                batch_size=exp.profile.eval_batch_size))
     if any(r.batches for r in routers.values() if isinstance(r, CarriedStateRouter)):
         raise RuntimeError("score visited fewer batches than the prefixes were built for")
     table = loss_table(scores.nll)

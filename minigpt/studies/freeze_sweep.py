@@ -30,7 +30,8 @@ from ..evaluate import (HEADLINE, ORACLE, SPECIALIST_ROWS, gap_by_position, litm
 from ..fusion import average_weights
 from ..intervals import domain_window_means, interval_verdict, mean_stat, paired_difference
 from ..model import GPT
-from ..scoring import SHARED_TRUNK, Experts, fused_row, score
+from ..fusion import FusedModel
+from ..scoring import SHARED_TRUNK, Routed, ScoreRequest, fused_row, score
 from ..streams import random_windows
 from ..train import fine_tune_everything
 from .common import refuse_then_force, token_sample, write_report
@@ -103,9 +104,10 @@ def _depth(exp, K: int, base: GPT, xs: torch.Tensor) -> dict:
     decodes with the shared tied head, so it equals logit fusion up to rounding."""
     specs = exp.specialists(k=K)
     refusal, _ = refuse_then_force(specs, K)
-    scores = score(exp.eval_sets, Experts(specs, K), {ROUTER: exp.router("per_token", k=K)}, base=base,
-                   extra={"weight average": average_weights(specs)}, batch_size=exp.profile.eval_batch_size,
-                   hidden_head=base.lm_head)
+    scores = score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(specs, K),
+                                routers={ROUTER: exp.router("per_token", k=K)}, base=base,
+                                extra={"weight average": average_weights(specs)}, hidden_head=base.lm_head,
+                                batch_size=exp.profile.eval_batch_size))
     trainable = sum(v.numel() for v in specs[0].crown_parameters(K).values())
     return {"frozen_blocks": K, **SHARED_INTERFACE, "compat_refusal": refusal,
             **_measures(scores, *_finals(specs, base, K, xs), trainable)}, domain_window_means(scores.nll[HEADLINE])
@@ -116,10 +118,11 @@ def _none_point(exp, base: GPT, xs: torch.Tensor) -> dict:
     refuses them (their embeddings differ); the refusal is recorded and the check forced."""
     specs = [none_specialist(exp, d) for d in DOMAINS]
     refusal, forced = refuse_then_force(specs, 0)
-    experts = Experts(specs, 0, shared=False)
+    experts = FusedModel(specs, 0, shared=False)
     router = exp.feature_router(experts, NONE_FEATURE, exp.profile.router, tag="nothing frozen")
-    scores = score(exp.eval_sets, experts, {ROUTER: router}, base=base, extra={"weight average": average_weights(specs)},
-                   batch_size=exp.profile.eval_batch_size, features={ROUTER: NONE_FEATURE}, hidden_head=specs[0].lm_head)
+    scores = score(ScoreRequest(windows=exp.eval_sets, experts=experts, routers={ROUTER: Routed(router, NONE_FEATURE)},
+                                base=base, extra={"weight average": average_weights(specs)},
+                                hidden_head=specs[0].lm_head, batch_size=exp.profile.eval_batch_size))
     trainable = sum(v.numel() for v in specs[0].parameters() if v.requires_grad)
     return {"frozen_blocks": None, **NONE_INTERFACE, "compat_refusal": refusal,
             "compat_forced_mismatches": forced["mismatches"],

@@ -26,7 +26,8 @@ import torch.nn as nn
 
 from ..config import DOMAINS, derive_seed
 from ..model import GPT
-from ..scoring import ORACLE_PER_TOKEN, Experts, fused_row, score
+from ..fusion import FusedModel
+from ..scoring import ORACLE_PER_TOKEN, ScoreRequest, fused_row, score
 from .common import write_report
 
 SINCE_SWITCH_BUCKETS = (0, 4, 16, 32)  # tokens since the last domain switch: [0,4), [4,16), [16,32), [32,..)
@@ -136,7 +137,8 @@ def score_routers(specialists: Sequence[GPT], k: int, routers: Mapping[str, nn.M
     losses, the per-token oracle, and each router's accuracy split by segment and by tokens
     since the last switch.
     """
-    scores = score({_SET: (data.x, data.y)}, Experts(specialists, k), routers, batch_size=batch_size)
+    scores = score(ScoreRequest(windows={_SET: (data.x, data.y)}, experts=FusedModel(specialists, k), routers=routers,
+                                batch_size=batch_size))
     seg, _ = since_switch(data.labels)
     out = {"n_windows": int(data.x.shape[0]), "n_tokens": int(data.y.numel()),
            "switches_per_window": float(seg[:, -1].double().mean()),

@@ -21,7 +21,8 @@ from ..checkpoint import model_fingerprint, trunk_hash
 from ..config import DOMAINS, check_domain
 from ..evaluate import loss_table, table_json
 from ..model import GPT
-from ..scoring import SHARED_TRUNK, Experts, Scores, fused_row, model_nll, score
+from ..fusion import FusedModel
+from ..scoring import SHARED_TRUNK, Scores, ScoreRequest, fused_row, model_nll, score
 from ..streams import encode_stream, eval_windows, random_windows
 from ..tokenizer import eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 from .common import refuse_then_force
@@ -101,13 +102,13 @@ def _fusion(exp, specs: Sequence[GPT], healthy: Sequence[GPT]) -> tuple[Scores, 
     """The healthy set with its router, and the mismatched set with that router reused as a drop-in
     and with a router retrained for it (all read the shared trunk)."""
     p, k, base = exp.profile, exp.k, exp.base()
-    bad_set, ok_set = Experts(specs, k, shared=True), Experts(healthy, k, shared=True)
+    bad_set, ok_set = FusedModel(specs, k), FusedModel(healthy, k)
     router_ok = exp.feature_router(ok_set, SHARED_TRUNK, p.router, "shared")
     router_new = exp.feature_router(bad_set, SHARED_TRUNK, p.router, "tokenizer mismatch")
     kw = dict(base=base, batch_size=p.eval_batch_size, hidden_head=base.lm_head)
-    ok = score(exp.eval_sets, ok_set, {HEALTHY: router_ok}, features={HEALTHY: SHARED_TRUNK}, **kw)
-    bad = score(exp.eval_sets, bad_set, {REUSED: router_ok, RETRAINED: router_new},
-                features={REUSED: SHARED_TRUNK, RETRAINED: SHARED_TRUNK}, **kw)
+    ok = score(ScoreRequest(windows=exp.eval_sets, experts=ok_set, routers={HEALTHY: router_ok}, **kw))
+    bad = score(ScoreRequest(windows=exp.eval_sets, experts=bad_set, routers={REUSED: router_ok, RETRAINED: router_new},
+                             **kw))
     return ok, bad
 
 

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from ... import compat
-from ...scoring import SPECIALIST_ROWS, Experts, score
+from ...fusion import FusedModel
+from ...scoring import SPECIALIST_ROWS, ScoreRequest, score
 from ...streams import split_windows
 from ..common import refuse_then_force, write_report
 from . import measure
@@ -33,8 +34,9 @@ NAMES = [*SPECIALIST_ROWS, f"{LATE} specialist"]
 
 
 def _score(exp, eval4, models, routers, shared=True, extra=None):
-    return score(eval4, Experts(models, exp.k, shared=shared), routers, base=exp.base(), extra=extra or {},
-                 batch_size=exp.profile.eval_batch_size, names=NAMES[:len(models)])
+    return score(ScoreRequest(windows=eval4, experts=FusedModel(models, exp.k, shared=shared), routers=routers,
+                              base=exp.base(), extra=extra or {}, names=NAMES[:len(models)],
+                              batch_size=exp.profile.eval_batch_size))
 
 
 def _train(exp, streams, late_fp):

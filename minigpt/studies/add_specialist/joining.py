@@ -23,7 +23,6 @@ from ...experiment import Experiment, RouterRequest
 from ...fusion import FusedModel
 from ...model import GPT
 from ...router import make_router
-from ...scoring import SHARED_TRUNK, Experts
 from ...streams import DomainStreams, mixed_windows, random_windows
 from ...train import train_lm
 from .growth import GrownRouter, prototype_row, with_row
@@ -91,26 +90,26 @@ def four_way_config(exp: Experiment) -> RouterConfig:
     return replace(exp.profile.router, domain_mix=(1 / len(FOUR),) * len(FOUR))
 
 
-def _four_way(exp: Experiment, experts: Experts, streams: DomainStreams, tag: str):
+def _four_way(exp: Experiment, experts: FusedModel, streams: DomainStreams, tag: str):
     cfg, k = four_way_config(exp), exp.k
-    models = experts.models
+    models = list(experts.specialists)
     return exp.train_or_load_router(RouterRequest(
         make=lambda: make_router("per_token", exp.profile.model.n_embd, len(models), cfg),
         key=["four-way", tag, cfg, [model_fingerprint(m) for m in models], k, experts.shared],
         init_tags=("router-init", "per_token", k, "four"), data_tags=("router", "per_token", "four"),
-        inputs=experts.router_inputs(SHARED_TRUNK), experts=models, reads=["trunk", k, experts.shared],
+        inputs=experts.expert_logits, experts=models, reads=["trunk", k, experts.shared],
         desc=f"four-way router ({tag})", streams=streams), cfg)
 
 
 def scratch_router(exp: Experiment, models: list, streams: DomainStreams):
     """(a) A four-way router trained from scratch, as the chapter trains its router."""
-    return _four_way(exp, Experts(models, exp.k), streams, "scratch")
+    return _four_way(exp, FusedModel(models, exp.k), streams, "scratch")
 
 
 def other_base_router(exp: Experiment, models: list, streams: DomainStreams):
     """The negative case's router: four-way from scratch over experts that do not share a trunk (each
     crown runs on its own base's trunk), reading base X's trunk, as Break 1's router does."""
-    return _four_way(exp, Experts(models, exp.k, shared=False), streams, "other base")
+    return _four_way(exp, FusedModel(models, exp.k, shared=False), streams, "other base")
 
 
 def grown_router(exp: Experiment, models: list, streams: DomainStreams):

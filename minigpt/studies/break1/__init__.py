@@ -71,12 +71,12 @@ def break1(exp, base_seeds: Sequence[int] | None = None, tokenizer_case: bool = 
     own_bases = {d: sets.base_losses[s][d] for d, s in zip(DOMAINS, sets.base_seeds)}  # each specialist's own base
     reports = {"different": set_report(sets.scores["different"], list(sets.scores["different"].weights), own_bases),
                **{c: set_report(sets.scores[c], [SHARED_TRUNK], sets.base_losses[int(c)]) for c in sets.controls}}
-    refusal, forced = refuse_then_force(sets.experts["different"].models, exp.k)
+    refusal, forced = refuse_then_force(list(sets.experts["different"].specialists), exp.k)
     report = {"profile": exp.profile.name, **exp.provenance(), "seed": exp.seed, "freeze_k": exp.k,
               "base_seeds": sets.base_seeds, "base_x_seed": sets.base_seeds[0], "matched_control": sets.matched,
               "router_config": exp.profile.router,
               "compat": {"refusal": refusal, "forced_report": forced,
-                         "healthy_report": compat.check(sets.experts[sets.matched].models, exp.k)},
+                         "healthy_report": compat.check(list(sets.experts[sets.matched].specialists), exp.k)},
               "base_losses": {str(s): v for s, v in sets.base_losses.items()},
               "different": reports["different"], "shared": reports[sets.matched], "controls": _controls(sets, reports),
               "router_inputs": router_inputs(reports["different"]), **_judge(sets, reports),

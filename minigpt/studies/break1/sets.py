@@ -25,7 +25,8 @@ from ...evaluate import loss_table, table_json
 from ...experiment import Experiment
 from ...fusion import average_weights
 from ...model import GPT
-from ...scoring import FEATURES, ORACLE, SHARED_TRUNK, SPECIALIST_ROWS, Experts, Scores, fused_row, model_nll, score
+from ...fusion import FEATURES, FusedModel
+from ...scoring import ORACLE, SHARED_TRUNK, SPECIALIST_ROWS, Routed, Scores, ScoreRequest, fused_row, model_nll, score
 from ..common import token_sample
 
 
@@ -37,7 +38,7 @@ class Sets:
     base_seeds: list[int]
     bases: dict[int, GPT]
     base_losses: dict[int, dict[str, float]]
-    experts: dict[str, Experts]
+    experts: dict[str, FusedModel]  # the specialist sets, each without a router of its own
     scores: dict[str, Scores] = field(default_factory=dict)
 
     @property
@@ -70,20 +71,20 @@ def build_sets(exp, base_seeds: Sequence[int] | None = None) -> Sets:
         raise ValueError(f"profile {exp.profile.name!r} gives the same pretrained base for every seed, so there are "
                          "no different bases to break with; run Break 1 with a profile that trains its base (ci, cpu, gpu)")
     teams = {s: seed_run(exp, s) for s in bases}
-    experts = {"different": Experts([teams[s].specialist(d) for d, s in zip(DOMAINS, seeds)], exp.k, shared=False),
-               **{str(s): Experts(teams[s].specialists(), exp.k, shared=True) for s in bases}}
+    experts = {"different": FusedModel([teams[s].specialist(d) for d, s in zip(DOMAINS, seeds)], exp.k, shared=False),
+               **{str(s): FusedModel(teams[s].specialists(), exp.k) for s in bases}}
     losses = {s: {d: float(v.mean()) for d, v in model_nll(b, exp.eval_sets, exp.profile.eval_batch_size).items()}
               for s, b in bases.items()}
     return Sets(seeds, bases, losses, experts)
 
 
-def score_set(exp, experts: Experts, base: GPT, features: Sequence[str], tag: str) -> Scores:
+def score_set(exp, experts: FusedModel, base: GPT, features: Sequence[str], tag: str) -> Scores:
     """Train (or load) one router per feature, then score every row with calibration statistics;
     ``base`` is the router's base (its row, and its head decodes hidden-state fusion)."""
     routers = {f: exp.feature_router(experts, f, exp.profile.router, tag) for f in features}
-    return score(exp.eval_sets, experts, routers, base=base, extra={"weight average": average_weights(experts.models)},
-                 batch_size=exp.profile.eval_batch_size, features={f: f for f in routers},
-                 hidden_head=base.lm_head, calibration=True)
+    return score(ScoreRequest(windows=exp.eval_sets, experts=experts, routers={f: Routed(r, f) for f, r in routers.items()},
+                              base=base, extra={"weight average": average_weights(list(experts.specialists))},
+                              hidden_head=base.lm_head, calibration=True, batch_size=exp.profile.eval_batch_size))
 
 
 def score_all(exp, sets: Sets) -> None:
@@ -143,9 +144,9 @@ def representations(exp, sets: Sets) -> dict:
     """How alike are the representations? CKA and paired cosine on the first held-out windows."""
     k, bases, dev = exp.k, sets.bases, resolve()
     shared, different = sets.experts[sets.matched], sets.experts["different"]
-    to_device([*bases.values(), *shared.models, *different.models], dev)
+    to_device([*bases.values(), *shared.specialists, *different.specialists], dev)
     xs = to_device(token_sample(exp.eval_sets, min(8, exp.profile.eval_chunks)), dev)
-    final = lambda ex: {m.manifest["domain"]: h for m, h in zip(ex.models, ex.forward(xs)[1])}  # noqa: E731
+    final = lambda ex: {m.manifest["domain"]: h for m, h in zip(ex.specialists, ex.crowns(ex.trunks(xs))[0])}  # noqa: E731
     with autocast(dev):
         states = {
             "embeddings (bases)": {f"base seed {s}": b.trunk(xs, 0) for s, b in bases.items()},
