@@ -213,7 +213,7 @@ t_cut = exp.profile.model.block_size // 2
 x_code = exp.eval_sets["code"][0][:8].to(resolve())
 x_swap = x_code.clone()
 x_swap[:, t_cut:] = exp.eval_sets["legal"][0][:8, t_cut:].to(resolve())
-leak = future_leak(specialists[0], k, routers, x_code, x_swap, t_cut)
+leak = future_leak(specialists[0], k, routers, x=x_code, x_alt=x_swap, t=t_cut)
 pd.Series(leak, name=f"max |change| at positions < {t_cut}").to_frame().style.format("{:.2e}")
 
 # %%

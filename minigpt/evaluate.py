@@ -108,7 +108,8 @@ def litmus(table: pd.DataFrame, intervals: Sequence[Mapping] | None = None, fuse
                  f"{mixed[fused]:.3f} vs {mixed[specs].min():.3f}")),
         (f"the oracle leads the router only slightly (gap < {gap_tolerance} nats and the "
          f"router captures ≥ {captured_min:.0%} of the oracle's room over the best specialist)",
-         *_oracle_check(table, specs, fused, oracle, ivs.get("oracle gap"), gap_tolerance, captured_min)),
+         *_oracle_check(table, specs, fused, oracle=oracle, iv=ivs.get("oracle gap"), tolerance=gap_tolerance,
+                        captured_min=captured_min)),
     ]
     return [{"condition": c, "verdict": v, "holds": v == "holds", "evidence": ev} for c, v, ev in checks]
 

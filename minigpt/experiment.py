@@ -165,7 +165,7 @@ class Experiment:
         def build():
             torch.manual_seed(derive_seed(seed, "base-init"))
             model = GPT(p.model)
-            batch = lambda g: mixed_windows(self.streams, "pretrain", p.base.batch_size, p.model.block_size, g)[:2]  # noqa: E731
+            batch = lambda g: mixed_windows(self.streams, "pretrain", p.base.batch_size, T=p.model.block_size, gen=g)[:2]  # noqa: E731
             return model, train_lm(model, batch, p.base, derive_seed(seed, "base-data"), desc=f"base seed {seed}")
 
         return self.checkpoint("base", [p.model, p.base, seed], build, {"role": "base", "seed": seed, "profile": p.name})
@@ -186,7 +186,7 @@ class Experiment:
         stream = lambda: self.streams.get(domain, "specialist")  # noqa: E731
         batch = lambda g: random_windows(stream(), p.specialist.batch_size, p.model.block_size, g)  # noqa: E731
         return self.checkpoint("specialist", [p.model, p.base, base_seed, p.specialist, domain, k, self.seed],
-                               lambda: self.fine_tune(base, batch, domain, k, f"{domain} specialist"),
+                               lambda: self.fine_tune(base, batch, domain, k=k, desc=f"{domain} specialist"),
                                {"role": "specialist", "domain": domain, "seed": self.seed, "freeze_k": k,
                                 "base_seed": base_seed, "base_fingerprint": model_fingerprint(base),
                                 "trunk_hash": trunk_hash(base, k), "profile": p.name})
@@ -202,7 +202,8 @@ class Experiment:
 
         def build():
             model = copy.deepcopy(base)
-            batch = lambda g: mixed_windows(self.streams, "specialist", p.monolithic.batch_size, p.model.block_size, g)[:2]  # noqa: E731
+            batch = lambda g: mixed_windows(self.streams, "specialist", p.monolithic.batch_size, T=p.model.block_size,
+                                            gen=g)[:2]  # noqa: E731
             return model, train_lm(model, batch, p.monolithic, derive_seed(self.seed, "monolithic"),
                                    freeze_k=k, desc="monolithic")
 
@@ -227,9 +228,9 @@ class Experiment:
         p, streams, n = self.profile, req.streams or self.streams, req.pool_windows or self.profile.router_pool
         key = config_key("router-pool", *req.reads, [model_fingerprint(m) for m in req.experts], n,
                          self.seed, self.corpus_fingerprint, self.tokenizer_fingerprint, streams.domains("router"))
-        return self._pools.get(key, lambda: build_pool(streams, req.inputs, n, p.model.block_size,
-                                                       derive_seed(self.seed, "router-pool"), p.eval_batch_size,
-                                                       req.experts))
+        return self._pools.get(key, lambda: build_pool(streams, req.inputs, n, T=p.model.block_size,
+                                                       seed=derive_seed(self.seed, "router-pool"),
+                                                       batch_size=p.eval_batch_size, experts=req.experts))
 
     def router_path(self, key_parts: list) -> Path:
         """Where :meth:`train_or_load_router` keeps the router of ``key_parts`` (its first part names it)."""
@@ -276,11 +277,11 @@ def _train_router(exp: Experiment, req: RouterRequest, cfg: RouterConfig) -> tup
     torch.manual_seed(derive_seed(exp.seed, *req.init_tags))
     router, seed, t0 = req.make(), derive_seed(exp.seed, *req.data_tags), time.time()
     if cfg.target != "lm":
-        losses = train_router_on_pool(router, exp.router_pool(req), cfg, seed, req.desc)
+        losses = train_router_on_pool(router, exp.router_pool(req), cfg, seed=seed, desc=req.desc)
     else:
         streams, T = req.streams or exp.streams, exp.profile.model.block_size
-        batch = lambda g: mixed_windows(streams, "router", cfg.batch_size, T, g, cfg.domain_mix)  # noqa: E731
-        losses = train_router(router, batch, req.inputs, cfg, seed, desc=req.desc, experts=req.experts)
+        batch = lambda g: mixed_windows(streams, "router", cfg.batch_size, T=T, gen=g, mix=cfg.domain_mix)  # noqa: E731
+        losses = train_router(router, batch, req.inputs, cfg=cfg, seed=seed, desc=req.desc, experts=req.experts)
     return router, {"train_losses": losses, "train_seconds": time.time() - t0}
 
 

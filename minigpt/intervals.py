@@ -93,7 +93,7 @@ def bootstrap_interval(nll: Mapping[str, Mapping[str, torch.Tensor]], method: st
     """``method`` against the best of ``references`` (all rows of ``nll``, scored on the same
     windows): ``{"estimate", "low", "high"}``, the comparison of :func:`_compare` in ``unit``."""
     full, boot = _resampled(nll, sorted({method, *references}), n_resamples, seed)
-    return _interval(full, boot, method, references, unit)
+    return _interval(full, boot, method, references=references, unit=unit)
 
 
 def comparison_intervals(nll: Mapping[str, Mapping[str, torch.Tensor]], method: str = HEADLINE,
@@ -140,7 +140,7 @@ def versus(nll: Mapping[str, Mapping[str, torch.Tensor]], methods: Sequence[str]
     (positive: the method's loss is higher); in % it is the Δ% of :func:`_compare`. The windows are
     resampled once and every comparison reads the same resamples."""
     full, boot = _resampled(nll, sorted({reference, *methods}), n_resamples, seed)
-    return {m: {**_interval(full, boot, m, [reference], unit), "unit": unit} for m in methods}
+    return {m: {**_interval(full, boot, m, references=[reference], unit=unit), "unit": unit} for m in methods}
 
 
 def _resample_index(sizes: Mapping[str, int], n_resamples: int, seed: int) -> dict[str, torch.Tensor]:

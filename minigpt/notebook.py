@@ -172,7 +172,7 @@ def show_source(obj: Any, match: str | Sequence[str] | None = None, context: int
     The chapters display the package's code this way instead of re-typing it, so what the reader
     sees is what ran.
     """
-    text = source_of(obj, match, context, start, stop)
+    text = source_of(obj, match, context, start=start, stop=stop)
     if in_kernel():
         from IPython.display import Code, display
 

@@ -334,12 +334,12 @@ def main(argv: list[str] | None = None) -> int:
             when, log = args.book_log
             run = book_runtimes(Path(log))
             add_runtime(rt, "freeze sweep (the book's freeze-depth figures), empty cache", when,
-                        run["freeze_figures_s"], "book build log")
+                        seconds=run["freeze_figures_s"], note="book build log")
             for name, sec in run["notebooks"].items():
-                add_runtime(rt, f"notebook {name}", when, sec, "book build log")
+                add_runtime(rt, f"notebook {name}", when, seconds=sec, note="book build log")
         if args.runtime:
             step, when, sec, note = args.runtime
-            add_runtime(rt, step, when, None if sec == "-" else float(sec), note)
+            add_runtime(rt, step, when, seconds=None if sec == "-" else float(sec), note=note)
         path.write_text(json.dumps(rt, indent=2) + "\n")
     if args.collect:
         collect(results_dir())

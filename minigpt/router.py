@@ -202,9 +202,9 @@ def train_router(router: nn.Module, next_batch: Callable[[torch.Generator], tupl
 
     def step_loss(gen: torch.Generator) -> torch.Tensor:
         x, y, labels = to_device(next_batch(gen), dev)
-        return _router_step_loss(router, expert_logits, x, y, labels, cfg)
+        return _router_step_loss(router, expert_logits, x, y=y, labels=labels, cfg=cfg)
 
-    return fit_router(router, step_loss, cfg, seed, desc)
+    return fit_router(router, step_loss, cfg, seed=seed, desc=desc)
 
 
 def check_target(target: str) -> None:

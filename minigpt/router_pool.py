@@ -106,4 +106,4 @@ def train_router_on_pool(router: nn.Module, pool: RouterPool, cfg: RouterConfig,
         h, losses, labels = pool.batch(cfg.batch_size, gen, cfg.domain_mix)
         return router_loss(router(h), window_targets(cfg, labels, losses, pool.losses.shape[1]))
 
-    return fit_router(router, step_loss, cfg, seed, desc)
+    return fit_router(router, step_loss, cfg, seed=seed, desc=desc)

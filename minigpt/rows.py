@@ -30,7 +30,7 @@ def fused(rule: str, router: str, whole_window: bool = False) -> Row:
     """``fused <rule> (<router> router)``: a router's weights applied by one fusion rule."""
     if rule not in RULES:
         raise ValueError(f"unknown fusion rule {rule!r}; choose one of {', '.join(RULES)}")
-    return Row(f"fused {rule} ({router} router)", "fused", rule, router, whole_window)
+    return Row(f"fused {rule} ({router} router)", "fused", rule, router=router, whole_window=whole_window)
 
 
 def dispatch(router: str) -> Row:

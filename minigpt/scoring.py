@@ -255,7 +255,7 @@ def _score(req: ScoreRequest) -> dict:
         for domain, (x_all, y_all) in req.windows.items():
             x_all, y_all = to_device((x_all, y_all), dev)
             for i in range(0, x_all.shape[0], req.batch_size):
-                _score_batch(req, out, domain, x_all[i:i + req.batch_size], y_all[i:i + req.batch_size])
+                _score_batch(req, out, domain, x=x_all[i:i + req.batch_size], y=y_all[i:i + req.batch_size])
     stats = to_host(out["stats"].merged()) if req.calibration else {}
     per_sequence = {n: torch.tensor(out["per_sequence"].get(n, False)) for n in req.routers}
     return {**Scores(to_host(out["nll"].cat()), to_host(out["weights"].cat()), stats).tree(),  # read back once
@@ -272,7 +272,7 @@ def _score_batch(req: ScoreRequest, out: dict[str, _Rows], domain: str, x: torch
     ex = req.experts
     trunks = ex.trunks(x)  # the frozen trunk, once when it is shared
     hidden, logits = ex.crowns(trunks)  # every crown
-    b = _Batch(x, y, trunks, hidden, logits, torch.stack([token_nll(lg, y) for lg in logits]))
+    b = _Batch(x, y, trunks, hidden=hidden, logits=logits, spec=torch.stack([token_nll(lg, y) for lg in logits]))
     for j in range(len(ex.specialists)):
         nll.add(req.names[j], domain, b.spec[j])
         if stats is not None:
@@ -281,7 +281,7 @@ def _score_batch(req: ScoreRequest, out: dict[str, _Rows], domain: str, x: torch
     for name, routed in req.routers.items():
         w = routed.router(FEATURES[routed.reads](x, trunks, list(ex.specialists)))
         out["per_sequence"][name] = w.dim() == 2
-        out["weights"].add(name, domain, _router_rows(nll, domain, name, w, b, req.hidden_head))
+        out["weights"].add(name, domain, _router_rows(nll, domain, name, w=w, batch=b, hidden_head=req.hidden_head))
         if stats is not None:
             stats.add(fused_row("soft", name), domain, _per_window(calibration_stats(fuse_logits(w, logits), y), y))
     add_oracles(nll, domain, b.spec)

@@ -207,11 +207,12 @@ class _Run:
     def lm_batch(self, split: str, domain: str | None, cfg: TrainConfig) -> Callable:
         T = self.p.model.block_size
         if domain is None:
-            return lambda g: mixed_windows(self.streams, split, cfg.batch_size, T, g)[:2]
+            return lambda g: mixed_windows(self.streams, split, cfg.batch_size, T=T, gen=g)[:2]
         return lambda g: random_windows(self.streams.get(domain, split), cfg.batch_size, T, g)
 
     def router_batch(self, cfg: RouterConfig) -> Callable:
-        return lambda g: mixed_windows(self.streams, "router", cfg.batch_size, self.p.model.block_size, g, cfg.domain_mix)
+        return lambda g: mixed_windows(self.streams, "router", cfg.batch_size, T=self.p.model.block_size, gen=g,
+                                       mix=cfg.domain_mix)
 
 
 def _random_data(p: Profile, batch: int | None) -> tuple[DomainStreams, dict]:
@@ -255,7 +256,8 @@ def _check_scores(run: _Run, what: str, sc: Scores, n: int = SMOKE_WINDOWS) -> N
             if tuple(v.shape) != (n, T) or v.dtype != torch.float32 or v.device.type != "cpu":
                 raise SmokeFailure(f"{what}: row {row!r} on {d} is {tuple(v.shape)} {v.dtype} on {v.device}, "
                                    f"expected ({n}, {T}) float32 on the CPU")
-    _finite(run, f"{what}: {len(sc.nll)} rows", torch.cat([v.flatten() for per in sc.nll.values() for v in per.values()]))
+    _finite(run, f"{what}: {len(sc.nll)} rows",
+            torch.cat([v.flatten() for per in sc.nll.values() for v in per.values()]))
     for w in (w for per in sc.weights.values() for w in per.values()):
         # 1e-2: weights that autocast left in bf16 are rounded to 2^-8 near 1
         if not torch.allclose(w.sum(-1).double(), torch.ones(()).double(), atol=1e-2):
@@ -294,7 +296,7 @@ def _base(run: _Run) -> None:
     torch.manual_seed(0)
     base = GPT(p.model)
     if p.base.steps:  # gpt2: the base is the hub model, not trained
-        _train(run, "base", base, run.lm_batch("pretrain", None, run.cut(p.base)), run.cut(p.base), None)
+        _train(run, "base", base, batch=run.lm_batch("pretrain", None, run.cut(p.base)), cfg=run.cut(p.base), k=None)
     run.models["base"] = to_device(base, run.dev)
     _check_model(run, "base", base)
 
@@ -302,8 +304,8 @@ def _base(run: _Run) -> None:
 def _specialists(run: _Run) -> None:
     p, base = run.p, run.models["base"]
     cfg = run.cut(p.specialist)
-    run.models["specs"] = [_train(run, f"{d} specialist", copy.deepcopy(base), run.lm_batch("specialist", d, cfg), cfg,
-                                  p.freeze_k) for d in DOMAINS]
+    run.models["specs"] = [_train(run, f"{d} specialist", copy.deepcopy(base), batch=run.lm_batch("specialist", d, cfg),
+                                  cfg=cfg, k=p.freeze_k) for d in DOMAINS]
     if not torch.equal(run.models["specs"][0].transformer.wte.weight, base.transformer.wte.weight):
         raise SmokeFailure("a specialist's frozen embedding changed in training; the trunk is not frozen")
     _check_model(run, "code specialist", run.models["specs"][0])
@@ -312,7 +314,7 @@ def _specialists(run: _Run) -> None:
 def _monolithic(run: _Run) -> None:
     cfg = run.cut(run.p.monolithic)
     run.models["mono"] = _train(run, "monolithic", copy.deepcopy(run.models["base"]),
-                                run.lm_batch("specialist", None, cfg), cfg, run.p.freeze_k)
+                                batch=run.lm_batch("specialist", None, cfg), cfg=cfg, k=run.p.freeze_k)
 
 
 def _routers(run: _Run) -> None:
@@ -321,7 +323,7 @@ def _routers(run: _Run) -> None:
     routers = {}
     for kind, cls in ROUTERS.items():
         torch.manual_seed(0)
-        routers[kind] = _router(run, f"{kind} router", cls(C, len(specs)), fused.expert_logits, specs)
+        routers[kind] = _router(run, f"{kind} router", cls(C, len(specs)), inputs=fused.expert_logits, experts=specs)
     run.models["routers"] = routers
 
 
@@ -354,13 +356,15 @@ def _break1(run: _Run) -> None:
         run.checks.append("break1: refused on this profile (one pretrained base for every seed), as studies.break1 does")
         return
     torch.manual_seed(1)
-    other = _train(run, "break1 base", GPT(p.model), run.lm_batch("pretrain", None, run.cut(p.base)), run.cut(p.base), None)
+    other = _train(run, "break1 base", GPT(p.model), batch=run.lm_batch("pretrain", None, run.cut(p.base)),
+                   cfg=run.cut(p.base), k=None)
     cfg = run.cut(p.specialist)
-    spec = _train(run, "break1 specialist", copy.deepcopy(other), run.lm_batch("specialist", "medical", cfg), cfg, k)
+    spec = _train(run, "break1 specialist", copy.deepcopy(other), batch=run.lm_batch("specialist", "medical", cfg),
+                  cfg=cfg, k=k)
     models = [m["specs"][0], spec, copy.deepcopy(spec)]
     different = FusedModel(models, k, shared=False)
     routers = {f: _router(run, f"break1 router [{f}]", CausalRouter(feature_width(f, models), 3),
-                          FusedModel(models, k, shared=False, reads=f).expert_logits, models) for f in FEATURES}
+                          inputs=FusedModel(models, k, shared=False, reads=f).expert_logits, experts=models) for f in FEATURES}
     sc = _score(run, different, {f: Routed(r, f) for f, r in routers.items()},
                 extra={"weight average": average_weights(models)}, hidden_head=m["base"].lm_head, calibration=True)
     _check_scores(run, "break1 scoring", sc)
@@ -371,9 +375,11 @@ def _break2(run: _Run) -> None:
     monolithic crown in code's slot), both scored, and the per-window losses targets are made of."""
     p, m, k, C = run.p, run.models, run.p.freeze_k, run.p.model.n_embd
     cold = replace(run.cut(p.router), temp=1e-3, domain_mix=(0.9, 0.05, 0.05))
-    r3 = _router(run, "break2 cold router", CausalRouter(C, 3), FusedModel(m["specs"], k).expert_logits, m["specs"], cold)
+    r3 = _router(run, "break2 cold router", CausalRouter(C, 3), inputs=FusedModel(m["specs"], k).expert_logits,
+                 experts=m["specs"], cfg=cold)
     gen = [m["mono"], *m["specs"][1:]]
-    rg = _router(run, "break2 router, generalist set", CausalRouter(C, 3), FusedModel(gen, k).expert_logits, gen, cold)
+    rg = _router(run, "break2 router, generalist set", CausalRouter(C, 3), inputs=FusedModel(gen, k).expert_logits,
+                 experts=gen, cfg=cold)
     _check_scores(run, "break2 scoring", _score(run, FusedModel(m["specs"], k), {"cold": r3}))
     _check_scores(run, "break2 scoring, generalist set", _score(run, FusedModel(gen, k), {"g": rg},
                                                                 names=[f"e{i}" for i in range(3)]))
@@ -387,17 +393,20 @@ def _sweep(run: _Run) -> None:
     p, m, C, L = run.p, run.models, run.p.model.n_embd, run.p.model.n_layer
     cfg = run.cut(p.specialist)
     for K in sorted({0, L - 1}):
-        spec = _train(run, f"sweep K={K} specialist", copy.deepcopy(m["base"]), run.lm_batch("specialist", "code", cfg), cfg, K)
+        spec = _train(run, f"sweep K={K} specialist", copy.deepcopy(m["base"]),
+                      batch=run.lm_batch("specialist", "code", cfg), cfg=cfg, k=K)
         trio = [spec, copy.deepcopy(spec), copy.deepcopy(spec)]
-        r = _router(run, f"sweep K={K} router", CausalRouter(C, 3), FusedModel(trio, K).expert_logits, trio)
+        r = _router(run, f"sweep K={K} router", CausalRouter(C, 3), inputs=FusedModel(trio, K).expert_logits,
+                    experts=trio)
         _check_scores(run, f"sweep K={K} scoring", _score(run, FusedModel(trio, K), {"per-token": r},
                                                           extra={"weight average": average_weights(trio)},
                                                           hidden_head=m["base"].lm_head))
-    none, losses = fine_tune_everything(m["base"], run.lm_batch("specialist", "code", cfg), cfg, 0, "smoke: nothing frozen")
+    none, losses = fine_tune_everything(m["base"], run.lm_batch("specialist", "code", cfg), cfg, seed=0,
+                                        desc="smoke: nothing frozen")
     _finite(run, "sweep nothing-frozen training loss", losses)
     models = [none, copy.deepcopy(none), copy.deepcopy(none)]
     experts = FusedModel(models, 0, shared=False, reads=SHARED_TRUNK)
-    r = _router(run, "sweep nothing-frozen router", CausalRouter(C, 3), experts.expert_logits, models)
+    r = _router(run, "sweep nothing-frozen router", CausalRouter(C, 3), inputs=experts.expert_logits, experts=models)
     _check_scores(run, "sweep nothing-frozen scoring", _score(run, experts, {"per-token": r}, hidden_head=none.lm_head))
 
 
@@ -405,7 +414,7 @@ def _hybrid(run: _Run) -> None:
     p, m = run.p, run.models
     data = hybrid_windows({d: run.streams.get(d, "eval") for d in DOMAINS}, SMOKE_WINDOWS, p.model.block_size, seed=0)
     out = score_routers(m["specs"], p.freeze_k, {"last-token": m["routers"]["last_token"],
-                                                  "per-token": m["routers"]["per_token"]}, data, p.eval_batch_size)
+                                                  "per-token": m["routers"]["per_token"]}, data=data, batch_size=p.eval_batch_size)
     _finite(run, "hybrid fused losses", [r["fused_loss"] for r in out["routers"].values()])
 
 

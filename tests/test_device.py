@@ -239,7 +239,7 @@ def test_break1_representations_and_tokenizer_case(meta):
     assert set(break1_sets.representations(exp, sets)) >= {"embeddings (bases)", "final hidden (bases)"}
     x, y = exp.eval_sets["legal"]
     tok = SimpleNamespace(decode=lambda ids, skip_special_tokens=False: "ab" * len(ids))
-    assert _nats_per_byte(specs[2], x, y, tok, 3)["bytes_per_token"] == 2.0
+    assert _nats_per_byte(specs[2], x, y, tok=tok, batch_size=3)["bytes_per_token"] == 2.0
 
 
 def test_break2_and_router_targets_window_losses(meta):

@@ -69,6 +69,6 @@ def test_book_log_is_read_finished_or_not_and_rows_are_merged(tmp_path):
     assert run["notebooks"] == {"01_shared_trunk": 61, "07_break2_router_collapse": 42}
     assert (run["total_s"], run["pages"], run["profile"]) == (900, 13, "cpu")
     rt = {"rows": []}
-    add_runtime(rt, "Break 2", "before", 600.0, "one run")
-    add_runtime(rt, "Break 2", "after", 60.0, "")
+    add_runtime(rt, "Break 2", "before", seconds=600.0, note="one run")
+    add_runtime(rt, "Break 2", "after", seconds=60.0, note="")
     assert rt["rows"] == [{"step": "Break 2", "before_s": 600.0, "after_s": 60.0, "note": "one run"}]

@@ -136,7 +136,7 @@ t_cut = exp.profile.model.block_size // 2
 xc = exp.eval_sets["code"][0][:8]
 xs = xc.clone()
 xs[:, t_cut:] = exp.eval_sets["legal"][0][:8, t_cut:]
-leak = future_leak(specialists[0], k, routers, xc, xs, t_cut)
+leak = future_leak(specialists[0], k, routers, x=xc, x_alt=xs, t=t_cut)
 T = exp.profile.model.block_size
 edges = [0, 8, T - 8, T]
 by_pos = {}

@@ -111,7 +111,7 @@ def plot_mean_weight_heatmaps(weights: Mapping[str, Mapping[str, torch.Tensor]])
     fig, axes = plt.subplots(1, len(weights), figsize=(3.4 * len(weights), 2.8), squeeze=False)
     for j, (ax, (name, w)) in enumerate(zip(axes[0], weights.items())):
         mw = mean_weights(w).rename(columns=lambda c: c.split()[0])
-        annotated_heatmap(ax, mw, ".2f", "Blues", 0, 1)
+        annotated_heatmap(ax, mw, ".2f", cmap="Blues", vmin=0, vmax=1)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("weight on")
         if j:

@@ -113,7 +113,7 @@ def plot_freeze_grid(rep: dict, n_layer: int, counts_by_k=None, k_profile: int |
         plot_trunk_crown(n_layer, int(K), tuple(DOMAIN_COLORS), ax=axes[0, j], counts=counts, compact=True)
         if k_profile is not None and int(K) == k_profile:
             axes[0, j].set_title(axes[0, j].get_title() + "\n(the profile's K)", fontsize=9)
-        _grid_losses(axes[1, j], rep["per_k"][K], mixed[K], (min(every) - pad, max(every) + pad), j == 0)
+        _grid_losses(axes[1, j], rep["per_k"][K], mixed[K], limits=(min(every) - pad, max(every) + pad), first=j == 0)
         _grid_domain_bars(axes[2, j], axes[3, j], rep["per_k"][K], j == 0)
     # gains share one y axis so bar heights compare across K
     g_all = [v for K in every_k for v in rep["per_k"][K]["own_domain_gain_%"].values()]

@@ -104,12 +104,12 @@ def plot_trunk_crown(n_layer: int, k: int, domains=("code", "medical", "legal"),
     for r, (label, shared) in enumerate(rows):
         y = r * (h + 0.2)
         if shared:
-            box(0, y, full, label + ("" if r in (0, len(rows) - 1) and compact or r == len(rows) - 1
-                                     else shared_note), True)
+            box(0, y, full, label=label + ("" if r in (0, len(rows) - 1) and compact or r == len(rows) - 1
+                                     else shared_note), frozen=True)
         else:
             for c, d in enumerate(domains):
                 text = (label.replace("block ", "b") if compact else f"{label}\n{d}")
-                box(c * (w + gap), y, w, text, False, DOMAIN_COLORS.get(d, f"C{c}"))
+                box(c * (w + gap), y, w, label=text, frozen=False, color=DOMAIN_COLORS.get(d, f"C{c}"))
     y_cut = (k + 1) * (h + 0.2) - 0.1  # between the last trunk row and the first crown row
     ax.plot([-0.05, full + 0.05], [y_cut, y_cut], color="black", ls="--", lw=1)
     if compact:

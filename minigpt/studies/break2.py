@@ -144,11 +144,11 @@ def measure_set(exp, models: list, names: Sequence[str], curve: Mapping[str, Rou
     rows = [fused_row("soft", n) for n in curve] + [names[0]]
     ivs = versus(scores.nll, rows, healthy_row, unit="nats")
     healthy_acc = routing_accuracy(scores.weights[band_name(0)])
-    points = {n: _point(scores.weights[n], float(mixed[fused_row("soft", n)]), ivs[fused_row("soft", n)], cfg,
-                        healthy_acc, band) for n, cfg in curve.items()}
+    points = {n: _point(scores.weights[n], float(mixed[fused_row("soft", n)]), ivs[fused_row("soft", n)], cfg=cfg,
+                        healthy_acc=healthy_acc, band=band) for n, cfg in curve.items()}
     rep = {"experts": list(names), "band": band, "healthy_mixed": float(mixed[healthy_row]),
            "healthy_routing_accuracy": healthy_acc, "points": points,
-           "precondition": _precondition(table, names, healthy_row, band, ivs[names[0]]),
+           "precondition": _precondition(table, names, healthy_row, band=band, iv=ivs[names[0]]),
            "table": table_json(table)}
     for s in STATUSES:
         rep[s] = [n for n, p in points.items() if p["status"] == s]
@@ -200,7 +200,7 @@ def break2(exp, mixes: Sequence[Sequence[float]] = COLLAPSE_MIXES, temps: Sequen
     curve = curve_configs(exp.profile.router, mixes, temps)
     sets, weights = {}, {}
     for name, (models, names) in expert_sets(exp).items():
-        sets[name], weights[name] = measure_set(exp, models, names, curve, replicates)
+        sets[name], weights[name] = measure_set(exp, models, names, curve=curve, replicates=replicates)
     losses = window_losses(exp, exp.specialists())
     temps_used = sorted({c.temp for c in curve.values()}, reverse=True)
     report = {"profile": exp.profile.name, **exp.provenance(), "seed": exp.seed, "freeze_k": exp.k,

@@ -64,7 +64,7 @@ def none_specialist(exp, domain: str) -> GPT:
     seed = derive_seed(exp.seed, "specialist", domain)
     return exp.checkpoint(
         "specialist", [p.model, p.base, exp.seed, p.specialist, domain, "freeze:none", "head:untied", exp.seed],
-        lambda: fine_tune_everything(base, batch, p.specialist, seed, f"{domain} specialist (nothing frozen)"),
+        lambda: fine_tune_everything(base, batch, p.specialist, seed=seed, desc=f"{domain} specialist (nothing frozen)"),
         {"role": "specialist", "domain": domain, "seed": exp.seed, "freeze_k": None, "frozen": "nothing",
          "base_seed": exp.seed, "base_fingerprint": model_fingerprint(base), "profile": p.name})
 

@@ -168,8 +168,9 @@ def run_hybrid(exp, n: int | None = None, seed: int | None = None, out: Path | N
         "profile": p.name, **exp.provenance(), "seed": exp.seed, "hybrid_seed": seed, "freeze_k": exp.k,
         "router_config": p.router,
         "label_convention": "a token's label is the domain of the target y[t] the router's weights at t predict",
-        "single_domain": score_routers(specs, exp.k, routers, single_domain_set(exp.eval_sets), p.eval_batch_size),
-        "hybrid": score_routers(specs, exp.k, routers, hybrid, p.eval_batch_size),
+        "single_domain": score_routers(specs, exp.k, routers, data=single_domain_set(exp.eval_sets),
+                                       batch_size=p.eval_batch_size),
+        "hybrid": score_routers(specs, exp.k, routers, data=hybrid, batch_size=p.eval_batch_size),
     }
     report["wall_seconds"] = round(time.time() - t0, 1)
     return write_report(exp, report, "hybrid", out)

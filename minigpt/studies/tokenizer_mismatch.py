@@ -65,7 +65,7 @@ def alt_tokenizer_specialist(exp, domain: str = "legal") -> tuple[GPT, Tokenizer
     def build() -> tuple[GPT, list[float]]:
         stream = _alt_stream(exp, tok, domain, "specialist")
         batch = lambda g: random_windows(stream, p.specialist.batch_size, p.model.block_size, g)  # noqa: E731
-        return exp.fine_tune(base, batch, domain, k, f"{domain} specialist (other tokenizer)")
+        return exp.fine_tune(base, batch, domain, k=k, desc=f"{domain} specialist (other tokenizer)")
 
     manifest = {"role": "specialist", "domain": domain, "seed": exp.seed, "freeze_k": k, "base_seed": exp.seed,
                 "base_fingerprint": model_fingerprint(base), "trunk_hash": trunk_hash(base, k), "profile": p.name,
@@ -90,11 +90,11 @@ def _losses(exp, bad: GPT, healthy: GPT, tok: Tokenizer, domain: str) -> dict[st
     x, y = exp.eval_sets[domain]
     bs = p.eval_batch_size
     return {
-        "mismatched specialist, its own tokenizer's text": _nats_per_byte(bad, own_x, own_y, tok, bs),
+        "mismatched specialist, its own tokenizer's text": _nats_per_byte(bad, own_x, own_y, tok=tok, batch_size=bs),
         "mismatched specialist, shared tokenizer's text (what fusion feeds it)":
-            _nats_per_byte(bad, x, y, exp.tokenizer, bs),
-        "healthy specialist, shared tokenizer's text": _nats_per_byte(healthy, x, y, exp.tokenizer, bs),
-        "base, shared tokenizer's text": _nats_per_byte(exp.base(), x, y, exp.tokenizer, bs),
+            _nats_per_byte(bad, x, y, tok=exp.tokenizer, batch_size=bs),
+        "healthy specialist, shared tokenizer's text": _nats_per_byte(healthy, x, y, tok=exp.tokenizer, batch_size=bs),
+        "base, shared tokenizer's text": _nats_per_byte(exp.base(), x, y, tok=exp.tokenizer, batch_size=bs),
     }
 
 
@@ -122,7 +122,7 @@ def tokenizer_mismatch(exp, domain: str = "legal") -> dict:
     specs = [bad if i == j else m for i, m in enumerate(healthy)]
     shared_vocab = sum(tok.id_to_token(i) == exp.tokenizer.id_to_token(i) for i in range(p.model.vocab_size))
     refusal, forced = refuse_then_force(specs, k)
-    losses = _losses(exp, bad, healthy[j], tok, domain)
+    losses = _losses(exp, bad, healthy[j], tok=tok, domain=domain)
     ok, res = _fusion(exp, specs, healthy)
     t_ok, t_bad = loss_table(ok.nll), loss_table(res.nll)
     routers = (REUSED, RETRAINED)

@@ -39,7 +39,7 @@ def _score(exp, eval4, models, routers, shared=True, extra=None):
                               batch_size=exp.profile.eval_batch_size))
 
 
-def _train(exp, streams, late_fp):
+def _train_all(exp, streams, late_fp):
     """Everything joining trains (or loads): the crowns, the monolithic alternative, the routers."""
     specs = exp.specialists()
     crown = new_crown(exp, streams, late_fp)
@@ -67,7 +67,7 @@ def add_specialist(exp, out: Path | None = None) -> dict:
     t0 = time.time()
     before_fp = fingerprints(exp)
     streams, late = four_domain_streams(exp)
-    t = _train(exp, streams, late["late_corpus_fingerprint"])
+    t = _train_all(exp, streams, late["late_corpus_fingerprint"])
     eval4 = split_windows(streams, "eval", exp.profile.eval_chunks, exp.profile.model.block_size)
     before = _score(exp, eval4, t["specs"], {measure.BEFORE: exp.router("per_token")},
                     extra={"monolithic (three domains)": t["mono3"]})

@@ -38,7 +38,8 @@ def four_domain_streams(exp: Experiment) -> tuple[DomainStreams, dict]:
     docs = late_domain.load_documents()
     fp = late_domain.fingerprint(docs)
     path = cache_root() / "streams" / f"{LATE}-{config_key(exp.tokenizer_fingerprint, fp)}"
-    late = cached(path, lambda: DomainStreams({s: {LATE: a} for s, a in late_domain.encode(exp.tokenizer, docs).items()}),
+    late = cached(path,
+                  lambda: DomainStreams({s: {LATE: a} for s, a in late_domain.encode(exp.tokenizer, docs).items()}),
                   lambda obj, p: obj.save(p), DomainStreams.load)
     streams = DomainStreams({s: {**{d: exp.streams.get(d, s) for d in DOMAINS}, LATE: late.get(LATE, s)}
                              for s in late_domain.LATE_SPLITS})
@@ -63,7 +64,7 @@ def new_crown(exp: Experiment, streams: DomainStreams, late_fp: str, base_seed: 
     batch = lambda g: random_windows(streams.get(LATE, "specialist"), p.specialist.batch_size,  # noqa: E731
                                      p.model.block_size, g)
     return exp.checkpoint("specialist", [p.model, p.base, base_seed, p.specialist, LATE, late_fp, k, exp.seed],
-                          lambda: exp.fine_tune(base, batch, LATE, k, f"{LATE} specialist (base {base_seed})"),
+                          lambda: exp.fine_tune(base, batch, LATE, k=k, desc=f"{LATE} specialist (base {base_seed})"),
                           {"role": "specialist", "domain": LATE, "seed": exp.seed, "freeze_k": k, "base_seed": base_seed,
                            "base_fingerprint": model_fingerprint(base), "trunk_hash": trunk_hash(base, k),
                            "profile": p.name, "joined_later": True})
@@ -77,7 +78,7 @@ def monolithic_four(exp: Experiment, streams: DomainStreams, late_fp: str) -> GP
 
     def build():
         model = copy.deepcopy(exp.base())
-        batch = lambda g: mixed_windows(streams, "specialist", cfg.batch_size, p.model.block_size, g)[:2]  # noqa: E731
+        batch = lambda g: mixed_windows(streams, "specialist", cfg.batch_size, T=p.model.block_size, gen=g)[:2]  # noqa: E731
         return model, train_lm(model, batch, cfg, derive_seed(exp.seed, "monolithic", LATE), freeze_k=k,
                                desc="monolithic (four domains)")
 

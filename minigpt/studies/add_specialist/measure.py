@@ -47,8 +47,9 @@ def old_domains(before: Scores, after: Scores, ways: Sequence[str] = WAYS) -> di
     """Per way of growing the router: the fused loss after minus before, per old domain and over the three."""
     out = {}
     for way in ways:
-        per = {d: change(before, fused_row("soft", BEFORE), after, fused_row("soft", way), [d]) for d in DOMAINS}
-        per["three old domains"] = change(before, fused_row("soft", BEFORE), after, fused_row("soft", way), DOMAINS)
+        per = {d: change(before, fused_row("soft", BEFORE), after, row_b=fused_row("soft", way), domains=[d]) for d in DOMAINS}
+        per["three old domains"] = change(before, fused_row("soft", BEFORE), after, row_b=fused_row("soft", way),
+                                          domains=DOMAINS)
         out[way] = {k: {**iv, "verdict": old_domain_verdict(iv)} for k, iv in per.items()}
     return out
 
@@ -57,9 +58,10 @@ def new_domain(before: Scores, after: Scores, way: str = "scratch") -> dict[str,
     """On the new domain's windows: the grown system against the base, the new crown alone and the old
     three-expert fused model (fused minus reference, nats; negative: the grown system is better)."""
     fused = fused_row("soft", way)
-    return {"vs base": change(after, "base", after, fused, [LATE]),
-            "vs the new specialist alone": change(after, f"{LATE} specialist", after, fused, [LATE]),
-            "vs the old three-expert model": change(before, fused_row("soft", BEFORE), after, fused, [LATE])}
+    return {"vs base": change(after, "base", after, row_b=fused, domains=[LATE]),
+            "vs the new specialist alone": change(after, f"{LATE} specialist", after, row_b=fused, domains=[LATE]),
+            "vs the old three-expert model": change(before, fused_row("soft", BEFORE), after, row_b=fused,
+                                                    domains=[LATE])}
 
 
 def routing(after: Scores, routers: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -80,7 +82,7 @@ def removal(after: Scores, names: Sequence[str]) -> dict[str, dict]:
     out = {}
     for name in names:
         row = fused_row("soft", f"without {name}")
-        out[name] = {d: change(after, fused_row("soft", "scratch"), after, row, [d]) for d in FOUR}
+        out[name] = {d: change(after, fused_row("soft", "scratch"), after, row_b=row, domains=[d]) for d in FOUR}
     return out
 
 

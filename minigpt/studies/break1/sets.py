@@ -82,7 +82,8 @@ def score_set(exp, experts: FusedModel, base: GPT, features: Sequence[str], tag:
     """Train (or load) one router per feature, then score every row with calibration statistics;
     ``base`` is the router's base (its row, and its head decodes hidden-state fusion)."""
     routers = {f: exp.feature_router(experts, f, exp.profile.router, tag) for f in features}
-    return score(ScoreRequest(windows=exp.eval_sets, experts=experts, routers={f: Routed(r, f) for f, r in routers.items()},
+    return score(ScoreRequest(windows=exp.eval_sets, experts=experts,
+                              routers={f: Routed(r, f) for f, r in routers.items()},
                               base=base, extra={"weight average": average_weights(list(experts.specialists))},
                               hidden_head=base.lm_head, calibration=True, batch_size=exp.profile.eval_batch_size))
 
@@ -90,9 +91,9 @@ def score_set(exp, experts: FusedModel, base: GPT, features: Sequence[str], tag:
 def score_all(exp, sets: Sets) -> None:
     """Scores of the different set (every router input) and of every control (the shared trunk)."""
     x = sets.bases[sets.base_seeds[0]]
-    sets.scores["different"] = score_set(exp, sets.experts["different"], x, list(FEATURES), "different")
+    sets.scores["different"] = score_set(exp, sets.experts["different"], x, features=list(FEATURES), tag="different")
     for s, b in sets.bases.items():
-        sets.scores[str(s)] = score_set(exp, sets.experts[str(s)], b, [SHARED_TRUNK], f"shared base {s}")
+        sets.scores[str(s)] = score_set(exp, sets.experts[str(s)], b, features=[SHARED_TRUNK], tag=f"shared base {s}")
 
 
 # -- what each set reports on its own --------------------------------------------------------------
