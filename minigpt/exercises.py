@@ -206,8 +206,8 @@ def _trained_pair(reader_fn: Callable, exp: Experiment) -> tuple:
     torch.manual_seed(seed)
     untrained = to_device(LinearRouter(exp.profile.model.n_embd, pool.losses.shape[1], cfg.normalize), resolve())
     ours, theirs = copy.deepcopy(untrained), copy.deepcopy(untrained)
+    their_history = _call(reader_fn, theirs, pool, cfg, torch.Generator().manual_seed(seed))  # first: a stub stops here
     our_history = train_router_on_pool(ours, pool, cfg, seed, desc="exercise: the package's router")
-    their_history = _call(reader_fn, theirs, pool, cfg, torch.Generator().manual_seed(seed))
     return pool, cfg, untrained, ours, theirs, our_history, their_history
 
 
