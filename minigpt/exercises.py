@@ -134,7 +134,7 @@ def check_average_crowns(reader_fn: Callable, exp: Experiment) -> bool:
     def compare() -> str:
         specs, k = exp.specialists(), exp.k
         want = {n: p.detach() for n, p in average_weights(specs).crown_parameters(k).items()}
-        got = _call(reader_fn, specs, k)
+        got = _call(reader_fn, copy.deepcopy(specs), k)  # a copy: the rest of the notebook keeps its models
         if not isinstance(got, dict):
             raise _Failed(FAIL, f"return a dict {{parameter name: averaged tensor}}, got {type(got).__name__}")
         missing, extra = [n for n in want if n not in got], [n for n in got if n not in want]
@@ -206,7 +206,9 @@ def _trained_pair(reader_fn: Callable, exp: Experiment) -> tuple:
     torch.manual_seed(seed)
     untrained = to_device(LinearRouter(exp.profile.model.n_embd, pool.losses.shape[1], cfg.normalize), resolve())
     ours, theirs = copy.deepcopy(untrained), copy.deepcopy(untrained)
-    their_history = _call(reader_fn, theirs, pool, cfg, torch.Generator().manual_seed(seed))  # first: a stub stops here
+    # the reader's loop runs first, so a stub stops here, on a copy of the pool, which it might write into
+    their_pool = RouterPool(pool.h.clone(), pool.losses.clone(), pool.per_domain)
+    their_history = _call(reader_fn, theirs, their_pool, cfg, torch.Generator().manual_seed(seed))
     our_history = train_router_on_pool(ours, pool, cfg, seed, desc="exercise: the package's router")
     return pool, cfg, untrained, ours, theirs, our_history, their_history
 
@@ -227,7 +229,7 @@ def check_train_router(reader_fn: Callable, exp: Experiment) -> bool:
         if step_diff <= EXACT:
             return (f"the same per-step losses over {cfg.steps} steps, max |Δ| {step_diff:.1e}; loss on the pool "
                     f"{start:.4f} untrained → {got:.4f}")
-        if got > want + ROUTER_LOSS_SLACK:
+        if not got <= want + ROUTER_LOSS_SLACK:  # `not <=`: a NaN loss fails too
             raise _Failed(FAIL, f"after {cfg.steps} steps your router's loss on the pool is {got:.4f}, the package's "
                                 f"{want:.4f} (untrained {start:.4f}; tolerance +{ROUTER_LOSS_SLACK:g} nats): check "
                                 f"the targets (temperature, sign) and that every step calls backward and opt.step")
@@ -300,7 +302,7 @@ def check_oracle_gap(reader_fn: Callable, exp: Experiment) -> bool:
         gaps = {d: _check_domain(reader_fn, scores, d) for d in DOMAINS}
         mixed = loss_table(scores.nll)["mixed"]
         want, got = float(mixed[HEADLINE] - mixed[ORACLE]), sum(gaps.values()) / len(gaps)
-        if abs(got - want) > EXACT:
+        if not abs(got - want) <= EXACT:  # `not <=`: a NaN gap fails too
             raise _Failed(FAIL, f"choices and token losses match, but your gap averages {got:+.4f} nats over the "
                                 f"domains against the table's {want:+.4f} (the fused model's mean loss minus the "
                                 f"oracle's: positive when the oracle is better)")
