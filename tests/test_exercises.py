@@ -17,6 +17,7 @@ import nbformat
 import pytest
 import torch
 
+from minigpt.checkpoint import model_fingerprint
 from minigpt.exercises import CHECKS
 from minigpt.router import performance_targets, router_loss
 
@@ -241,3 +242,28 @@ def test_solved_copies_put_each_solution_after_its_stub():
         assert cells[i + 1].source == sols["fuse_logits"] and cells[i + 3].source.startswith("assert passed")
     with pytest.raises(ValueError, match="has no cell tagged solution"):
         solved.solve(copy.deepcopy(nb), {}, book=False)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("train")
+def test_a_reader_writing_into_its_inputs_changes_nothing_else(ci_experiment, capsys):
+    before = [model_fingerprint(m) for m in ci_experiment.specialists()]
+
+    def zero_everything(specialists, k):
+        for m in specialists:
+            for p in m.parameters():
+                p.data.zero_()
+        return {}
+
+    assert CHECKS["average_crowns"](zero_everything, ci_experiment) is False
+    assert [model_fingerprint(m) for m in ci_experiment.specialists()] == before
+    assert CHECKS["average_crowns"](solution("average_crowns"), ci_experiment) is True
+    capsys.readouterr()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("train")
+def test_a_nan_gap_fails(ci_experiment, capsys):
+    right = solution("oracle_gap")
+    assert CHECKS["oracle_gap"](lambda s, f: (*right(s, f)[:2], float("nan")), ci_experiment) is False
+    assert _one_line(capsys).startswith("✗ oracle_gap: choices and token losses match, but your gap")
