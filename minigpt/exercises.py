@@ -140,11 +140,15 @@ def check_average_crowns(reader_fn: Callable, exp: Experiment) -> bool:
         missing, extra = [n for n in want if n not in got], [n for n in got if n not in want]
         if missing or extra:
             raise _Failed(FAIL, _names_text(missing, extra, k))
-        worst = max(_max_diff(_tensor(got[n], n), want[n].cpu(), n, EXACT, where=lambda i: f"index {i}")
+        worst = max(_max_diff(_tensor(got[n], n), want[n].cpu(), n, EXACT, where=_index)
                     for n in want)
         return f"all {len(want)} crown tensors of average_weights at K = {k}, max |Δ| {worst:.1e}, tolerance {EXACT:g}"
 
     return _run_check("average_crowns", compare)
+
+
+def _index(i: tuple) -> str:
+    return f"index {i[0] if len(i) == 1 else list(i)}"
 
 
 def _names_text(missing: list[str], extra: list[str], k: int) -> str:
