@@ -56,6 +56,7 @@ from minigpt.checkpoint import model_fingerprint, trunk_hash
 from minigpt.config import DOMAINS
 from minigpt.device import resolve
 from minigpt.evaluate import cross_domain_matrix
+from minigpt.exercises import check_average_crowns
 from minigpt.notebook import setup, show_source
 from minigpt.plots import DOMAIN_COLORS, plot_cross_domain, plot_delta_vs_base, plot_loss_curves
 from minigpt.train import _lm_step_loss, trainable_parameters
@@ -173,6 +174,23 @@ plt.title(f"How far each crown moved (dashed: the cut at K = {k})", fontsize=10)
 plt.show()
 assert (drift.loc[[f"block {i}" for i in range(k)] + ["embeddings"]] == 0).all().all()
 assert (drift.loc[["ln_f"]] > 0).all().all(), "every crown should have trained"
+
+# %% [markdown]
+# **Exercise** (Chapter 32, Step 6: the weight-average baseline). Because the trunks are identical,
+# averaging the specialists' weights comes down to averaging their crowns: write that below. The cell
+# after it compares your function with the package's `minigpt.fusion.average_weights` on these
+# specialists and prints one line; until you write it, it says so, and nothing else in the notebook uses it.
+
+# %% exercise="average_crowns" tags=["exercise"]
+def my_average_crowns(specialists, k):
+    """The crown of the weight-average model: for every crown parameter (`m.crown_parameters(k)` gives
+    one specialist's, as {name: tensor}), the element-wise mean over the specialists.
+    Returns {name: averaged tensor}, one entry per crown parameter, and nothing from the trunk."""
+    raise NotImplementedError("hint: for each name, torch.stack the specialists' tensors and take .mean(0)")
+
+
+# %% tags=["check"]
+passed = check_average_crowns(my_average_crowns, exp)
 
 # %% [markdown]
 # ## Questions to answer

@@ -56,6 +56,7 @@ import torch
 from minigpt.analysis.routing import best_specialist_share, confusion_matrix
 from minigpt.config import DOMAINS
 from minigpt.device import resolve
+from minigpt.exercises import check_performance_targets, check_train_router
 from minigpt.notebook import setup, show_source, slider
 from minigpt.plots import plot_router_histories, plot_targets
 from minigpt.router import (LinearRouter, _router_step_loss, normalized, performance_targets, router_loss,
@@ -103,7 +104,25 @@ assert w.shape == (x.shape[0], len(specialists)) and torch.allclose(w.sum(-1), t
 # * **Performance targets**: run all three specialists on the window, take their losses, and turn
 #   *lower loss* into *more weight* with a softmax of the negated losses divided by a
 #   temperature. The router learns which specialist actually predicts this window best.
-#
+
+# %% [markdown]
+# **Exercise** (Chapter 32, Step 5). Write the performance targets before reading the package's
+# version below. The cell after yours compares it with `minigpt.router.performance_targets` on the
+# specialists' real losses on router windows, at three temperatures; until you write it, it says so,
+# and nothing else in the notebook uses your function.
+
+# %% exercise="performance_targets" tags=["exercise"]
+def my_performance_targets(losses, temp):
+    """Performance targets from `losses` (B, N), each specialist's mean loss on each window: a target
+    distribution (B, N) over the specialists, softmax(-loss / temp). Lower loss gets more weight; a small
+    `temp` sharpens the targets toward the best specialist, a large one flattens them."""
+    raise NotImplementedError("hint: negate the losses, divide by temp, then torch.softmax(..., dim=-1)")
+
+
+# %% tags=["check"]
+passed = check_performance_targets(my_performance_targets, exp)
+
+# %% [markdown]
 # Either way the router's weights are pulled toward the targets by a cross-entropy:
 
 # %%
@@ -119,6 +138,29 @@ show_source(_router_step_loss, start='if cfg.target == "lm"', stop="router_loss(
 # each training step is then one linear map, and the routers below, Break 2's grid and the seeds
 # share one pass of the specialists. The LM-loss target needs the fused logits of each batch and
 # runs the specialists at every step.
+
+# %% [markdown]
+# **Exercise** (Chapter 32, Step 5: training the router). Write the training loop on a pool: a batch,
+# the router's weights, the targets, the loss, one optimiser step. The check trains the package's
+# router (`minigpt.router_pool.train_router_on_pool`) and yours from the same start on the same small
+# pool of real router windows, and compares the per-step losses, or, if your batches differ, the loss
+# each router ends with on the whole pool.
+
+# %% exercise="train_router" tags=["exercise"]
+def my_train_router(router, pool, cfg, gen):
+    """Train `router` in place on `pool` (a `RouterPool`) for `cfg.steps` steps; return the per-step
+    losses as a list of floats.
+
+    Make one optimiser, `torch.optim.Adam(router.parameters(), lr=cfg.lr)`. At each step draw a batch,
+    `h, losses, labels = pool.batch(cfg.batch_size, gen, cfg.domain_mix)` (trunk states, each
+    specialist's mean loss on each window, domain labels), take the router's weights on `h`, the
+    performance targets of `losses` at `cfg.temp`, `router_loss(weights, targets)`, and one optimiser step.
+    """
+    raise NotImplementedError("hint: per step: opt.zero_grad(), loss.backward(), opt.step(); keep float(loss)")
+
+
+# %% tags=["check"]
+passed = check_train_router(my_train_router, exp)
 
 # %% [markdown]
 # ## 3. Domain labels against performance targets

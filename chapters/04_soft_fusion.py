@@ -57,6 +57,7 @@ from minigpt.analysis.table import fusion_comparison
 from minigpt.chapter import evaluate
 from minigpt.config import DOMAINS
 from minigpt.device import resolve
+from minigpt.exercises import check_fuse_logits
 from minigpt.fusion import FusedModel, fuse_logits, fuse_probs, hard_weights
 from minigpt.model import token_nll_from_logprobs
 from minigpt.notebook import setup, show_source, slider
@@ -88,6 +89,24 @@ table = res["table"]
 #   never veto.
 # * **Hard routing** (`hard_weights`): all weight on the top-scoring specialist, the others are
 #   ignored (and need not even run when the choice is made once per window).
+
+# %% [markdown]
+# **Exercise** (Chapter 32, Step 4). Write logit fusion before reading the package's version below.
+# The cell after yours compares it with `minigpt.fusion.fuse_logits` on the specialists' real logits
+# and both trained routers' weights; until you write it, it says so, and nothing else in the
+# notebook uses your function.
+
+# %% exercise="fuse_logits" tags=["exercise"]
+def my_fuse_logits(weights, logits):
+    """Logit fusion, z = sum_i w_i z_i. `logits` (N, B, T, V): the N specialists' logits, stacked.
+    `weights`: the router's, (B, T, N) from a per-token router or (B, N) from the chapter's
+    last-token router (one vector for the whole window). Returns the fused logits (B, T, V)."""
+    raise NotImplementedError("hint: weights.movedim(-1, 0) puts the specialists first; add trailing axes "
+                              "until it broadcasts against logits, multiply, and sum over the first axis")
+
+
+# %% tags=["check"]
+passed = check_fuse_logits(my_fuse_logits, exp)
 
 # %%
 show_source(fuse_logits)

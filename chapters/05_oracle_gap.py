@@ -53,6 +53,7 @@ from minigpt.analysis.table import oracle_headroom
 from minigpt.chapter import evaluate
 from minigpt.config import DOMAINS
 from minigpt.evaluate import WHOLE_WINDOW_NOTE, gap_by_position, gap_per_position, loss_table, marked
+from minigpt.exercises import check_oracle_gap
 from minigpt.notebook import setup, show_markdown, show_source
 from minigpt.plots import (plot_gap_by_position, plot_gap_curves, plot_intervals, plot_mixed_losses,
                            plot_oracle_band)
@@ -154,7 +155,29 @@ res["costs"].style.format({"total params": "{:,}", "trained params": "{:,}", "in
 # learned router and the oracle separates two diagnoses: a large gap means the specialists hold
 # value the router fails to reach; a small gap means the router already gets most of what the
 # specialists offer, and further gains must come from better specialists.
-#
+
+# %% [markdown]
+# **Exercise** (Chapter 32, Step 7). Write the per-window oracle and its gap before reading the
+# package's version below. The cell after yours runs it on every domain's held-out windows and
+# compares it with the scoring pass's `oracle (per sequence)` row and the table's oracle gap; until
+# you write it, it says so, and nothing else in the notebook uses your function.
+
+# %% exercise="oracle_gap" tags=["exercise"]
+def my_oracle_gap(spec_nll, fused_nll):
+    """The per-window oracle on one domain's n windows of T tokens.
+
+    `spec_nll` (N, n, T): each specialist's token losses; `fused_nll` (n, T): the fused model's. The
+    oracle takes, for each window, the specialist with the lowest mean loss on it, with hindsight.
+    Returns `(choice, oracle_nll, gap)`: the chosen specialist's index per window (n,), its token
+    losses (n, T), and the gap in nats: the fused model's mean loss minus the oracle's."""
+    raise NotImplementedError("hint: average over the tokens, argmin over the specialists; index spec_nll "
+                              "with (choice, window number) to pick each window's row")
+
+
+# %% tags=["check"]
+passed = check_oracle_gap(my_oracle_gap, exp)
+
+# %% [markdown]
 # Here is where the oracle is computed, inside the scoring pass: every specialist's token losses on
 # a batch are stacked, and both oracles are read off them with hindsight:
 

@@ -7,11 +7,11 @@
 #   PY=path/to/python         the venv's python (default .venv/bin/python)
 #
 # Steps: copy the committed notebooks (no outputs) into jupyter_book/chapters/ (Jupyter Book 1
-# cannot include files outside its folder); compute the freeze-depth figures; execute every
-# notebook once into a jupyter-cache whose folder is keyed by profile and package source (the
-# cache itself only hashes the notebook's code, so without the key a changed package or profile
-# would reuse stale outputs); then build with warnings as errors, so a failed cell, a missing
-# figure or a broken cross-reference fails the build.
+# cannot include files outside its folder), each exercise's solution collapsed under its stub;
+# compute the freeze-depth figures; execute every notebook once into a jupyter-cache whose folder
+# is keyed by profile and package source (the cache itself only hashes the notebook's code, so
+# without the key a changed package or profile would reuse stale outputs); then build with
+# warnings as errors, so a failed cell, a missing figure or a broken cross-reference fails the build.
 set -euo pipefail
 BOOK="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$BOOK")"
@@ -83,11 +83,10 @@ EOF
   fi
 fi
 
-# 2. fresh copies of the notebooks (the .ipynb the reader opens; tests keep them in sync with the .py)
+# 2. fresh copies of the notebooks (the .ipynb the reader opens; tests keep them in sync with the .py),
+#    each exercise followed by the answer key's solution, collapsed (tools/solved.py --book)
 rm -rf "$BOOK/chapters"
-mkdir -p "$BOOK/chapters/answers"
-cp chapters/*.ipynb "$BOOK/chapters/"
-cp chapters/answers/*.ipynb "$BOOK/chapters/answers/"
+"$PY" tools/solved.py --book "$BOOK/chapters"
 
 # 3. the freeze-depth grid standing in for the live slider
 "$PY" "$BOOK/build_figures.py"

@@ -39,18 +39,27 @@ def rounded(obj: Any, nd: int = 6) -> Any:
     return round(obj, nd) if isinstance(obj, float) else obj
 
 
-def evaluate(exp: Experiment, k: int | None = None, router_cfg: RouterConfig | None = None) -> dict:
-    """Score every row of the chapter's table on the held-out windows (models come from the cache)."""
+def chapter_scores(exp: Experiment, k: int | None = None, router_cfg: RouterConfig | None = None) -> Scores:
+    """Token losses and router weights of every row of the chapter's table on the held-out windows.
+    The same call every time, so after the first one it reads the remembered scores back
+    (:mod:`minigpt.score_cache`): :func:`evaluate` and the notebooks' exercise checks share it."""
     k = exp.k if k is None else k
     specs = exp.specialists(k=k)
     routers = {"per-token": exp.router("per_token", router_cfg, k),
                "last-token": exp.router("last_token", router_cfg, k)}
     extra = {"weight average": average_weights(specs), "monolithic": exp.monolithic(k)}
-    scores = score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(specs, k), routers=routers, base=exp.base(),
-                                extra=extra, batch_size=exp.profile.eval_batch_size))
+    return score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(specs, k), routers=routers, base=exp.base(),
+                              extra=extra, batch_size=exp.profile.eval_batch_size))
+
+
+def evaluate(exp: Experiment, k: int | None = None, router_cfg: RouterConfig | None = None) -> dict:
+    """Score every row of the chapter's table on the held-out windows (models come from the cache)."""
+    k = exp.k if k is None else k
+    specs = exp.specialists(k=k)
+    scores = chapter_scores(exp, k, router_cfg)
     table = loss_table(scores.nll)
     intervals = comparison_intervals(scores.nll, seed=exp.seed)
-    router_params = sum(p.numel() for p in routers["per-token"].parameters())
+    router_params = sum(p.numel() for p in exp.router("per_token", router_cfg, k).parameters())  # a row's cost
     return {"table": table, "nll": scores.nll, "weights": scores.weights, "scores": scores,
             "intervals": intervals, "costs": row_costs([scores.rows[r] for r in table.index], specs[0], k, router_params),
             "rows": scores.rows,

@@ -20,7 +20,8 @@
 # 3 (router) and 5 (oracle gap). Every number below is measured in this run, with the same
 # profile and seed the reader used, and the wording follows the numbers: rerun at another
 # profile or seed and the answers change with them. References like *nb 2 §3* point to the
-# section of the reader's notebook whose cell shows the evidence.
+# section of the reader's notebook whose cell shows the evidence. The last section holds the
+# solutions to the exercises of notebooks 2 to 5.
 
 # %%
 # Colab only: install the companion package, and use the `gpu` profile when the runtime has a GPU.
@@ -349,3 +350,78 @@ txt = accuracy_loss_inversion(pairs)
 show_markdown(f"""**5.5** {listing}. {txt} Accuracy only counts the argmax against the domain label; soft fusion also
 depends on how much weight the other specialists get and on windows where the label is not the best specialist, so the
 two can disagree.""")
+
+# %% [markdown]
+# ## Exercises · notebooks 2 to 5
+#
+# One solution per exercise (the cells tagged `exercise` in notebooks 2 to 5), each defining the
+# function the reader's stub defines, with the imports it needs. `tools/solved.py` puts each one
+# right after its stub in the copies of the notebooks that `make test` and the book execute. The last
+# cell runs every check on these solutions.
+
+# %% exercise="average_crowns" tags=["solution"]
+import torch
+
+
+def my_average_crowns(specialists, k):
+    """The crown of the weight-average model: each crown parameter averaged over the specialists."""
+    crowns = [m.crown_parameters(k) for m in specialists]
+    return {name: torch.stack([c[name].detach() for c in crowns]).mean(0) for name in crowns[0]}
+
+
+# %% exercise="performance_targets" tags=["solution"]
+import torch
+
+
+def my_performance_targets(losses, temp):
+    """softmax(-loss / temp) over the specialists: lower loss, more weight."""
+    return torch.softmax(-losses / temp, dim=-1)
+
+
+# %% exercise="train_router" tags=["solution"]
+import torch
+
+from minigpt.router import performance_targets, router_loss
+
+
+def my_train_router(router, pool, cfg, gen):
+    """`cfg.steps` Adam steps of the router towards performance targets on batches drawn from `pool`."""
+    opt = torch.optim.Adam(router.parameters(), lr=cfg.lr)
+    history = []
+    for _ in range(cfg.steps):
+        h, losses, labels = pool.batch(cfg.batch_size, gen, cfg.domain_mix)
+        loss = router_loss(router(h), performance_targets(losses, cfg.temp))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.detach())
+    return [float(v) for v in history]  # read back once at the end, not at every step
+
+
+# %% exercise="fuse_logits" tags=["solution"]
+def my_fuse_logits(weights, logits):
+    """sum_i w_i z_i: per-window (B, N) or per-token (B, T, N) weights, logits (N, B, T, V) -> (B, T, V)."""
+    w = weights.movedim(-1, 0)  # (N, B) or (N, B, T)
+    while w.dim() < logits.dim():
+        w = w.unsqueeze(-1)  # (N, B, 1, 1) or (N, B, T, 1): broadcasts over positions and vocabulary
+    return (w * logits).sum(0)
+
+
+# %% exercise="oracle_gap" tags=["solution"]
+import torch
+
+
+def my_oracle_gap(spec_nll, fused_nll):
+    """Each window's best specialist by mean loss, its token losses, and the fused model's gap to it."""
+    choice = spec_nll.mean(-1).argmin(0)  # (n,)
+    oracle_nll = spec_nll[choice, torch.arange(spec_nll.shape[1])]  # (n, T)
+    return choice, oracle_nll, float(fused_nll.mean() - oracle_nll.mean())
+
+
+# %%
+from minigpt.exercises import CHECKS  # noqa: E402
+
+solutions = {"average_crowns": my_average_crowns, "performance_targets": my_performance_targets,
+             "train_router": my_train_router, "fuse_logits": my_fuse_logits, "oracle_gap": my_oracle_gap}
+passed = {name: CHECKS[name](fn, exp) for name, fn in solutions.items()}
+assert all(passed.values()), f"solutions that fail their check: {[n for n, ok in passed.items() if not ok]}"
