@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from minigpt.analysis.routing import future_leak, router_weights
 from minigpt.analysis.table import fusion_comparison
-from minigpt.chapter import evaluate
+from minigpt.chapter import chapter_table
 from minigpt.config import DOMAINS
 from minigpt.device import resolve
 from minigpt.exercises import check_fuse_logits
@@ -71,7 +71,7 @@ from minigpt.studies.hybrid import (accuracy_since_switch, generation_prompts, h
 exp = setup()
 specialists, k = exp.specialists(), exp.k
 routers = {"last-token": exp.router("last_token"), "per-token": exp.router("per_token")}
-res = evaluate(exp)  # the full table of notebook 5, from cached models
+res = chapter_table(exp)  # the full table of notebook 5, from cached models
 table = res["table"]
 
 # %% [markdown]

@@ -50,7 +50,7 @@ import pandas as pd
 
 from minigpt import intervals, scoring
 from minigpt.analysis.table import oracle_headroom
-from minigpt.chapter import evaluate
+from minigpt.chapter import chapter_table
 from minigpt.config import DOMAINS
 from minigpt.evaluate import WHOLE_WINDOW_NOTE, gap_by_position, gap_per_position, loss_table, marked
 from minigpt.exercises import check_oracle_gap
@@ -64,7 +64,7 @@ from minigpt.studies.document_memory import COLD, MEMORY, document_memory
 
 exp = setup()
 # trains (or loads) base, specialists, monolithic baseline and both routers, then scores them all
-res = evaluate(exp)
+res = chapter_table(exp)
 table = res["table"]
 
 # %% [markdown]

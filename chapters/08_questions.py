@@ -52,7 +52,7 @@ from minigpt.analysis.crowns import param_counts
 from minigpt.analysis.divergence import kalavai_line
 from minigpt.analysis.routing import confusion_matrix, misrouting, misrouting_margins
 from minigpt.analysis.table import baseline_comparison, oracle_headroom
-from minigpt.chapter import evaluate
+from minigpt.chapter import chapter_table
 from minigpt.claims.break1 import headline, predictions
 from minigpt.claims.sweep import boundary, gain_column
 from minigpt.config import DOMAINS
@@ -64,7 +64,7 @@ from minigpt.studies.break1 import break1
 from minigpt.studies.freeze_sweep import freeze_sweep, sweep_frame
 
 exp = setup(extra=("break1", "sweep"))  # announces the extra training time too
-res = evaluate(exp)  # the full table of notebook 5
+res = chapter_table(exp)  # the full table of notebook 5
 table, mixed = res["table"], res["table"]["mixed"]
 
 # %% [markdown]

@@ -1,6 +1,6 @@
 """The chapter's experiment end to end: train or load every model, score every row, write the report.
 
-``python -m minigpt run`` (``make run``) calls :func:`run`; notebook 5 calls :func:`evaluate`.
+``python -m minigpt run`` (``make run``) calls :func:`run`; notebooks 4, 5 and 8 call :func:`chapter_table`.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def rounded(obj: Any, nd: int = 6) -> Any:
 def chapter_scores(exp: Experiment, k: int | None = None, router_cfg: RouterConfig | None = None) -> Scores:
     """Token losses and router weights of every row of the chapter's table on the held-out windows.
     The same call every time, so after the first one it reads the remembered scores back
-    (:mod:`minigpt.score_cache`): :func:`evaluate` and the notebooks' exercise checks share it."""
+    (:mod:`minigpt.score_cache`): :func:`chapter_table` and the notebooks' exercise checks share it."""
     k = exp.k if k is None else k
     specs = exp.specialists(k=k)
     routers = {"per-token": exp.router("per_token", router_cfg, k),
@@ -52,7 +52,7 @@ def chapter_scores(exp: Experiment, k: int | None = None, router_cfg: RouterConf
                               extra=extra, batch_size=exp.profile.eval_batch_size))
 
 
-def evaluate(exp: Experiment, k: int | None = None, router_cfg: RouterConfig | None = None) -> dict:
+def chapter_table(exp: Experiment, k: int | None = None, router_cfg: RouterConfig | None = None) -> dict:
     """Score every row of the chapter's table on the held-out windows (models come from the cache)."""
     k = exp.k if k is None else k
     specs = exp.specialists(k=k)
@@ -111,9 +111,9 @@ def report(exp: Experiment, res: dict, wall_seconds: float) -> dict:
 
 
 def run(exp: Experiment, out: Path | None = None) -> dict:
-    """Train (or load) everything, evaluate, and write ``table.json`` and ``cross_domain.png``."""
+    """Train (or load) everything, score it, and write ``table.json`` and ``cross_domain.png``."""
     t0 = time.time()
-    res = evaluate(exp)
+    res = chapter_table(exp)
     out = Path(out or out_dir(exp))
     out.mkdir(parents=True, exist_ok=True)
     res["report"], res["out_dir"] = report(exp, res, time.time() - t0), out
@@ -125,7 +125,7 @@ def run(exp: Experiment, out: Path | None = None) -> dict:
 def score_specialists(exp: Experiment, k: int | None = None, routers: dict | None = None) -> Scores:
     """Held-out token losses of the base, each specialist, uniform mix and oracles (+ ``routers``).
 
-    Lighter than :func:`evaluate`: it trains nothing beyond the base and the specialists (and
+    Lighter than :func:`chapter_table`: it trains nothing beyond the base and the specialists (and
     whatever routers are passed in).
     """
     k = exp.k if k is None else k

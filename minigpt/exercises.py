@@ -302,7 +302,7 @@ def check_oracle_gap(reader_fn: Callable, exp: Experiment) -> bool:
     domain, against :func:`minigpt.scoring.add_oracles`' ORACLE row and, averaged over the domains,
     the table's oracle gap (headline minus oracle, mixed)."""
     def compare() -> str:
-        scores = chapter_scores(exp)  # remembered: notebook 5's evaluate has scored these windows
+        scores = chapter_scores(exp)  # remembered: notebook 5's chapter_table has scored these windows
         gaps = {d: _check_domain(reader_fn, scores, d) for d in DOMAINS}
         mixed = loss_table(scores.nll)["mixed"]
         want, got = float(mixed[HEADLINE] - mixed[ORACLE]), sum(gaps.values()) / len(gaps)

@@ -1,7 +1,7 @@
 """Scores remembered on disk, keyed by what produced them, so a book build scores each window once.
 
 The notebooks and the answer keys ask for the same numbers many times: notebooks 4, 5 and 8 and
-both answer keys call ``evaluate``; the answer keys rerun Break 1, Break 2, the freeze sweep and the
+both answer keys call ``chapter_table``; the answer keys rerun Break 1, Break 2, the freeze sweep and the
 hybrid windows; the sweep figures rescore what notebook 8 scores. The models and routers already
 come from the cache, so every repeat would run the same forward passes again. :func:`remembered`
 stores the token losses of one scoring call the first time and reads them back after that.

@@ -142,9 +142,9 @@ def test_litmus_each_condition_can_fail(change, broken):
 train = pytest.mark.xdist_group("train")  # may train the ci models on first use
 
 
-@pytest.fixture(scope="session")  # xdist may interleave modules; evaluate once per worker
+@pytest.fixture(scope="session")  # xdist may interleave modules; score once per worker
 def ci_results(ci_experiment):
-    return chapter.evaluate(ci_experiment)
+    return chapter.chapter_table(ci_experiment)
 
 
 @train

@@ -187,12 +187,12 @@ def test_a_damaged_entry_is_scored_again(runs):
 def test_the_chapter_table_is_scored_once_across_experiments(mini_experiment, runs):
     # the real objects (loaded checkpoints with their manifests, trained routers, the weight average,
     # the monolithic model) must be keyable, or every notebook would silently score again
-    from minigpt.chapter import evaluate
+    from minigpt.chapter import chapter_table
 
-    first = evaluate(mini_experiment())
+    first = chapter_table(mini_experiment())
     scored = runs["score"]
-    again = evaluate(mini_experiment())  # a new Experiment: models and routers loaded from disk
-    assert scored >= 1 and runs["score"] == scored, "evaluate scored again: something it reads has state the key cannot see"
+    again = chapter_table(mini_experiment())  # a new Experiment: models and routers loaded from disk
+    assert scored >= 1 and runs["score"] == scored, "chapter_table scored again: something it reads has state the key cannot see"
     assert again["table"].equals(first["table"])
     assert all(torch.equal(first["nll"][r][d], again["nll"][r][d]) for r in first["nll"] for d in first["nll"][r])
 

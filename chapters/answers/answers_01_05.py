@@ -52,7 +52,7 @@ from minigpt.analysis.conclusions import (accuracy_loss_inversion, bottleneck_di
 from minigpt.analysis.crowns import crown_drift, param_counts
 from minigpt.analysis.routing import best_specialist_share, confusion_matrix
 from minigpt.analysis.table import oracle_headroom
-from minigpt.chapter import evaluate
+from minigpt.chapter import chapter_table
 from minigpt.config import DOMAINS
 from minigpt.data import chars_per_token, domain_texts
 from minigpt.notebook import setup, show_markdown
@@ -63,7 +63,7 @@ from minigpt.tokenizer import fingerprint, train_tokenizer
 
 exp = setup()
 base, specialists = exp.base(), exp.specialists()
-res = evaluate(exp)  # the full table of notebook 5; its cross-domain matrix is notebook 2's heatmap
+res = chapter_table(exp)  # the full table of notebook 5; its cross-domain matrix is notebook 2's heatmap
 table, mixed, matrix = res["table"], res["table"]["mixed"], res["cross_domain"]
 summary, scores_r = compare_router_targets(exp, ("domain", "performance"), kind="last_token")
 share = best_specialist_share(res["nll"])

@@ -50,7 +50,7 @@ import torch
 from minigpt.analysis.conclusions import fusion_rule_scale, leak_by_position
 from minigpt.analysis.routing import future_leak, router_weights
 from minigpt.analysis.table import fusion_comparison
-from minigpt.chapter import evaluate, report
+from minigpt.chapter import chapter_table, report
 from minigpt.claims.break1 import confound, geometry, headline, prediction, predictions, tokenizer_case
 from minigpt.claims.break2 import cold_balanced, first_collapse, largest_lean, precondition, what_happened
 from minigpt.claims.join import new_domain, old_domains, other_base, tokenizer, vs_monolithic, which_way
@@ -69,7 +69,7 @@ k = exp.k
 specialists = exp.specialists()
 routers = {"last-token": exp.router("last_token"), "per-token": exp.router("per_token")}
 # each call below reads back the scores its notebook stored (minigpt/score_cache.py), so this runs in seconds
-res = evaluate(exp)  # notebook 5's table; notebooks 4 and 8 read it too
+res = chapter_table(exp)  # notebook 5's table; notebooks 4 and 8 read it too
 run_report = report(exp, res, 0.0)  # what table.json holds: the claims of 8.1, 8.2 and 8.5 read it
 table, mixed, nll = res["table"], res["table"]["mixed"], res["nll"]
 spec_tok = {d: res["scores"].spec_nll(d) for d in DOMAINS}  # (specialists, windows, T) token losses per domain
