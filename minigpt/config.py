@@ -20,9 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DOMAINS: tuple[str, ...] = ("code", "medical", "legal")
 SPLITS: tuple[str, ...] = ("pretrain", "specialist", "router", "dev", "eval")
 # A document's split comes from a hash of its id in [0, 1), cut at these cumulative edges, in this
-# order. ``dev`` (every choice the book makes is made there; ``eval`` only reports) was carved out
-# of the specialist share at 0.75-0.80, so the router and eval documents are the ones they were
-# before it existed.
+# order. Every choice the book makes is made on ``dev``; ``eval`` only reports.
 SPLIT_FRACTIONS: dict[str, float] = {"pretrain": 0.45, "specialist": 0.30, "dev": 0.05, "router": 0.10, "eval": 0.10}
 
 
@@ -198,13 +196,11 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu",
         model=GPTConfig(vocab_size=2048, block_size=128, n_layer=4, n_head=4, n_embd=128),
-        # warmup 200 (was 50) chosen on dev so that five seeds end at the same loss: with 50 the order of
-        # the batches split the seeds into two groups 0.4 nats apart (`python -m minigpt base-schedule`;
-        # docs/design.md, "The base")
+        # the warmup is chosen on dev so that five seeds end at the same loss (`python -m minigpt
+        # base-schedule`; docs/design.md, "The base")
         base=TrainConfig(steps=800, batch_size=16, lr=3e-3, warmup=200),
-        # specialist lr, freeze depth and router decay chosen on the dev split (`python -m minigpt
-        # decisions`; docs/design.md, "Decision log"); they were 4e-3, K=2 and 0.9, chosen on eval. A
-        # second round around these values (routers on a pool) kept all three
+        # specialist lr, freeze depth and the router's settings chosen on the dev split (`python -m minigpt
+        # decisions`; docs/design.md, "Decision log")
         specialist=TrainConfig(steps=400, batch_size=16, lr=8e-3, warmup=20),
         router=RouterConfig(steps=200, batch_size=16, decay=0.8),
         freeze_k=1,

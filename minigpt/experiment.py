@@ -296,7 +296,7 @@ def _save_router(obj: tuple[nn.Module, dict], path: Path) -> None:
 
 def _load_router(router: nn.Module, path: Path) -> tuple[nn.Module, dict]:
     """``router`` with the weights of the cache entry at ``path``, and its training history (empty for an
-    entry that is one safetensors file, the form routers were first cached in)."""
+    entry that is a single safetensors file, without a history)."""
     path = Path(path)
     if not path.is_dir():
         load_model(router, str(path))

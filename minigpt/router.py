@@ -10,9 +10,8 @@ Targets (Chapter 32, Step 5): domain labels, performance-based ``softmax(-loss /
 language-model loss of the fused output itself (``lm``, as KALAVAI trains its router).
 
 Both routers read the trunk state through a LayerNorm without parameters, as the model's own head
-reads ``ln_f``'s output. The residual stream's scale varies by position and by base, and the
-normalised state gave a lower oracle gap on the cpu seeds 1 and 2 and the same on seed 0
-(0.019 / 0.025 / 0.026 nats against 0.019 / 0.029 / 0.033 unnormalised, when this was added).
+reads ``ln_f``'s output: the residual stream's scale varies by position and by base. Whether to
+normalise is one of the choices made on the dev split (docs/design.md, "Decision log").
 """
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ class RouterPool:
 class LatestPool:
     """The most recent pool, by key: routers trained one after another on the same experts share
     it. Only one is kept: a pool at ``cpu`` is about 200 MB, and rebuilding one costs about what
-    training a single router the old way did."""
+    training one router on fresh windows does."""
 
     def __init__(self) -> None:
         self._key: str | None = None

@@ -205,7 +205,7 @@ def score(req: ScoreRequest) -> Scores:
     request with the same models, windows and settings as an earlier one reads its scores back
     (:mod:`minigpt.score_cache`)."""
     ex = req.experts
-    reads = {"windows": req.windows, "experts": list(ex.specialists), "k": ex.k, "shared": ex.shared,
+    reads = {"windows": req.windows, "experts": list(ex.specialists), "k": ex.k, "shared": ex.shared, "batched": ex.batched,
              "routers": {n: r.router for n, r in req.routers.items()}, "base": req.base, "extra": req.extra,
              "batch_size": req.batch_size, "features": {n: r.reads for n, r in req.routers.items()},
              "hidden_head": req.hidden_head, "calibration": req.calibration, "names": list(req.names)}

@@ -54,8 +54,8 @@ def plot_seed_curves(rep: Mapping, warmups: Sequence[int]):
 def plot_router_histories(histories: Mapping[str, Sequence[float] | None], title: str = "router training loss"):
     """One panel per router (``{label: per-step losses or None}``): the per-step training loss with a
     moving average, each on its own scale (cross-entropy to one-hot labels, to soft performance
-    targets and the fused next-token loss have different floors). A router without a kept history
-    (cached before histories were stored) gets a note in place of its curve."""
+    targets and the fused next-token loss have different floors). A router whose cache entry holds no
+    history gets a note in place of its curve."""
     fig, axes = plt.subplots(1, len(histories), figsize=(3.6 * len(histories) + 0.6, 3.0), squeeze=False)
     for i, (ax, (label, losses)) in enumerate(zip(axes[0], histories.items())):
         if losses:
@@ -65,7 +65,7 @@ def plot_router_histories(histories: Mapping[str, Sequence[float] | None], title
             ax.get_legend().remove()
             ax.set_ylabel("router training loss")
         else:
-            ax.text(0.5, 0.5, "no training history kept:\ncached before histories were stored\n"
+            ax.text(0.5, 0.5, "no training history in its cache entry\n"
                     "(delete its cache entry to retrain it)", ha="center", va="center", fontsize=8,
                     transform=ax.transAxes, color="0.35")
             ax.set(title=label, xticks=[], yticks=[])
