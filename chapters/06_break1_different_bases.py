@@ -60,6 +60,7 @@ from minigpt import compat
 from minigpt.analysis.calibration import reliability_bins
 from minigpt.claims.break1 import confound, headline, prediction, predictions
 from minigpt.config import DOMAINS
+from minigpt.exercises import check_compatible
 from minigpt.notebook import announce, setup, show_markdown, show_source
 from minigpt.plots import plot_cka_blocks, plot_confusion, plot_matched, plot_per_byte, plot_reliability
 from minigpt.scoring import ORACLE, SHARED_TRUNK, SPECIALIST_ROWS, fused_row
@@ -86,6 +87,25 @@ show_markdown(confound(rep).text)
 # Before fusing anything, `compat.check` compares what the specialists must share: the
 # architecture, the tokenizer fingerprint, the base checkpoint's fingerprint and the frozen trunk
 # tensors, in that order, and stops at the first mismatch:
+
+# %% [markdown]
+# Write the check yourself first: the tokenizer fingerprint and the base fingerprint each specialist's
+# checkpoint records (`m.manifest`), then the trunk tensors themselves (`m.trunk_parameters(k)`), which
+# catch a crown whose trunk was trained after all.
+
+# %% exercise="compatible" tags=["exercise"]
+def my_compatible(specialists, k):
+    """True when the specialists can be fused at freeze depth k: the same tokenizer fingerprint and
+    the same base fingerprint in every manifest, and every trunk tensor identical."""
+    raise NotImplementedError("hint: compare m.manifest['tokenizer_fingerprint'] and m.manifest['base_fingerprint'] "
+                              "with the first model's, then torch.equal on each tensor of m.trunk_parameters(k)")
+
+
+# %% tags=["check"]
+passed = check_compatible(my_compatible, exp)
+
+# %% [markdown]
+# The package's check does the same in a fixed order and says which test failed first:
 
 # %%
 show_source(compat.check)

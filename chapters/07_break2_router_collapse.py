@@ -55,9 +55,12 @@ import pandas as pd
 from minigpt.analysis.routing import collapse_signs
 from minigpt.claims.break2 import precondition, what_happened
 from minigpt.config import DOMAINS
+from minigpt.evaluate import loss_table
+from minigpt.exercises import check_collapse_signs
 from minigpt.notebook import announce, setup, show_markdown
 from minigpt.plots import plot_collapse_curve, plot_collapse_routing, plot_mean_weight_heatmaps
-from minigpt.scoring import Experts, fused_row, score
+from minigpt.fusion import FusedModel
+from minigpt.scoring import ScoreRequest, fused_row, score
 from minigpt.studies.break2 import break2, status
 
 exp = setup(extra=("break2",))  # announces the extra training time too
@@ -86,12 +89,11 @@ for name in sets:
 # %%
 healthy_router = exp.router("per_token")
 collapsed_router = exp.router("per_token", replace(exp.profile.router, domain_mix=(0.98, 0.01, 0.01), temp=0.001))
-by_hand = score(exp.eval_sets, Experts(exp.specialists(), exp.k),
-                {"healthy": healthy_router, "collapsed": collapsed_router}, base=exp.base(),
-                batch_size=exp.profile.eval_batch_size)
-hand = pd.DataFrame({n: {**{f"{d} loss": by_hand.nll[fused_row("soft", n)][d].mean().item() for d in DOMAINS},
-                         "mixed loss": sum(by_hand.nll[fused_row("soft", n)][d].mean().item() for d in DOMAINS) / 3}
-                     for n in ("healthy", "collapsed")}).T
+by_hand = score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(exp.specialists(), exp.k),
+                             routers={"healthy": healthy_router, "collapsed": collapsed_router}, base=exp.base(),
+                             batch_size=exp.profile.eval_batch_size))
+hand = loss_table(by_hand.nll).loc[[fused_row("soft", n) for n in ("healthy", "collapsed")], [*DOMAINS, "mixed"]]
+hand.index = ["healthy", "collapsed"]
 hand.style.format("{:.4f}")
 
 # %% [markdown]
@@ -106,7 +108,22 @@ plt.show()
 #
 # The chapter's two checks: **per-domain routing accuracy** (is each domain's text sent to its own
 # specialist?) and **the weight the dominant expert takes on the other domains' text** (its 0.92 on
-# legal text is the chapter's example). `collapse_signs` computes both:
+# legal text is the chapter's example). Write them: the weights come per domain as (windows, tokens,
+# experts), and expert i is domain i's specialist.
+
+# %% exercise="collapse_signs" tags=["exercise"]
+def my_collapse_signs(weights):
+    """(routing accuracy {domain: share of tokens whose top-weighted expert is the domain's own}, the index of
+    the expert with the largest mean weight over all tokens, its mean weight on the other domains' text)."""
+    raise NotImplementedError("hint: DOMAINS.index(d) is the own expert; w.argmax(-1) the top one; average "
+                              "w[..., j] per domain, then over the domains that are not DOMAINS[j]")
+
+
+# %% tags=["check"]
+passed = check_collapse_signs(my_collapse_signs, exp)
+
+# %% [markdown]
+# The package's `collapse_signs` is what the rest of the notebook uses:
 
 # %%
 healthy_signs = collapse_signs(by_hand.weights["healthy"])
@@ -222,8 +239,8 @@ for name, s in sets.items():
     assert curve[-1]["dominant_weight_elsewhere"] > curve[0]["dominant_weight_elsewhere"], \
         "skewing the router's data toward code must move weight to one expert"
 point = sets["specialists"]["points"]["mix=0.98/0.01/0.01 temp=0.001"]  # the router built by hand in §1
-assert abs(hand.loc["collapsed", "mixed loss"] - point["mixed_loss"]) < 1e-4
-assert abs(hand.loc["healthy", "mixed loss"] - sets["specialists"]["healthy_mixed"]) < 1e-4
+assert abs(hand.loc["collapsed", "mixed"] - point["mixed_loss"]) < 1e-4
+assert abs(hand.loc["healthy", "mixed"] - sets["specialists"]["healthy_mixed"]) < 1e-4
 
 # %% [markdown]
 # ## Questions to answer

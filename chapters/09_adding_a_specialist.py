@@ -53,6 +53,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from minigpt.claims.join import new_domain, old_domains, other_base, vs_monolithic
+from minigpt.exercises import check_grow_router
 from minigpt.late_domain import load_documents, texts
 from minigpt.notebook import announce, setup, show_markdown, show_source
 from minigpt.plots import plot_loss_curves
@@ -117,6 +118,21 @@ print(f"unchanged: {rep['fingerprints_unchanged']}; the compatibility check acce
 #
 # Growing is a few lines. The old router's rows read a decaying average of the trunk states; the new
 # row reads the same average, and one softmax shares the weight among all four:
+
+# %% exercise="grow_router" tags=["exercise"]
+def my_grow_router(old, new_row, new_bias, shared_h):
+    """Weights (B, T, N + 1) of `old` (a trained CausalRouter with N rows) grown by one row: the old rows
+    score the decaying average of the normalised trunk states as before, the new row scores it too, and
+    one softmax shares the weight among all N + 1."""
+    raise NotImplementedError("hint: summaries(old, shared_h) is what the rows read; old.proj(s) the old scores; "
+                              "s @ new_row + new_bias the new one; torch.cat on the last axis, then softmax")
+
+
+# %% tags=["check"]
+passed = check_grow_router(my_grow_router, exp)
+
+# %% [markdown]
+# The package's version, which the study trains (only `new` has gradients):
 
 # %%
 show_source(GrownRouter)

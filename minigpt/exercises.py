@@ -1,6 +1,6 @@
 """The reader's exercises and their checks: a few lines of the chapter, written in the notebooks.
 
-Notebooks 2-5 each hold a stub the reader fills in (a cell tagged ``exercise``) and, right after it,
+Notebooks 2-7 each hold a stub the reader fills in (a cell tagged ``exercise``) and, right after it,
 a cell tagged ``check`` that calls one ``check_<name>(reader_fn, exp)`` below. A check runs the
 reader's function and the package's own implementation on real data of the experiment (its cached
 models, its windows), compares them with the tolerance it states, prints exactly one line and
@@ -21,11 +21,14 @@ from __future__ import annotations
 import copy
 import traceback
 import weakref
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
+from . import compat
+from .analysis.routing import collapse_signs
 from .chapter import chapter_scores
 from .config import DOMAINS, derive_seed
 from .device import resolve, to_device, to_host
@@ -34,7 +37,8 @@ from .experiment import Experiment
 from .fusion import FusedModel, average_weights, fuse_logits
 from .router import LinearRouter, performance_targets, router_loss, window_targets
 from .router_pool import RouterPool, build_pool, train_router_on_pool
-from .scoring import HEADLINE, ORACLE
+from .scoring import HEADLINE, ORACLE, ScoreRequest, score
+from .studies.add_specialist.growth import with_row
 
 PASS, FAIL, TODO = "✓", "✗", "…"
 # Tolerances: float32 sums in another order differ in the last bits, never by more than these
@@ -170,9 +174,9 @@ def exercise_pool(exp: Experiment) -> RouterPool:
     if exp not in _POOLS:
         k, specs = exp.k, exp.specialists()
         p = exp.profile
-        _POOLS[exp] = build_pool(exp.streams, FusedModel(specs, k).expert_logits, POOL_PER_DOMAIN,
-                                 p.model.block_size, derive_seed(exp.seed, "exercise-pool"), p.eval_batch_size,
-                                 specs, desc="exercise pool")
+        _POOLS[exp] = build_pool(exp.streams, FusedModel(specs, k).expert_logits, POOL_PER_DOMAIN, T=p.model.block_size,
+                                 seed=derive_seed(exp.seed, "exercise-pool"), batch_size=p.eval_batch_size,
+                                 experts=specs, desc="exercise pool")
     return _POOLS[exp]
 
 
@@ -317,6 +321,111 @@ def check_oracle_gap(reader_fn: Callable, exp: Experiment) -> bool:
     return _run_check("oracle_gap", compare)
 
 
+# -- notebook 6: the compatibility check ---------------------------------------------------------
+def compatibility_cases(exp: Experiment) -> dict[str, tuple[list, bool]]:
+    """Specialist sets and whether :func:`minigpt.compat.check` accepts them: the chapter's set, a set from
+    different bases, one crown whose trunk was changed after training, one with another tokenizer."""
+    specs, k = exp.specialists(), exp.k
+    other = Experiment(exp.profile, seed=exp.seed + 1).specialist("medical")
+    trained_trunk = copy.deepcopy(specs[2])
+    with torch.no_grad():
+        next(iter(trained_trunk.trunk_parameters(k).values())).add_(1e-3)
+    retokenized = copy.deepcopy(specs[1])
+    retokenized.manifest = {**specs[1].manifest, "tokenizer_fingerprint": "0" * 64}
+    cases = {"one shared base": specs, "different bases": [specs[0], other, specs[2]],
+             "a trunk changed after training": [specs[0], specs[1], trained_trunk],
+             "another tokenizer": [specs[0], retokenized, specs[2]]}
+    return {name: (models, _accepted(models, k)) for name, models in cases.items()}
+
+
+def _accepted(models: list, k: int) -> bool:
+    try:
+        compat.check(models, k)
+        return True
+    except compat.CompatibilityError:
+        return False
+
+
+def check_compatible(reader_fn: Callable, exp: Experiment) -> bool:
+    """``reader_fn(specialists, k)`` -> True when they can be fused (same tokenizer fingerprint, same base
+    fingerprint, identical trunk tensors), against :func:`minigpt.compat.check` on four sets."""
+    def compare() -> str:
+        cases = compatibility_cases(exp)
+        for name, (models, want) in cases.items():
+            got = _call(reader_fn, [copy.deepcopy(m) for m in models], exp.k)  # copies keep their manifests
+            if bool(got) != want:
+                raise _Failed(FAIL, f"for {name} you say {'compatible' if got else 'incompatible'}, the check says "
+                                    f"{'compatible' if want else 'refuse'}: compare the manifests' tokenizer and base "
+                                    "fingerprints, then every trunk tensor")
+        return f"the same verdict on all {len(cases)} sets ({', '.join(cases)})"
+
+    return _run_check("compatible", compare)
+
+
+# -- notebook 7: the collapse diagnostic ---------------------------------------------------------
+def collapse_weights(exp: Experiment) -> dict[str, dict[str, torch.Tensor]]:
+    """The healthy router's and a collapsed one's (98 % code, one-hot targets) weights on the held-out
+    windows: the two routers notebook 7 builds by hand, scored once and remembered."""
+    healthy = exp.router("per_token")
+    collapsed = exp.router("per_token", replace(exp.profile.router, domain_mix=(0.98, 0.01, 0.01), temp=0.001))
+    scores = score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(exp.specialists(), exp.k),
+                                routers={"healthy": healthy, "collapsed": collapsed}, base=exp.base(),
+                                batch_size=exp.profile.eval_batch_size))
+    return {n: scores.weights[n] for n in ("healthy", "collapsed")}
+
+
+def check_collapse_signs(reader_fn: Callable, exp: Experiment) -> bool:
+    """``reader_fn(weights {domain: (n, T, N)})`` -> (routing accuracy per domain, the dominant expert's
+    index, its mean weight on the other domains' text), against :func:`minigpt.analysis.routing.collapse_signs`
+    on a healthy and a collapsed router's real weights."""
+    def compare() -> str:
+        for name, w in collapse_weights(exp).items():
+            out = _call(reader_fn, {d: v.clone() for d, v in w.items()})
+            want = collapse_signs(w)
+            if not (isinstance(out, (tuple, list)) and len(out) == 3 and isinstance(out[0], dict)):
+                raise _Failed(FAIL, "return (accuracy {domain: share}, dominant expert index, its weight elsewhere)")
+            acc, dom, elsewhere = out
+            for d in DOMAINS:
+                if not abs(float(acc.get(d, float("nan"))) - want["routing_accuracy"][d]) <= EXACT:
+                    raise _Failed(FAIL, f"{name} router, {d}: your routing accuracy {acc.get(d)} against "
+                                        f"{want['routing_accuracy'][d]:.6f} (argmax over experts == the text's domain)")
+            if int(dom) != want["dominant_expert"]:
+                raise _Failed(FAIL, f"{name} router: dominant expert {int(dom)}, the package's {want['dominant_expert']}"
+                                    "(the expert with the largest mean weight over all tokens)")
+            if not abs(float(elsewhere) - want["dominant_weight_elsewhere"]) <= EXACT:
+                raise _Failed(FAIL, f"{name} router: weight elsewhere {float(elsewhere):.6f}, the package's "
+                                    f"{want['dominant_weight_elsewhere']:.6f} (its mean weight on the other domains)")
+        return "routing accuracy, the dominant expert and its weight elsewhere, for a healthy and a collapsed router"
+
+    return _run_check("collapse_signs", compare)
+
+
+# -- notebook 9: growing a router by one output ----------------------------------------------------
+def check_grow_router(reader_fn: Callable, exp: Experiment) -> bool:
+    """``reader_fn(old_router, new_row (C,), new_bias, shared_h (B, T, C))`` -> weights (B, T, N + 1): the old
+    router's rows unchanged, one more row, one softmax over all of them; against
+    :class:`minigpt.studies.add_specialist.growth.GrownRouter` with that row, on real trunk states."""
+    def compare() -> str:
+        old, dev = exp.router("per_token"), resolve()
+        x = torch.cat([exp.eval_sets[d][0][:WINDOWS_PER_DOMAIN] for d in DOMAINS]).to(dev)
+        gen = torch.Generator().manual_seed(derive_seed(exp.seed, "exercise-grow"))
+        row = (torch.randn(old.proj.in_features, generator=gen) * float(old.proj.weight.detach().std())).to(dev)
+        with torch.no_grad():
+            h = exp.specialists()[0].trunk(x, exp.k)
+            want = to_host(with_row(old, row, 0.5)(h))
+            got = _tensor(_call(reader_fn, copy.deepcopy(old), row.clone(), 0.5, h.clone()),
+                          "the grown router's weights")
+        worst = _max_diff(got, want, "the grown router's weights", EXACT,
+                          where=lambda i: f"window {i[0]}, position {i[1]}, expert {i[2]}")
+        return f"{tuple(want.shape)} weights on real trunk states, max |Δ| {worst:.1e}, tolerance {EXACT:g}"
+
+    return _run_check("grow_router", compare)
+
+
+CHECKS_MORE = {"compatible": check_compatible, "collapse_signs": check_collapse_signs, "grow_router": check_grow_router}
+
+
 CHECKS: dict[str, Callable[[Callable, Experiment], bool]] = {
     "average_crowns": check_average_crowns, "performance_targets": check_performance_targets,
-    "train_router": check_train_router, "fuse_logits": check_fuse_logits, "oracle_gap": check_oracle_gap}
+    "train_router": check_train_router, "fuse_logits": check_fuse_logits, "oracle_gap": check_oracle_gap,
+    **CHECKS_MORE}

@@ -225,10 +225,28 @@ def render_pool(ref: Path) -> str:
             f"scale: the oracle gap varies by {c['noise_nats']:.4f} nats (sd) across seeds 0-2.\n")
 
 
+# the files a reader opens for the chapter, in reading order, and what each holds
+READING = (("model.py", "the GPT, cut into a trunk and a crown"),
+           ("fusion.py", "the fusion rules and `FusedModel`: trunk once, every crown, router weights, fusion, loss"),
+           ("router.py", "the last-token and the causal per-token router, targets, router training"),
+           ("scoring.py", "one scoring pass: every row of a table on the same held-out windows"),
+           ("chapter.py", "the chapter's table from cached models (`chapter_table`, `run`)"))
+
+
+def render_reading(ref: Path) -> str:
+    """The chapter's reading path with each file's length, counted now (the block follows the code)."""
+    rows = [f"| `minigpt/{name}` | {len((REPO_ROOT / 'minigpt' / name).read_text().splitlines())} | {what} |\n"
+            for name, what in READING]
+    total = sum(len((REPO_ROOT / "minigpt" / n).read_text().splitlines()) for n, _ in READING)
+    return ("| file | lines | what |\n|---|---|---|\n" + "".join(rows)
+            + f"\n{total} lines in all; `FusedModel.forward` is the chapter's Steps 3 and 4 in five lines.\n")
+
+
 RENDER: dict[str, Callable[[Path], str]] = {
     "machine": render_machine, "table": render_table, "headline": render_headline, "seeds": render_seeds,
     "studies": render_studies, "decisions": render_decisions,
     "reproducibility": render_reproducibility, "runtimes": render_runtimes, "pool": render_pool,
+    "reading": render_reading,
 }
 
 

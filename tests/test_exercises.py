@@ -1,4 +1,4 @@
-"""The reader's exercises (``minigpt.exercises``, notebooks 2-5).
+"""The reader's exercises (``minigpt.exercises``, notebooks 2-7 and 9).
 
 On real ``ci`` data every check fails on the notebook's stub and on a planted wrong answer, and
 passes on the answer key's solution, printing exactly one line each time. And the notebooks are
@@ -138,7 +138,47 @@ def oracle_per_token(spec_nll, fused_nll):  # the per-token oracle's losses, not
     return spec_nll.mean(-1).argmin(0), spec_nll.min(0).values, float(fused_nll.mean() - spec_nll.min(0).values.mean())
 
 
+def compatible_always(specialists, k):  # checks nothing
+    return True
+
+
+def compatible_by_tokenizer_only(specialists, k):  # a shared tokenizer is not a shared base
+    return len({m.manifest["tokenizer_fingerprint"] for m in specialists}) == 1
+
+
+def compatible_by_fingerprints_only(specialists, k):  # misses a trunk trained after the fact
+    return all(len({m.manifest[key] for m in specialists}) == 1 for key in ("tokenizer_fingerprint", "base_fingerprint"))
+
+
+def accuracy_against_the_first_expert(weights):  # every domain scored against expert 0
+    acc = {d: float((w.argmax(-1) == 0).double().mean()) for d, w in weights.items()}
+    return acc, 0, 0.0
+
+
+def weight_on_all_domains(weights):  # the dominant expert's own domain counted as "elsewhere"
+    from minigpt.config import DOMAINS
+    acc = {d: float((w.argmax(-1) == DOMAINS.index(d)).double().mean()) for d, w in weights.items()}
+    mean = torch.stack([w.reshape(-1, w.shape[-1]).double().mean(0) for w in weights.values()])
+    dom = int(mean.mean(0).argmax())
+    return acc, dom, float(mean[:, dom].mean())
+
+
+def grown_without_the_new_bias(old, new_row, new_bias, shared_h):
+    from minigpt.studies.add_specialist.growth import summaries
+    s = summaries(old, shared_h)
+    return torch.softmax(torch.cat([old.proj(s), (s @ new_row).unsqueeze(-1)], -1), -1)
+
+
+def grown_on_raw_states(old, new_row, new_bias, shared_h):  # the new row reads h, not the rows' summary
+    from minigpt.studies.add_specialist.growth import summaries
+    s = summaries(old, shared_h)
+    return torch.softmax(torch.cat([old.proj(s), (shared_h @ new_row + new_bias).unsqueeze(-1)], -1), -1)
+
+
 WRONG = {
+    "compatible": [compatible_always, compatible_by_tokenizer_only, compatible_by_fingerprints_only],
+    "collapse_signs": [accuracy_against_the_first_expert, weight_on_all_domains],
+    "grow_router": [grown_without_the_new_bias, grown_on_raw_states],
     "average_crowns": [crown_of_the_first, crown_and_trunk],
     "performance_targets": [targets_without_temperature, targets_with_the_sign_flipped],
     "train_router": [router_without_temperature, router_with_the_sign_flipped, router_without_optimiser_step],

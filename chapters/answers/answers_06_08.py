@@ -309,3 +309,63 @@ show_markdown(f"**9.4** {vs_monolithic(join).text} Joining is the choice when th
 
 # %%
 show_markdown(f"**9.5** {other_base(join).text}")
+
+
+# %% [markdown]
+# ## Solutions to the exercises of notebooks 6, 7 and 9
+#
+# One cell per exercise, tagged `solution`; `tools/solved.py` puts each right after its stub in the
+# copies of the notebooks that `make test` and the book execute.
+
+# %% exercise="compatible" tags=["solution"]
+import torch
+
+
+def my_compatible(specialists, k):
+    """The same tokenizer and base fingerprints everywhere, then every trunk tensor identical."""
+    first = specialists[0]
+    for m in specialists[1:]:
+        for key in ("tokenizer_fingerprint", "base_fingerprint"):
+            if m.manifest.get(key) != first.manifest.get(key):
+                return False
+        ours, theirs = first.trunk_parameters(k), m.trunk_parameters(k)
+        if ours.keys() != theirs.keys() or not all(torch.equal(ours[n], theirs[n]) for n in ours):
+            return False
+    return True
+
+
+# %% exercise="collapse_signs" tags=["solution"]
+import torch
+
+from minigpt.config import DOMAINS
+
+
+def my_collapse_signs(weights):
+    """Per-domain routing accuracy, the expert with the most weight overall, its weight elsewhere."""
+    accuracy = {d: float((w.argmax(-1) == DOMAINS.index(d)).double().mean()) for d, w in weights.items()}
+    n = next(iter(weights.values())).shape[-1]
+    per_domain = {d: w.reshape(-1, n).double().mean(0) for d, w in weights.items()}
+    dominant = int(torch.stack(list(per_domain.values())).mean(0).argmax())
+    elsewhere = [float(v[dominant]) for d, v in per_domain.items() if d != DOMAINS[dominant]]
+    return accuracy, dominant, sum(elsewhere) / len(elsewhere)
+
+
+# %% exercise="grow_router" tags=["solution"]
+import torch
+
+from minigpt.studies.add_specialist.growth import summaries
+
+
+def my_grow_router(old, new_row, new_bias, shared_h):
+    """The old rows and one new row read the same summary; one softmax over all of them."""
+    s = summaries(old, shared_h)  # (B, T, C)
+    logits = torch.cat([old.proj(s), (s @ new_row + new_bias).unsqueeze(-1)], dim=-1)
+    return torch.softmax(logits, dim=-1)
+
+
+# %%
+from minigpt.exercises import check_collapse_signs, check_compatible, check_grow_router
+
+assert check_compatible(my_compatible, exp)
+assert check_collapse_signs(my_collapse_signs, exp)
+assert check_grow_router(my_grow_router, exp)
