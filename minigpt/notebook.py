@@ -16,7 +16,9 @@ import torch
 
 from .cache import cache_root
 from .config import automated_run, env
+from .device import resolve
 from .experiment import Experiment
+from .smoke import CHAPTER, estimate_minutes
 
 HEADLESS_ENV = "MINIGPT_HEADLESS"
 THREADS_ENV = "MINIGPT_NUM_THREADS"
@@ -93,11 +95,10 @@ def setup(profile: str | None = None, seed: int = 0, extra: Sequence[str] = (), 
           f"{torch.get_num_threads()} torch thread(s)")
     print(f"  model: {m.n_layer} blocks, d={m.n_embd}, {m.n_head} heads, context {m.block_size}, "
           f"vocab {m.vocab_size}; trunk = embeddings + first K={exp.k} blocks")
-    where = "2 CPU cores" if p.name in EXTRA_MINUTES else "one GPU, estimated"
-    print(f"  expected run time: up to ~{p.expected_minutes:g} min of training on a fresh cache "
-          f"({where}), a few seconds once the models are cached in {cache_root()}")
+    print(f"  expected run time on {expected_where()}: {chapter_time(p)} of training on a fresh cache, "
+          f"a few seconds once the models are cached in {cache_root()}")
     for work in extra:
-        print(f"  plus {_extra_time(p.name, work)} for {EXTRA_WORK[work]} on a fresh cache")
+        print(f"  plus {_extra_time(p, work)} for {EXTRA_WORK[work]} on a fresh cache")
     return exp
 
 
@@ -107,17 +108,40 @@ def _check_work(extra: Sequence[str]) -> None:
         raise ValueError(f"unknown extra work {unknown}; choose from {', '.join(EXTRA_WORK)}")
 
 
-def _extra_time(profile: str, work: str) -> str:
-    minutes = EXTRA_MINUTES.get(profile, {}).get(work)
+# the smoke run's phases (minigpt.smoke.plan) behind each extra piece of work, for GPU estimates
+PHASES = {"break1": ("break1",), "break2": ("break2",), "sweep": ("freeze sweep",), "join": ("specialists", "routers")}
+
+
+def on_gpu() -> bool:
+    return resolve().type == "cuda"
+
+
+def expected_where() -> str:
+    return "this GPU (estimated from counted FLOPs at a T4's throughput)" if on_gpu() else "2 CPU cores (measured)"
+
+
+def chapter_time(p) -> str:
+    """The chapter's training time for the device it will run on: measured on 2 CPU cores, estimated on a GPU."""
+    if on_gpu():
+        est = estimate_minutes(p)
+        return f"at least ~{max(sum(est[ph]['T4-class'] for ph in CHAPTER), 0.1):.1f} min (small models are bound by kernel launches, so expect more)"
+    return f"up to ~{p.expected_minutes:g} min"
+
+
+def _extra_time(p, work: str) -> str:
+    if on_gpu():
+        est = estimate_minutes(p)
+        return f"~{max(sum(est[ph]['T4-class'] for ph in PHASES[work]), 0.1):.1f} min (estimated)"
+    minutes = EXTRA_MINUTES.get(p.name, {}).get(work)
     return f"~{minutes:g} min" if minutes else "more training"
 
 
 def announce(exp: Experiment, work: str) -> None:
     """One line printed by a long cell before it starts: what it trains and how long that takes on a
-    fresh cache (:data:`EXTRA_MINUTES`), so the estimate is where the wait is."""
+    fresh cache, on the device it runs on, so the estimate is where the wait is."""
     _check_work([work])
-    where = " on 2 CPU cores" if exp.profile.name in EXTRA_MINUTES else ""
-    print(f"this cell trains {EXTRA_WORK[work]}: {_extra_time(exp.profile.name, work)}{where} on a fresh cache, "
+    where = "" if on_gpu() else " on 2 CPU cores"
+    print(f"this cell trains {EXTRA_WORK[work]}: {_extra_time(exp.profile, work)}{where} on a fresh cache, "
           "seconds once it is cached")
 
 
