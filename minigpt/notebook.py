@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .cache import cache_root
-from .config import automated_run, env
+from .config import automated_run, env, get_profile
 from .device import resolve
 from .experiment import Experiment
 from .smoke import CHAPTER, estimate_minutes
@@ -99,6 +99,8 @@ def setup(profile: str | None = None, seed: int = 0, extra: Sequence[str] = (), 
           f"a few seconds once the models are cached in {cache_root()}")
     for work in extra:
         print(f"  plus {_extra_time(p, work)} for {EXTRA_WORK[work]} on a fresh cache")
+    if on_gpu() and p.name != "gpu":
+        print(f"  the larger `gpu` profile (one line in the install cell): {chapter_time(get_profile('gpu'))}")
     return exp
 
 
@@ -117,21 +119,27 @@ def on_gpu() -> bool:
 
 
 def expected_where() -> str:
-    return "this GPU (estimated from counted FLOPs at a T4's throughput)" if on_gpu() else "2 CPU cores (measured)"
+    return "this GPU" if on_gpu() else "2 CPU cores (measured)"
+
+
+def _gpu_minutes(p, phases: Sequence[str]) -> str:
+    """Counted FLOPs at a T4's throughput (minigpt.smoke); below a few minutes the count says little,
+    because a small model's steps wait on kernel launches, not arithmetic."""
+    est = estimate_minutes(p)
+    minutes = sum(est[ph]["T4-class"] for ph in phases)
+    if minutes < 3:
+        return "a few minutes (small models: kernel launches, not FLOPs, set the pace)"
+    return f"~{minutes:.0f} min (estimated from counted FLOPs at a T4's throughput)"
 
 
 def chapter_time(p) -> str:
     """The chapter's training time for the device it will run on: measured on 2 CPU cores, estimated on a GPU."""
-    if on_gpu():
-        est = estimate_minutes(p)
-        return f"at least ~{max(sum(est[ph]['T4-class'] for ph in CHAPTER), 0.1):.1f} min (small models are bound by kernel launches, so expect more)"
-    return f"up to ~{p.expected_minutes:g} min"
+    return _gpu_minutes(p, CHAPTER) if on_gpu() else f"up to ~{p.expected_minutes:g} min"
 
 
 def _extra_time(p, work: str) -> str:
     if on_gpu():
-        est = estimate_minutes(p)
-        return f"~{max(sum(est[ph]['T4-class'] for ph in PHASES[work]), 0.1):.1f} min (estimated)"
+        return _gpu_minutes(p, PHASES[work])
     minutes = EXTRA_MINUTES.get(p.name, {}).get(work)
     return f"~{minutes:g} min" if minutes else "more training"
 
