@@ -3,12 +3,13 @@
 #
 #   BOOK_PROFILE=ci|cpu|gpu   profile every notebook is executed at (exported as MINIGPT_PROFILE)
 #   BOOK_JOBS=N               notebooks executed side by side (default: 2 at ci, else 1)
+#   BOOK_PREFETCH_JOBS=N      language models trained side by side before the notebooks run (default: CPU cores)
 #   BOOK_ALLOW_MISSING=1      build without chapters that do not exist yet (default: fail)
 #   PY=path/to/python         the venv's python (default .venv/bin/python)
 #
 # Steps: copy the committed notebooks (no outputs) into jupyter_book/chapters/ (Jupyter Book 1
 # cannot include files outside its folder), each exercise's solution collapsed under its stub;
-# compute the freeze-depth figures; execute every notebook once into a jupyter-cache whose folder
+# train every model side by side, then compute the freeze-depth figures; execute every notebook once into a jupyter-cache whose folder
 # is keyed by profile and package source (the cache itself only hashes the notebook's code, so
 # without the key a changed package or profile would reuse stale outputs); then build with
 # warnings as errors, so a failed cell, a missing figure or a broken cross-reference fails the build.
@@ -19,6 +20,7 @@ cd "$ROOT"
 PY="${PY:-$ROOT/.venv/bin/python}"
 PROFILE="${BOOK_PROFILE:-ci}"
 if [ "$PROFILE" = ci ]; then JOBS="${BOOK_JOBS:-2}"; else JOBS="${BOOK_JOBS:-1}"; fi
+PREFETCH_JOBS="${BOOK_PREFETCH_JOBS:-$(nproc)}"
 BUILD="$BOOK/_build"
 mkdir -p "$BUILD"
 LOG="$BUILD/build-$PROFILE.log"
@@ -88,7 +90,9 @@ fi
 rm -rf "$BOOK/chapters"
 "$PY" tools/solved.py --book "$BOOK/chapters"
 
-# 3. the freeze-depth grid standing in for the live slider
+# 3. every language model the book uses, PREFETCH_JOBS at a time (one thread each; minigpt/studies/prefetch.py),
+#    then the freeze-depth grid standing in for the live slider (from those models)
+"$PY" -m minigpt prefetch --profile "$PROFILE" --jobs "$PREFETCH_JOBS"
 "$PY" "$BOOK/build_figures.py"
 
 # 4. the execution cache for this profile and this package source; older ones are dropped

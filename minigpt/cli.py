@@ -2,7 +2,8 @@
 
 Also ``break1``, ``break2``, ``sweep-freeze``, ``hybrid`` and ``document-memory`` (same options),
 each printing a summary and writing its JSON next to ``table.json``, ``seeds --seeds 0,1,2``:
-``run`` for each seed, then the mean and std of the headline numbers across them, and ``smoke``:
+``run`` for each seed, then the mean and std of the headline numbers across them, ``prefetch``:
+every language model the book uses, trained side by side, and ``smoke``:
 every phase once at the profile's real model shapes, with peak memory and GPU time estimates.
 
 Every expected failure (a bad value, a missing package, a cache folder that cannot be written, the
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 
@@ -27,6 +29,7 @@ from .intervals import METHOD, format_interval
 from .experiment import Experiment
 from .smoke import smoke, summarize as smoke_summary
 from .studies.ceiling import routing_ceiling
+from .studies.prefetch import prefetch, summarize as prefetch_summary
 
 # optional packages -> the extra that installs them (anything else comes with the package itself)
 EXTRAS = {"transformers": "hf"}
@@ -128,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("seeds", help="`run` for several seeds, then mean and std of gain, oracle gap and routing")
     p.add_argument("--profile", **profile_option)
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p = sub.add_parser("prefetch", help="train every language model the book uses, --jobs at a time (one "
+                                        "thread each), so the notebooks load them instead of training")
+    p.add_argument("--profile", **profile_option)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU cores)")
     p = sub.add_parser("smoke", help="every phase once (1 step, 2 windows) at the profile's real model shapes: "
                                      "checks, peak memory, estimated GPU time; random data, no cache")
     p.add_argument("--profile", **profile_option)
@@ -161,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             _run_seeds(args.profile, _parse_seeds(args.seeds))
         elif args.command == "smoke":
             print(smoke_summary(smoke(args.profile, args.batch)))
+        elif args.command == "prefetch":
+            print(prefetch_summary(prefetch(args.profile, args.seed, args.jobs)))
         elif args.command == "run":
             _print_run(run(Experiment(args.profile, args.seed)))
         else:

@@ -167,7 +167,13 @@ def _none_vs_k(per_k: dict, ks: Sequence[int]) -> dict:
                                                             - np.mean(list(k0["routing_accuracy"].values())))}
 
 
-def freeze_sweep(exp, ks: Sequence[int] | None = None, out: Path | None = None, nothing_frozen: bool = True) -> dict:
+def default_points(p) -> tuple[list[int], bool]:
+    """The depths the sweep measures by default, and whether it adds the nothing-frozen point."""
+    return list(range(p.model.n_layer)), True
+
+
+def freeze_sweep(exp, ks: Sequence[int] | None = None, out: Path | None = None,
+                 nothing_frozen: bool | None = None) -> dict:
     """K = 0..L-1 (or ``ks``): specialists, a per-token router and the full table at each depth, plus
     CKA between crowns; with ``nothing_frozen`` also the ``none`` point (:data:`NONE_NOTE`). The
     divergence -> gain fit pools every K of this seed with the points of other runs already on disk
@@ -175,7 +181,9 @@ def freeze_sweep(exp, ks: Sequence[int] | None = None, out: Path | None = None, 
     """
     t0 = time.time()
     p = exp.profile
-    ks = list(range(p.model.n_layer)) if ks is None else list(ks)
+    default_ks, default_none = default_points(p)
+    ks = default_ks if ks is None else list(ks)
+    nothing_frozen = default_none if nothing_frozen is None else nothing_frozen
     xs = token_sample(exp.eval_sets, min(8, p.eval_chunks))
     base = exp.base()
     measured = {str(K): _depth(exp, K, base, xs) for K in ks}
