@@ -61,6 +61,12 @@ def env(name: str) -> str | None:
     return value if value is not None and value.strip() else None
 
 
+def quiet_worker() -> None:
+    """For worker processes that train side by side (minigpt.studies.prefetch): no progress bars, and the
+    tokenizer library on one thread like torch."""
+    os.environ.update(TQDM_DISABLE="1", RAYON_NUM_THREADS="1")
+
+
 def home_dir() -> Path:
     """The folder that holds the default ``.cache/`` and ``results/``: the repository when the package
     runs from a checkout (``pip install -e .``), else the working folder (an installed wheel, e.g. on

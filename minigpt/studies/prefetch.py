@@ -11,16 +11,21 @@ every crown, longest first. ``python -m minigpt prefetch --jobs 2`` (``make book
 """
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Sequence
 
-from ..config import DOMAINS, get_profile
+import torch
+
+from ..config import DOMAINS, get_profile, quiet_worker
 from ..experiment import Experiment
 from ..progress import progress
+from .add_specialist.joining import four_domain_streams, monolithic_four, new_crown
+from .break1.sets import base_seeds_for
+from .freeze_sweep import default_points, none_specialist
+from .tokenizer_mismatch import alt_tokenizer_specialist
 
 
 @dataclass(frozen=True)
@@ -37,24 +42,20 @@ class Job:
 
 
 def _late_crown(exp: Experiment, base_seed: int):
-    from .add_specialist.joining import four_domain_streams, new_crown
     streams, late = four_domain_streams(exp)
     return new_crown(exp, streams, late["late_corpus_fingerprint"], base_seed=base_seed)
 
 
 def _monolithic_four(exp: Experiment, _arg):
-    from .add_specialist.joining import four_domain_streams, monolithic_four
     streams, late = four_domain_streams(exp)
     return monolithic_four(exp, streams, late["late_corpus_fingerprint"])
 
 
 def _none(exp: Experiment, domain: str):
-    from .freeze_sweep import none_specialist
     return none_specialist(exp, domain)
 
 
 def _other_tokenizer(exp: Experiment, _arg):
-    from .tokenizer_mismatch import alt_tokenizer_specialist
     return alt_tokenizer_specialist(exp)
 
 
@@ -73,8 +74,6 @@ CALLS = {
 
 def book_plan(profile: str | None = None, seed: int = 0) -> tuple[list[Job], list[Job]]:
     """(bases, crowns): every language model the chapter's run and the book's studies train at ``seed``."""
-    from .break1.sets import base_seeds_for
-    from .freeze_sweep import default_points
     exp = Experiment(profile, seed)
     p = exp.profile
     teams = sorted(set(base_seeds_for(exp, None)))
@@ -92,8 +91,7 @@ def book_plan(profile: str | None = None, seed: int = 0) -> tuple[list[Job], lis
 
 def _one_thread() -> None:
     """Worker start-up: one thread for torch and the tokenizer library, no progress bars."""
-    os.environ.update(OMP_NUM_THREADS="1", RAYON_NUM_THREADS="1", TQDM_DISABLE="1")
-    import torch
+    quiet_worker()
     torch.set_num_threads(1)
 
 
@@ -130,7 +128,6 @@ def prefetch(profile: str | None = None, seed: int = 0, jobs: int = 2) -> dict:
 
 def _build_data(exp: Experiment) -> None:
     """Corpus, tokenizer and token streams (the fourth domain's too), once, before any worker reads them."""
-    from .add_specialist.joining import four_domain_streams
     four_domain_streams(exp)
 
 
