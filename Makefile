@@ -44,11 +44,13 @@ seeds: setup
 # unit tests + every notebook run headless (nbmake) at the small `ci` profile; no progress bars in logs;
 # one thread per worker: two xdist workers on two cores, oversubscription makes small ops ~10x slower.
 # The notebooks run as solved copies (tools/solved.py): each exercise's stub followed by the answer
-# key's solution, so every check must pass
+# key's solution, so every check must pass. nbmake writes each executed notebook back (--overwrite)
+# and tools/scan_outputs.py then fails on any warning or error a cell shows
 SOLVED := build/solved/chapters
 test: setup
 	$(BIN)/python tools/solved.py $(SOLVED)
-	MINIGPT_PROFILE=ci TQDM_DISABLE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup tests --nbmake $(SOLVED)
+	MINIGPT_PROFILE=ci TQDM_DISABLE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup tests --nbmake --overwrite $(SOLVED)
+	$(BIN)/python tools/scan_outputs.py $(SOLVED)
 
 # Colab badges and install cells of every notebook and the README's badges, from the one setting
 # in pyproject.toml ([project.urls] Repository): `make colab REPO=owner/name` writes it first
