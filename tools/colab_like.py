@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -71,11 +72,17 @@ def environment(tmp: Path, repo: str) -> dict[str, str]:
             "MINIGPT_RESULTS_DIR": str(tmp / "results"), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
+# pip's notes about this machine's own package mirror (a local index without every package), which a
+# real Colab does not have; anything else pip or a cell says is reported
+MIRROR_NOTE = re.compile(r"^(\x1b\[[0-9;]*m)*WARNING: Location 'file://[^']*' is ignored.*$", re.M)
+
+
 def problems(report: dict) -> list[str]:
     """Failed cells and any warning a cell printed (stderr text that says Warning, or an error)."""
     found = [f"the notebook stopped: {report['error']}"] if report["error"] else []
     for c in report["cells"]:
         for name, text in c["texts"]:
+            text = re.sub(r"\x1b\[[0-9;]*m", "", MIRROR_NOTE.sub("", text))
             if name == "error" or (name == "stderr" and "warning" in text.lower()):
                 found.append(f"{c['source'].splitlines()[0]!r}: {text.strip()[:300]}")
     return found
