@@ -17,16 +17,16 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ORG/chapter32-fusion/blob/main/chapters/06_break1_different_bases.ipynb)
 #
 # Companion to Chapter 32, Break 1. Instead of copying one base three times, each specialist starts
-# from its own base: the code specialist from base X (the chapter's run with seed 0), the medical one
-# from base Y (seed 1's run), the legal one from base Z (seed 2's run). Same architecture, same
-# tokenizer, same data and steps; only the pretrained starting point differs.
+# from its own base: the code specialist from base X (the chapter's run with seed 0), the medical and
+# legal ones from base Y (seed 1's run). Same architecture, same tokenizer, same data and steps; only
+# the pretrained starting point differs.
 #
 # The chapter predicts a silent degradation: routing gets worse, fusion falls behind its own best
 # specialist and behind the oracle, the outputs are calibrated worse, weight averaging fails. To
 # measure what the *break* changes, and not which base happened to train better, every number is
 # measured within a set first (the fused model against its own base, its own best specialist, its
 # own oracle) and then compared with **controls**: the chapter's shared-base pipeline on each of
-# the three bases. The *matched* control is the one on base X, whose trunk the router reads.
+# both bases. The *matched* control is the one on base X, whose trunk the router reads.
 #
 # What happened in this run:
 
@@ -67,7 +67,7 @@ from minigpt.studies.break1 import PREDICTIONS, break1, seed_run
 exp = setup(extra=("break1",))  # announces the extra training time too
 k = exp.k
 announce(exp, "break1")
-# trains (or loads) three bases, their specialists and every router, then measures
+# trains (or loads) base Y, its specialists and every router, then measures
 rep = break1(exp)
 S, D = rep["shared"], rep["different"]  # the matched control (shared base X) and the different-base set
 X = SHARED_TRUNK  # "trunk of base X": what the headline router reads
@@ -138,7 +138,7 @@ print(f"shared-base specialists: ok = {healthy['ok']} ({healthy['checks'][-1]['d
 assert healthy["ok"] and {"base", "trunk"} <= set(forced["mismatches"]) and "tokenizer" not in forced["mismatches"]
 
 # %% [markdown]
-# ## 2. How alike are the three bases?
+# ## 2. How alike are the two bases?
 #
 # The comparison is only about geometry if the bases are equally good. Each base alone, on the
 # held-out windows:
@@ -159,7 +159,7 @@ bases.style.format("{:.4f}")
 # best specialist (nats, positive: fusion helps), its routing accuracy, its gap to **its own**
 # oracle, the calibration error of its fused outputs, and weight averaging minus output averaging of
 # the **same** specialists. Then the different-base set is compared window by window with the matched
-# control and with the mean of the three controls (paired 95 % intervals).
+# control and with the mean of the controls (paired 95 % intervals).
 
 # %%
 matched = pd.DataFrame([{"prediction": r["prediction"], "different bases": r["different"],

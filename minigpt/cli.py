@@ -40,7 +40,8 @@ FOLDERS_HINT = ("check that MINIGPT_CACHE_DIR, MINIGPT_WHEEL_DIR and MINIGPT_RES
 STUDIES = {
     "break1": ("Break 1: specialists from differently seeded bases, and a tokenizer mismatch", "break1", "break1"),
     "break2": ("Break 2: router collapse from imbalanced data and a near-zero temperature", "break2", "break2"),
-    "sweep-freeze": ("freeze depth K = 0..L-1 and the divergence -> gain fit", "freeze_sweep", "freeze_sweep"),
+    "sweep-freeze": ("freeze depth: the profile's K and its neighbours (--every-depth: all), the divergence -> gain fit",
+                     "freeze_sweep", "freeze_sweep"),
     "hybrid": ("last-token vs per-token router on single-domain and hybrid windows", "hybrid", "run_hybrid"),
     "base-schedule": ("the base's warmup chosen on dev so that five seeds agree", "base_schedule", "base_schedule"),
     "add-specialist": ("a fourth specialist joins later: its crown, growing the router, what it costs",
@@ -109,10 +110,12 @@ def _run_seeds(profile: str | None, seeds: list[int]) -> None:
     print(f"\nwrote {write_seed_summary(reports, summary)}")
 
 
-def _run_study(command: str, profile: str | None, seed: int) -> None:
+def _run_study(command: str, profile: str | None, seed: int, every_depth: bool = False) -> None:
     _, module_name, fn_name = STUDIES[command]
     module = importlib.import_module(f".studies.{module_name}", __package__)
-    rep = getattr(module, fn_name)(Experiment(profile, seed))
+    exp = Experiment(profile, seed)
+    options = {"ks": range(exp.profile.model.n_layer), "nothing_frozen": True} if every_depth else {}
+    rep = getattr(module, fn_name)(exp, **options)
     print(module.summarize(rep))
     print(f"\nwrote {rep['out_path']}")
 
@@ -128,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--profile", **profile_option)
         p.add_argument("--seed", type=int, default=0)
+        if name == "sweep-freeze":
+            p.add_argument("--every-depth", action="store_true",
+                           help="K = 0..L-1 and the nothing-frozen point (default: the profile's K and its neighbours)")
     p = sub.add_parser("seeds", help="`run` for several seeds, then mean and std of gain, oracle gap and routing")
     p.add_argument("--profile", **profile_option)
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
@@ -174,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             _print_run(run(Experiment(args.profile, args.seed)))
         else:
-            _run_study(args.command, args.profile, args.seed)
+            _run_study(args.command, args.profile, args.seed, getattr(args, "every_depth", False))
     except (ValueError, RuntimeError, ImportError, OSError) as err:  # expected: one line that says what to do
         print(error_line(err), file=sys.stderr)
         return 2

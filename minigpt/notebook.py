@@ -60,7 +60,7 @@ def running_headless() -> bool:
 EXTRA_WORK: dict[str, str] = {
     "break1": "Break 1 (two more bases, their specialists and routers)",
     "break2": "Break 2 (32 routers over two expert sets)",
-    "sweep": "the freeze sweep (specialists and a router at every K)",
+    "sweep": "the freeze sweep (specialists and a router at the depths beside K)",
     "join": "a fourth crown, three routers, a crown from another base and a monolithic crown on four domains",
 }
 EXTRA_MINUTES: dict[str, dict[str, float]] = {

@@ -38,6 +38,7 @@ from .scoring import Routed, Scores, ScoreRequest, per_window_losses, score
 from .streams import DomainStreams, eval_windows, mixed_windows, random_windows
 from .studies.break2 import BAND_REPLICATES, COLLAPSE_MIXES, SETS, TARGET_WINDOWS
 from .studies.ceiling import fit_to_eval_labels
+from .studies.freeze_sweep import default_points
 from .studies.hybrid import hybrid_windows, score_routers
 from .train import fine_tune_everything, train_lm
 
@@ -141,10 +142,10 @@ def plan(p: Profile) -> dict[str, dict[str, float]]:
         "monolithic": {"crown, 3x the steps": c.tokens(p.monolithic) * train_flops(cfg, k)},
         "routers": {"pool + per-token and last-token routers": c.router() + c.router_steps()},
         "evaluation": {"scoring: base, weight average, monolithic, experts": c.scoring(3)},
-        "break1": {"2 more bases (seeds 1, 2: the seed runs' own)": 2 * base,
-                   "6 specialists (the seed runs', reused when they ran)": 6 * c.specialist(),
-                   "7 feature routers (4 on unshared trunks)": 3 * c.router() + 4 * c.router(shared=False),
-                   "4 scoring passes, bases alone": 3 * c.scoring(2) + c.scoring(2, shared=False) + 3 * c.scoring(1, n=0),
+        "break1": {"1 more base (seed 1: that seed run's own)": base,
+                   "3 specialists (seed 1's run, reused when it ran)": 3 * c.specialist(),
+                   "6 feature routers (4 on unshared trunks)": 2 * c.router() + 4 * c.router(shared=False),
+                   "3 scoring passes, bases alone": 2 * c.scoring(2) + c.scoring(2, shared=False) + 2 * c.scoring(1, n=0),
                    "tokenizer case": c.specialist() + c.router() + 2 * c.scoring(1)
                    + 4 * p.eval_chunks * cfg.block_size * forward_flops(cfg)} if p.base.steps else refused,
         "break2": {f"{len(SETS)} pools, {len(SETS) * _break2_routers()} routers": len(SETS) * (
@@ -165,13 +166,16 @@ def _break2_routers() -> int:
 
 
 def _sweep_plan(c: _Costs) -> dict[str, float]:
-    """K = 0..L-1 (the profile's K reuses the chapter's crowns and router) and the nothing-frozen point."""
-    p, L = c.p, c.p.model.n_layer
-    new = [K for K in range(L) if K != p.freeze_k]
-    return {f"3 specialists + router at {len(new)} new K": sum(3 * c.specialist(K) + c.router(K) for K in new),
-            f"{L} scoring passes": sum(c.scoring(2, K) for K in range(L)),
-            "nothing frozen: 3 specialists, router, scoring": 3 * c.tokens(p.specialist) * train_flops(p.model, None)
-            + c.router(0, shared=False) + c.scoring(2, 0, shared=False)}
+    """The sweep's default depths (the profile's K reuses the chapter's crowns and router)."""
+    p = c.p
+    ks, nothing_frozen = default_points(p)
+    new = [K for K in ks if K != p.freeze_k]
+    plan = {f"3 specialists + router at {len(new)} new K": sum(3 * c.specialist(K) + c.router(K) for K in new),
+            f"{len(ks)} scoring passes": sum(c.scoring(2, K) for K in ks)}
+    if nothing_frozen:
+        plan["nothing frozen: 3 specialists, router, scoring"] = (3 * c.tokens(p.specialist) * train_flops(p.model, None)
+                                                                 + c.router(0, shared=False) + c.scoring(2, 0, shared=False))
+    return plan
 
 
 CHAPTER = ("base", "specialists", "monolithic", "routers", "evaluation")  # what `python -m minigpt run` does

@@ -24,9 +24,9 @@ def _isolated_results(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIGPT_RESULTS_DIR", str(tmp_path))  # never overwrite results/ from a test
 
 
-def _run(cmd: str, tmp_path, capsys) -> tuple[dict, str]:
+def _run(cmd: str, tmp_path, capsys, *options: str) -> tuple[dict, str]:
     try:
-        code = main([cmd, "--profile", "ci", "--seed", "0"])
+        code = main([cmd, "--profile", "ci", "--seed", "0", *options])
     except MissingWheelsError as err:
         pytest.skip(f"corpus unavailable: {err}")
     out = capsys.readouterr().out
@@ -41,7 +41,7 @@ def _run(cmd: str, tmp_path, capsys) -> tuple[dict, str]:
 
 def test_break1(tmp_path, capsys):
     rep, out = _run("break1", tmp_path, capsys)
-    assert "what fails first" in out and rep["seed"] == 0 and rep["base_seeds"] == [0, 1, 2]
+    assert "what fails first" in out and rep["seed"] == 0 and rep["base_seeds"] == [0, 1, 1]
     assert rep["compat"]["refusal"] and "base fingerprint" in rep["compat"]["refusal"]
     assert rep["compat"]["healthy_report"]["ok"] and rep["matched_control"] == "0"
     shared, diff = rep["shared"]["mixed"], rep["different"]["mixed"]
@@ -54,7 +54,7 @@ def test_break1(tmp_path, capsys):
     for mixed in (shared, diff):  # oracles bound every single specialist from below
         assert mixed["oracle (per token)"] <= mixed["oracle (per sequence)"] <= min(mixed[f"{d} specialist"] for d in DOMAINS) + 1e-9
     assert rep["controls"]["0"]["fused_logits_mixed"] == pytest.approx(shared[fused_row("soft", "trunk of base X")])
-    assert set(rep["controls"]) == {"0", "1", "2"} and set(rep["router_inputs"]) == set(FEATURES)
+    assert set(rep["controls"]) == {"0", "1"} and set(rep["router_inputs"]) == set(FEATURES)
     _check_matched(rep)
     tm = rep["tokenizer_mismatch"]
     assert "tokenizer fingerprint" in tm["compat"]["refusal"]
@@ -115,8 +115,15 @@ def test_break2(tmp_path, capsys):
     assert all(1 / len(DOMAINS) - 1e-9 <= a <= b <= 1 + 1e-9 for a, b in zip(sharp, sharp[1:]))
 
 
-def test_sweep_freeze(tmp_path, capsys):
-    rep, out = _run("sweep-freeze", tmp_path, capsys)
+def test_sweep_freeze_by_default_measures_the_profiles_depth_and_its_neighbours(tmp_path, capsys):
+    rep, _ = _run("sweep-freeze", tmp_path, capsys)
+    k, n_layer = Experiment("ci", seed=0).k, Experiment("ci", seed=0).profile.model.n_layer
+    assert rep["ks"] == [K for K in (k - 1, k, k + 1) if 0 <= K < n_layer] and "none" not in rep["per_k"]
+    assert rep["boundary"]["best_k"] in rep["ks"] and len(rep["boundary"]["steps"]) == len(rep["ks"]) - 1
+
+
+def test_sweep_freeze_every_depth(tmp_path, capsys):
+    rep, out = _run("sweep-freeze", tmp_path, capsys, "--every-depth")
     assert "KALAVAI" in out
     assert list(rep["per_k"])[0] == "none"  # nothing frozen comes first, then K = 0..L-1
     ks = [int(k) for k in rep["per_k"] if k != "none"]

@@ -1,6 +1,7 @@
-"""The freeze-depth sweep: K = 0..L-1 and the divergence -> fusion-gain relation.
+"""The freeze-depth sweep: the fused loss and the divergence -> fusion-gain relation across depths K.
 
-At every freeze depth K the specialists and a per-token router are trained (or loaded), every row
+By default the sweep measures the profile's K and its two neighbours (:func:`default_points`);
+``ks=range(L)`` and ``nothing_frozen=True`` give every depth. At every freeze depth K the specialists and a per-token router are trained (or loaded), every row
 is scored by :func:`minigpt.scoring.score`, and the crowns' final hidden states are compared (CKA,
 paired cosine). A ``none`` point adds specialists with nothing frozen (embeddings trained, head
 untied), scored as unshared experts: "freeze too little". Each K gives one (divergence, gain) point; :func:`points_from_other_runs` adds the
@@ -168,13 +169,15 @@ def _none_vs_k(per_k: dict, ks: Sequence[int]) -> dict:
 
 
 def default_points(p) -> tuple[list[int], bool]:
-    """The depths the sweep measures by default, and whether it adds the nothing-frozen point."""
-    return list(range(p.model.n_layer)), True
+    """The depths the sweep measures by default, and whether it adds the nothing-frozen point: the
+    profile's K and its two neighbours, enough to say whether K is where the fused loss bottoms out
+    (Question 4's boundary); every K and the nothing-frozen point are one argument away."""
+    return [K for K in (p.freeze_k - 1, p.freeze_k, p.freeze_k + 1) if 0 <= K < p.model.n_layer], False
 
 
 def freeze_sweep(exp, ks: Sequence[int] | None = None, out: Path | None = None,
                  nothing_frozen: bool | None = None) -> dict:
-    """K = 0..L-1 (or ``ks``): specialists, a per-token router and the full table at each depth, plus
+    """The default depths (or ``ks``): specialists, a per-token router and the full table at each depth, plus
     CKA between crowns; with ``nothing_frozen`` also the ``none`` point (:data:`NONE_NOTE`). The
     divergence -> gain fit pools every K of this seed with the points of other runs already on disk
     for the same profile (:func:`points_from_other_runs`). Writes ``freeze_sweep.json``.

@@ -1,9 +1,9 @@
 """Break 1's specialist sets: the different-base set, the shared-base controls, and what each one scores.
 
 Each team of the break is the chapter's run with one seed (base s, specialists trained with data
-seed s: :func:`seed_run`), so the different-base set takes its code specialist from seed X's run,
-its medical one from the next seed's and its legal one from the third's, and every control is one
-of those runs whole. The same per-token router is trained on every input of
+seed s: :func:`seed_run`), so the different-base set takes its code specialist from seed X's run and
+(by default) its medical and legal ones from the next seed's, and every control is one of those
+runs whole. The same per-token router is trained on every input of
 :data:`minigpt.scoring.FEATURES` for the different set (with the same config, initialisation and
 batches: only what it reads differs) and on the shared trunk for each control.
 """
@@ -57,7 +57,9 @@ def seed_run(exp, seed: int):
 
 
 def base_seeds_for(exp, base_seeds: Sequence[int] | None) -> list[int]:
-    seeds = list(base_seeds) if base_seeds is not None else [exp.seed + i for i in range(len(DOMAINS))]
+    """One base seed per domain; by default code from the run's own base X, medical and legal from base
+    X + 1: two bases make the break (and two controls), and a third would only add training time."""
+    seeds = list(base_seeds) if base_seeds is not None else [exp.seed, exp.seed + 1, exp.seed + 1]
     if len(seeds) != len(DOMAINS):
         raise ValueError(f"give one base seed per domain ({len(DOMAINS)}), got {len(seeds)}")
     return seeds
