@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ET
 import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Mapping
 
 import datasets
 import pandas as pd
@@ -329,14 +330,19 @@ def extract_documents(domain: str, wheels: dict[str, Path] | None = None) -> lis
     return sorted(docs, key=lambda d: d["doc_id"])
 
 
-def split_of(doc_id: str) -> str:
+def split_by_hash(doc_id: str, fractions: Mapping[str, float]) -> str:
     """The split a document belongs to, from a hash of its id: stable across runs and machines."""
     u, edge = hash_unit(doc_id, "split"), 0.0
-    for split, frac in SPLIT_FRACTIONS.items():
+    for split, frac in fractions.items():
         edge += frac
         if u < edge:
             return split
-    return SPLITS[-1]
+    return list(fractions)[-1]
+
+
+def split_of(doc_id: str) -> str:
+    """The split of one of the chapter's documents (:data:`SPLIT_FRACTIONS`)."""
+    return split_by_hash(doc_id, SPLIT_FRACTIONS)
 
 
 def _build() -> datasets.Dataset:

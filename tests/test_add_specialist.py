@@ -53,8 +53,9 @@ def test_prototype_row_scores_the_new_prototype_like_the_old_rows_score_theirs()
     gen = torch.Generator().manual_seed(1)
     feats = {d: torch.randn(4, T, C, generator=gen) + 3 * torch.eye(C)[i] for i, d in enumerate(["a", "b", "c", "new"])}
     row, bias = prototype_row(old, feats, "new")
-    proto = {d: summaries(old, h).mean((0, 1)) for d, h in feats.items()}
-    own = torch.stack([old.proj.weight[i] @ proto[d] + old.proj.bias[i] for i, d in enumerate("abc")]).mean()
+    with torch.no_grad():
+        proto = {d: summaries(old, h).mean((0, 1)) for d, h in feats.items()}
+        own = torch.stack([old.proj.weight[i] @ proto[d] + old.proj.bias[i] for i, d in enumerate("abc")]).mean()
     assert float(row @ proto["new"] + bias) == pytest.approx(float(own), abs=1e-5)
     assert bias == pytest.approx(float(old.proj.bias.mean()))
     grown = with_row(old, row, bias)
