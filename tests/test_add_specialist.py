@@ -57,7 +57,7 @@ def test_prototype_row_scores_the_new_prototype_like_the_old_rows_score_theirs()
         proto = {d: summaries(old, h).mean((0, 1)) for d, h in feats.items()}
         own = torch.stack([old.proj.weight[i] @ proto[d] + old.proj.bias[i] for i, d in enumerate("abc")]).mean()
     assert float(row @ proto["new"] + bias) == pytest.approx(float(own), abs=1e-5)
-    assert bias == pytest.approx(float(old.proj.bias.mean()))
+    assert bias == pytest.approx(float(old.proj.bias.detach().mean()))
     grown = with_row(old, row, bias)
     assert torch.allclose(grown.new.weight[0], row)
 
