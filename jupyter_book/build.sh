@@ -3,16 +3,18 @@
 #
 #   BOOK_PROFILE=ci|cpu|gpu   profile every notebook is executed at (exported as MINIGPT_PROFILE)
 #   BOOK_JOBS=N               notebooks executed side by side (default: 2 at ci, else 1)
-#   BOOK_PREFETCH_JOBS=N      language models trained side by side before the notebooks run (default: CPU cores)
+#   BOOK_PREFETCH_JOBS=N      language models trained side by side before the notebooks run (default: CPU
+#                             cores; 0: none, each notebook trains what it needs, as a reader in order would)
 #   BOOK_ALLOW_MISSING=1      build without chapters that do not exist yet (default: fail)
 #   PY=path/to/python         the venv's python (default .venv/bin/python)
 #
 # Steps: copy the committed notebooks (no outputs) into jupyter_book/chapters/ (Jupyter Book 1
 # cannot include files outside its folder), each exercise's solution collapsed under its stub;
-# train every model side by side, then compute the freeze-depth figures; execute every notebook once into a jupyter-cache whose folder
+# train every model side by side; execute every notebook once into a jupyter-cache whose folder
 # is keyed by profile and package source (the cache itself only hashes the notebook's code, so
 # without the key a changed package or profile would reuse stale outputs); then build with
-# warnings as errors, so a failed cell, a missing figure or a broken cross-reference fails the build.
+# warnings as errors, so a failed cell, a missing figure or a broken cross-reference fails the build
+# (the freeze-depth figures are drawn after the notebooks ran, from what notebook 8 computed).
 set -euo pipefail
 BOOK="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$BOOK")"
@@ -90,10 +92,11 @@ fi
 rm -rf "$BOOK/chapters"
 "$PY" tools/solved.py --book "$BOOK/chapters"
 
-# 3. every language model the book uses, PREFETCH_JOBS at a time (one thread each; minigpt/studies/prefetch.py),
-#    then the freeze-depth grid standing in for the live slider (from those models)
-"$PY" -m minigpt prefetch --profile "$PROFILE" --jobs "$PREFETCH_JOBS"
-"$PY" "$BOOK/build_figures.py"
+# 3. every language model the book uses, PREFETCH_JOBS at a time (one thread each; minigpt/studies/prefetch.py);
+#    BOOK_PREFETCH_JOBS=0 skips it, so the notebooks train what they need in reading order
+if [ "$PREFETCH_JOBS" -gt 0 ]; then
+  "$PY" -m minigpt prefetch --profile "$PROFILE" --jobs "$PREFETCH_JOBS"
+fi
 
 # 4. the execution cache for this profile and this package source; older ones are dropped
 key=$(cat minigpt/*.py pyproject.toml | sha256sum | cut -c1-12)
@@ -136,8 +139,10 @@ with open(dst, "w") as fh:
     yaml.safe_dump(cfg, fh, sort_keys=False)
 EOF
 
-# 5. execute what the cache does not hold yet, JOBS notebooks at a time (see execute.py)
+# 5. execute what the cache does not hold yet, JOBS notebooks at a time (see execute.py), then the
+#    freeze-depth grid standing in for the live slider (notebook 8 has trained and scored its depths)
 "$PY" "$BOOK/execute.py" "$CACHE" "$JOBS" "$BOOK"/chapters/*.ipynb "$BOOK"/chapters/answers/*.ipynb
+"$PY" "$BOOK/build_figures.py"
 
 # 6. the build: warnings are errors (failed cells, missing images, broken references, bad toc).
 #    A partial build cannot use -W (links to the missing pages warn), so step 7 filters those out.

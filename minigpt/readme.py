@@ -41,7 +41,7 @@ TARGETS = (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "design.md")
 BLOCK = re.compile(r"(<!-- reference:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /reference:(?P=name) -->)", re.S)
 SEED_FILES = ("table.json", "cross_domain.png", "add_specialist.json")  # every seed's; the other studies: seed 0
 STUDY_FILES = ("base_schedule.json", "decisions.json", "break1.json", "break2.json", "freeze_sweep.json", "hybrid.json",
-               "document_memory.json", "add_specialist.json")
+               "freeze_sweep_every_depth.json", "document_memory.json", "add_specialist.json")
 
 
 def load(ref: Path, *parts: str) -> dict:

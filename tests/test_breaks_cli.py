@@ -31,7 +31,7 @@ def _run(cmd: str, tmp_path, capsys, *options: str) -> tuple[dict, str]:
         pytest.skip(f"corpus unavailable: {err}")
     out = capsys.readouterr().out
     assert code == 0, out
-    name = {"sweep-freeze": "freeze_sweep"}.get(cmd, cmd)
+    name = {"sweep-freeze": "freeze_sweep_every_depth" if "--every-depth" in options else "freeze_sweep"}.get(cmd, cmd)
     rep = json.loads((tmp_path / "ci" / "seed-0" / f"{name}.json").read_text())
     # every report records which corpus and tokenizer it was measured on
     assert len(rep["corpus_fingerprint"]) == len(rep["tokenizer_fingerprint"]) == 64

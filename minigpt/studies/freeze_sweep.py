@@ -180,7 +180,8 @@ def freeze_sweep(exp, ks: Sequence[int] | None = None, out: Path | None = None,
     """The default depths (or ``ks``): specialists, a per-token router and the full table at each depth, plus
     CKA between crowns; with ``nothing_frozen`` also the ``none`` point (:data:`NONE_NOTE`). The
     divergence -> gain fit pools every K of this seed with the points of other runs already on disk
-    for the same profile (:func:`points_from_other_runs`). Writes ``freeze_sweep.json``.
+    for the same profile (:func:`points_from_other_runs`). Writes ``freeze_sweep.json`` (another name for
+    other depths: :func:`report_name`).
     """
     t0 = time.time()
     p = exp.profile
@@ -213,7 +214,17 @@ def freeze_sweep(exp, ks: Sequence[int] | None = None, out: Path | None = None,
     if nothing_frozen:  # nothing frozen against the best K, on the same windows
         report["none_minus_best_k"] = paired_difference(windows[str(report["boundary"]["best_k"])], windows[NONE])
     report["wall_seconds"] = round(time.time() - t0, 1)
-    return write_report(exp, report, "freeze_sweep", here)
+    return write_report(exp, report, report_name(p, ks, nothing_frozen), here)
+
+
+def report_name(p, ks: Sequence[int], nothing_frozen: bool) -> str:
+    """``freeze_sweep`` for the default depths; another name for any other choice, so a sweep over every
+    depth does not replace the default one that the notebooks and the fit read."""
+    if (list(ks), nothing_frozen) == default_points(p):
+        return "freeze_sweep"
+    if sorted(ks) == list(range(p.model.n_layer)) and nothing_frozen:
+        return "freeze_sweep_every_depth"
+    return "freeze_sweep_k" + "-".join(map(str, ks)) + ("_none" if nothing_frozen else "")
 
 
 def _read_matching(path: str, provenance: Mapping[str, str]) -> dict | None:
