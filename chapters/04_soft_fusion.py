@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -367,7 +369,7 @@ plt.show()
 # and switches to legal text halfway.
 
 # %%
-show_source(FusedModel.generate, start="chosen = []", stop="if not return_weights")
+show_source(FusedModel.generate, start="for _ in range(max_new_tokens):", stop="if not return_weights")
 
 # %%
 fused = exp.fused("per_token")  # the specialists and the per-token router above, logit fusion

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -58,6 +60,7 @@ from minigpt.notebook import setup, show_markdown
 from minigpt.studies.break1 import break1
 from minigpt.studies.add_specialist import add_specialist
 from minigpt.studies.break2 import break2
+from minigpt.studies.common import saved_report
 from minigpt.studies.freeze_sweep import freeze_sweep, sweep_frame
 from minigpt.studies.hybrid import hybrid_set, run_hybrid, switch_lag
 
@@ -279,8 +282,13 @@ show_markdown(f"""**8.3** {predictions(b1).text} {headline(b1).text} (nb 8 Q3, n
 fr = sweep_frame(sw)
 show_markdown(f"""**8.4** Across K = {', '.join(str(int(q)) for q in fr.index)} (nb 8 Q4) the fused mixed loss is
 {', '.join(f'{v:.4f}' for v in fr['fused mixed'])}, the specialists' divergence {', '.join(f'{v:.2f}%' for v in fr['divergence %'])}
-and the crowns' CKA {', '.join(f'{v:.2f}' for v in fr['crown CKA'])}. {boundary(sw).text} {gain_column(sw).text}
-{nothing_frozen(sw).text}""")
+and the crowns' CKA {', '.join(f'{v:.2f}' for v in fr['crown CKA'])}. {boundary(sw).text} {gain_column(sw).text}""")
+
+# %%
+every = saved_report(exp, "freeze_sweep_every_depth")  # run by `sweep-freeze --every-depth`, or committed
+show_markdown(f"**8.4, going further.** {nothing_frozen(every).text}" if every else
+              "**8.4, going further.** No sweep over every depth exists for this profile and seed; "
+              "`python -m minigpt sweep-freeze --every-depth` adds freezing nothing to the comparison.")
 
 # %%
 show_markdown(f"**8.5** {mistakes(run_report).text} (nb 8 Q5)")

@@ -65,7 +65,7 @@ def _flip_none(rep: Mapping) -> Mapping:
     return with_field(rep, "none_minus_best_k", {k: iv[k] + shift for k in ("estimate", "low", "high")})
 
 
-@register("sweep.nothing_frozen", "freeze_sweep.json", _flip_none)
+@register("sweep.nothing_frozen", "freeze_sweep_every_depth.json", _flip_none)
 def nothing_frozen(rep: Mapping) -> Claim:
     """Freezing nothing (embeddings trained, heads untied) against the best K, on the same windows."""
     iv, k = rep["none_minus_best_k"], rep["boundary"]["best_k"]

@@ -2,6 +2,7 @@
 compatibility check run both ways."""
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -12,6 +13,7 @@ import torch
 from .. import compat
 from ..cache import write_json
 from ..chapter import out_dir
+from ..config import REPO_ROOT
 from ..model import GPT
 
 
@@ -22,6 +24,15 @@ def write_report(exp, report: dict, name: str, out: Path | None = None) -> dict:
     write_json(path, {k: v for k, v in report.items() if not k.startswith("_")})
     report["out_path"] = str(path)
     return report
+
+
+def saved_report(exp, name: str) -> dict | None:
+    """``<name>.json`` of this run as a study wrote it (results/), else as committed for this profile and
+    seed (results/reference/), else None: for the extensions a notebook shows without recomputing them."""
+    for folder in (Path(out_dir(exp)), REPO_ROOT / "results" / "reference" / exp.profile.name / f"seed-{exp.seed}"):
+        if (folder / f"{name}.json").exists():
+            return json.loads((folder / f"{name}.json").read_text())
+    return None
 
 
 def paired(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict[str, float]:
