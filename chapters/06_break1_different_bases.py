@@ -128,8 +128,8 @@ assert str(refusal) == rep["compat"]["refusal"]
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     forced = compat.check(different, k, allow_mismatch=True)
-for w in caught:
-    print(f"{w.category.__name__}: {w.message}")
+for w in caught:  # the message the check gives, shown as part of the lesson
+    print(f"the check warns ({w.category.__name__}): {w.message}")
 pd.DataFrame(forced["checks"])[["check", "ok", "detail"]].style.hide(axis="index")
 
 # %%

@@ -168,8 +168,8 @@ if [ -d "$html" ]; then
   grep -rlq 'output traceback' "$html/chapters" --include=*.html 2>/dev/null && problems+=" traceback-in-page"
   grep -rlq 'widget-view+json\|Error displaying widget' "$html" --include=*.html 2>/dev/null && problems+=" widget-output"
 fi
-# a warning or an error printed by any executed cell (the executed copies the pages were made from)
-"$PY" tools/scan_outputs.py "$BUILD/jupyter_execute" || problems+=" warnings-in-cells"
+# a warning or an error printed by any executed cell (the executed notebooks in this build's cache)
+"$PY" tools/scan_outputs.py "$CACHE/executed" || problems+=" warnings-in-cells"
 # pages of the table of contents (not the theme's templates, the index redirect, genindex, search)
 pages=$(find "$html" -name '*.html' ! -path '*/_static/*' ! -name index.html ! -name genindex.html \
   ! -name search.html 2>/dev/null | wc -l)

@@ -25,7 +25,10 @@ def _notebook(tmp_path, *outputs, name="nb.ipynb") -> Path:
 
 
 def test_a_clean_notebook_passes(tmp_path):
-    assert scan.findings(_notebook(tmp_path)) == []
+    source = {"output_type": "execute_result", "execution_count": 1, "metadata": {},  # displayed source code
+              "data": {"text/plain": "class CompatibilityWarning(UserWarning):\n    pass\n"}}
+    said = {"output_type": "stream", "name": "stdout", "text": "the check warns (CompatibilityWarning): base differs\n"}
+    assert scan.findings(_notebook(tmp_path, source, said)) == []
     assert scan.main([str(tmp_path)]) == 0
 
 

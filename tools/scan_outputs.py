@@ -3,8 +3,8 @@
     python tools/scan_outputs.py build/solved/chapters/*.ipynb        # what `make test` executed
     python tools/scan_outputs.py jupyter_book/_build/jupyter_execute  # what the book shows (a folder: every .ipynb in it)
 
-A warning is any text a cell printed that names one (``UserWarning:``, ``FutureWarning:``, a logger's
-``WARNING``) or anything on stderr with the word; an error is an error output. A notebook with no
+A warning is a line a cell printed the way Python or a logger prints one (``...: UserWarning: ...``,
+``WARNING ...``) or anything on stderr with the word; an error is an error output. A notebook with no
 outputs at all was not executed, which is an error too (a scan of nothing must not pass). Exit 1
 with one line per finding, 0 with a count. Standard library only.
 """
@@ -15,7 +15,9 @@ import re
 import sys
 from pathlib import Path
 
-WARNING = re.compile(r"\b\w*Warning\b|\bWARNING\b")
+# a warning as Python (``path:12: UserWarning: ...``) or a logger (``WARNING ...``) prints it, at a line's start;
+# a class named in displayed source code (``class CompatibilityWarning(UserWarning):``) is not one
+WARNING = re.compile(r"^(\S*\w+Warning: |WARNING\b)", re.M)
 
 
 def _texts(output: dict) -> list[tuple[str, str]]:
