@@ -3,7 +3,7 @@
 Steps, one module each:
 
 1. :mod:`.sets` builds the different-base set (code from base X's run, medical and legal from the
-   next seeds' runs) and one shared-base control per base seed, and scores them: the different set
+   next seed's run) and one shared-base control per base seed, and scores them: the different set
    with a router on each of four inputs (base X's trunk, the concatenated trunks, base X's
    embeddings, a token classifier that reads no model), each control on its shared trunk.
 2. :mod:`.matched` judges the break on what it changes: every metric measured within a set first
@@ -62,7 +62,7 @@ def _judge(sets, reports: dict) -> dict:
 def break1(exp, base_seeds: Sequence[int] | None = None, tokenizer_case: bool = True, out: Path | None = None) -> dict:
     """Specialists from differently seeded bases against shared-base controls on the same bases.
 
-    ``base_seeds`` (default seed, seed+1, seed+2) gives one base per specialist, in DOMAINS order; the
+    ``base_seeds`` (default seed, seed+1, seed+1) gives one base per specialist, in DOMAINS order; the
     first is "base X", whose trunk the headline router reads and whose control is the matched one.
     Writes ``break1.json`` (default under the run's results folder); ``_raw`` keeps the Scores."""
     t0 = time.time()
