@@ -16,12 +16,10 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ORG/chapter32-fusion/blob/main/chapters/03_router.ipynb)
 #
-# Companion to Chapter 32, Steps 3 and 5. The three crowns from notebook 2 share one trunk, so
-# the trunk's output is a single hidden state that means the same thing to all of them. The
-# router reads that state and returns one weight per specialist. This notebook looks at the
-# router itself, at the two ways of telling it what the right answer was (domain labels, or
-# which specialist actually did best), and at the temperature that decides how sharp the
-# second kind of answer is.
+# Companion to Chapter 32, Steps 3 and 5. The three crowns of notebook 2 share one trunk, so the
+# trunk's output means the same thing to all of them. The router reads that state and returns one
+# weight per specialist. Step 3 builds it; Step 5 says what to train it towards (domain labels, or
+# which specialist did best) and how sharp that second kind of target should be.
 
 # %%
 # Colab only: install the companion package. Locally (`pip install -e .`) this cell does nothing.
@@ -50,12 +48,14 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from minigpt.analysis.conclusions import best_target
 from minigpt.analysis.routing import best_specialist_share, confusion_matrix
 from minigpt.config import DOMAINS
 from minigpt.device import resolve
 from minigpt.exercises import check_performance_targets, check_train_router
-from minigpt.notebook import setup, show_source, slider
-from minigpt.plots import plot_router_histories, plot_targets
+from minigpt.live import LIVE_WINDOWS, live_router, score_routers
+from minigpt.notebook import setup, show_markdown, show_source, slider
+from minigpt.plots import plot_retrained, plot_router_histories, plot_targets
 from minigpt.router import (LinearRouter, _router_step_loss, normalized, performance_targets, router_loss,
                             window_targets)
 from minigpt.studies.router_targets import compare_router_targets, router_windows, target_sharpness
@@ -67,23 +67,19 @@ k = exp.k
 # %% [markdown]
 # ## 1. The router (Chapter 32, Step 3)
 #
-# One linear map from the hidden size to the number of specialists, then a softmax. It reads
-# the trunk output at the *last* position of the window, a summary that has seen every token,
-# and gives one weight vector per window. The hidden state is first normalised (`normalized`: a
-# LayerNorm like the one before the model's head, without its learned scale and shift), so the
-# router sees the state's direction and not its size, which differs from position to position:
+# One linear map from the hidden size to the number of specialists, then a softmax. It reads the
+# trunk output at the *last* position, a summary that has seen the whole window, and gives one
+# weight vector per window. The state is first normalised (a LayerNorm without learned scale or
+# shift), so the router sees its direction, not its size:
 
 # %%
 show_source(normalized)
 show_source(LinearRouter)
 
 # %% [markdown]
-# Deliberately small: if a single matrix multiply can tell the specialists apart from the shared
-# hidden state, the interface is doing the work. (For language modelling the last-token summary
-# lets later tokens choose the weights used for earlier ones; the package's `CausalRouter` is a
-# per-token variant that only looks backwards, compared in notebook 4.)
-#
-# Shapes on real data — a few held-out windows, one trunk pass, an untrained router:
+# Small on purpose: if one matrix multiply can tell the specialists apart, the shared interface is
+# doing the work. Notebook 4 compares it with `CausalRouter`, a per-token variant that only looks
+# backwards. Shapes on a few held-out windows, with an untrained router:
 
 # %%
 x = torch.cat([exp.eval_sets[d][0][:2] for d in DOMAINS]).to(resolve())  # 2 windows per domain, on the models' device
@@ -98,15 +94,14 @@ assert w.shape == (x.shape[0], len(specialists)) and torch.allclose(w.sum(-1), t
 # ## 2. What the router is trained to predict (Chapter 32, Step 5)
 #
 # * **Domain targets**: the window's domain label, one-hot. The router learns to classify text.
-# * **Performance targets**: run all three specialists on the window, take their losses, and turn
-#   *lower loss* into *more weight* with a softmax of the negated losses divided by a
-#   temperature. The router learns which specialist actually predicts this window best.
+# * **Performance targets**: run all three specialists on the window and turn *lower loss* into
+#   *more weight*, a softmax of the negated losses over a temperature. The router learns which
+#   specialist predicts this window best.
 
 # %% [markdown]
 # **Exercise** (Chapter 32, Step 5). Write the performance targets before reading the package's
-# version below. The cell after yours compares it with `minigpt.router.performance_targets` on the
-# specialists' real losses on router windows, at three temperatures; until you write it, it says so,
-# and nothing else in the notebook uses your function.
+# version. The cell after yours compares them with `minigpt.router.performance_targets` on real
+# router windows at three temperatures; until you write it, it says so.
 
 # %% exercise="performance_targets" tags=["exercise"]
 def my_performance_targets(losses, temp):
@@ -120,28 +115,22 @@ def my_performance_targets(losses, temp):
 passed = check_performance_targets(my_performance_targets, exp)
 
 # %% [markdown]
-# Either way the router's weights are pulled toward the targets by a cross-entropy:
+# Either way a cross-entropy pulls the router's weights toward the targets:
 
 # %%
 show_source(performance_targets)
 show_source(router_loss)
 show_source(window_targets)
-show_source(_router_step_loss, start='if cfg.target == "lm"', stop="router_loss(")
 
 # %% [markdown]
-# Domain and performance targets need, per window, only the trunk state and each specialist's mean
-# loss, never the specialists' logits. So the package runs the specialists once over a fixed pool
-# of router-split windows and trains every such router on that pool (`minigpt/router_pool.py`):
-# each training step is then one linear map, and the routers below, Break 2's grid and the seeds
-# share one pass of the specialists. The LM-loss target needs the fused logits of each batch and
-# runs the specialists at every step.
+# Both targets need, per window, only the trunk state and each specialist's mean loss, never the
+# logits. So the specialists run once over a fixed pool of router-split windows, and every router
+# trains on that pool (`minigpt/router_pool.py`): a training step is then one linear map.
 
 # %% [markdown]
-# **Exercise** (Chapter 32, Step 5: training the router). Write the training loop on a pool: a batch,
-# the router's weights, the targets, the loss, one optimiser step. The check trains the package's
-# router (`minigpt.router_pool.train_router_on_pool`) and yours from the same start on the same small
-# pool of real router windows, and compares the per-step losses, or, if your batches differ, the loss
-# each router ends with on the whole pool.
+# **Exercise** (Chapter 32, Step 5: training the router). Write the training loop on a pool: a
+# batch, the weights, the targets, the loss, one optimiser step. The check trains the package's
+# `train_router_on_pool` and yours from the same start on the same pool and compares their losses.
 
 # %% exercise="train_router" tags=["exercise"]
 def my_train_router(router, pool, cfg, gen):
@@ -162,17 +151,16 @@ passed = check_train_router(my_train_router, exp)
 # %% [markdown]
 # ## 3. Domain labels against performance targets
 #
-# Two chapter routers (last-token `LinearRouter`), identical except for the target, trained on
-# the `router` split with the profile's step budget and scored on the held-out windows.
-# *Routing accuracy* is the share of windows whose highest weight goes to their own domain's
-# specialist; the fused losses are the Step 4 soft fusion with each router and hard dispatch to
-# its top choice, next to the oracle that picks the best specialist per window with hindsight.
+# Two last-token routers, identical except for the target, trained on the `router` split and scored
+# on the held-out windows. *Routing accuracy* is the share of windows whose highest weight goes to
+# their own domain's specialist. The losses are soft fusion (Step 4) and dispatch to the top choice,
+# beside the oracle that picks each window's best specialist with hindsight.
 
 # %%
 summary, scores_r = compare_router_targets(exp, ("domain", "performance"), kind="last_token")
 summary.style.format("{:.3f}").format("{:.1%}", subset=[c for c in summary.columns if c.startswith("accuracy")])
 
-# %%
+# %% tags=["hide-input"]
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
 acc = summary[[f"accuracy {d}" for d in DOMAINS]].T
 acc.index = list(DOMAINS)
@@ -189,18 +177,21 @@ ax2.set_ylabel("mixed held-out loss (axis zoomed)")
 fig.tight_layout()
 plt.show()
 
+# %%
+show_markdown(best_target(summary["accuracy (mean)"].to_dict(), summary["fused soft, mixed"].to_dict()))
+
 # %% [markdown]
-# The two kinds of target can only disagree on windows where a domain's own specialist is *not*
-# the one with the lowest loss. How often does that happen on the held-out windows?
+# The two targets can only disagree where a domain's own specialist is *not* the best one. How
+# often is it the best, on the held-out windows?
 
 # %%
 share = pd.Series(best_specialist_share(scores_r.nll), name="own specialist is best")
 share.to_frame().style.format("{:.1%}")
 
 # %% [markdown]
-# Where do the misrouted windows go? Rows are the true domain, columns the specialist that got
-# the largest weight. A router that confuses two domains that both partly fit looks different
-# here from one that has collapsed onto a single specialist.
+# Where do misrouted windows go? Rows are the true domain, columns the specialist with the largest
+# weight. Confusion between two domains that both partly fit looks different from a collapse onto
+# one specialist.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.0))
@@ -211,71 +202,19 @@ for ax, target in zip(axes, ("domain", "performance")):
 fig.tight_layout()
 plt.show()
 
-# %%
-chance = 1 / len(DOMAINS)
-for target, row in summary.iterrows():
-    print(f"{target:12s} mean routing accuracy {row['accuracy (mean)']:.1%} (chance {chance:.1%}); "
-          f"fused soft {row['fused soft, mixed']:.4f} vs oracle {row['oracle, mixed']:.4f}")
-assert summary.loc["domain", "accuracy (mean)"] > chance, "a router trained on domain labels should beat chance"
-
 # %% [markdown]
-# ### The same comparison with the causal per-token router
+# ## 4. Temperature: how sharp are performance targets? (Chapter 32, Step 5)
 #
-# The last-token router above weighs every position of a window with a summary that has already
-# read the whole window, including the tokens being predicted (notebook 4 measures that leak). The
-# package's `CausalRouter` gives one weight vector per position from the tokens seen so far, so it
-# could run while generating. Here it is trained with each target type: the two above and a third,
-# `lm`, which trains the router directly on the fused model's next-token loss (the first branch of
-# the router's step loss shown in §2). Per-token routing accuracy counts tokens instead of windows, and
-# hard routing is now per token (`fused hard`) instead of one specialist per window.
-
-# %%
-pt_targets = ("domain", "performance", "lm")
-summary_pt, scores_pt = compare_router_targets(exp, pt_targets, kind="per_token")
-summary_pt.style.format("{:.3f}").format("{:.1%}", subset=[c for c in summary_pt.columns if c.startswith("accuracy")])
-
-# %%
-side = pd.concat({"last-token": summary, "per-token (causal)": summary_pt}, names=["router", "target"])
-side[["accuracy (mean)", "fused soft, mixed", "oracle, mixed"]].style.format("{:.4f}").format(
-    "{:.1%}", subset=["accuracy (mean)"])
-
-# %%
-for target in ("domain", "performance"):
-    a, b = summary.loc[target], summary_pt.loc[target]
-    print(f"{target:12s} fused soft: last-token {a['fused soft, mixed']:.4f}, per-token {b['fused soft, mixed']:.4f}; "
-          f"mean routing accuracy {a['accuracy (mean)']:.1%} vs {b['accuracy (mean)']:.1%}")
-print(f"lowest fused soft loss among the per-token routers: {summary_pt['fused soft, mixed'].idxmin()} targets")
-
-# %% [markdown]
-# How each per-token router learned: its training loss at every step (faint) with a moving
-# average. The three losses are different quantities (cross-entropy to one-hot labels, to the
-# soft performance targets, and the fused next-token loss), so each has its own panel and scale;
-# compare their shapes, not their heights. A router trained before the cache kept training
-# histories shows a note instead of a curve.
-
-# %%
-histories = {f"{t} targets": exp.router("per_token", replace(exp.profile.router, target=t)).train_history
-             for t in pt_targets}
-plot_router_histories(histories, title="per-token router: training loss by target type")
-plt.show()
-for name, h in histories.items():
-    print(f"{name:20s} " + (f"{len(h)} steps, first {h[0]:.3f}, last {h[-1]:.3f}" if h else "no history kept (cached earlier)"))
-
-# %% [markdown]
-# ## 4. Temperature: how sharp are performance targets?
-#
-# Six real windows from the `router` split (two per domain). For each, the three specialists'
-# mean losses, and the performance targets they produce at one temperature. With a small
-# temperature the best specialist takes nearly all the weight even when it is only slightly
-# better; with a large one the targets flatten toward one third each.
+# Six windows from the `router` split, two per domain, with each specialist's mean loss. A small
+# temperature gives nearly all the target weight to the best specialist even when it is only
+# slightly better; a large one flattens the targets toward a third each.
 
 # %%
 _, _, labels, win_losses = router_windows(exp, per_domain=2, seed=0)  # losses: (6 windows, 3 specialists)
 pd.DataFrame(win_losses.numpy(), index=labels, columns=[f"{d} specialist" for d in DOMAINS]).round(3)
 
 # %% [markdown]
-# Three temperatures side by side; the middle one is the temperature this profile trains its
-# routers with:
+# Three temperatures; the middle one is the profile's:
 
 # %%
 temps = (0.01, exp.profile.router.temp, 1.0)
@@ -285,23 +224,10 @@ for ax, t in zip(axes, temps):
 fig.tight_layout()
 plt.show()
 
-
 # %% [markdown]
-# Or pick the temperature yourself (log scale) in Jupyter or Colab:
-
-# %%
-def draw_targets(temp):
-    plot_targets(win_losses, performance_targets(win_losses, temp), labels, DOMAINS, temp=temp)
-    plt.show()
-
-
-slider(draw_targets, value=exp.profile.router.temp, min=0.003, max=3.0, log=True, description="temperature")
-
-# %% [markdown]
-# What decides "small" and "large" is the size of the loss differences between specialists, not
-# the temperature alone. Over many router windows: the average weight the target puts on the
-# best specialist, against the temperature, with the typical gap between the best and the
-# second-best specialist marked.
+# "Small" and "large" are relative to the loss gaps between specialists. Over more router windows:
+# the mean target weight on the best specialist against the temperature, with the median gap
+# between the best and second-best specialist marked.
 
 # %%
 many_losses = router_windows(exp, per_domain=16, seed=1)[3]  # (48, 3)
@@ -319,14 +245,85 @@ plt.xlabel("target temperature")
 plt.ylabel("mean target weight on the best specialist")
 plt.legend(fontsize=8)
 plt.show()
-print(f"target weight on the best specialist: {top[0]:.2f} at temp {grid[0]:g}, "
-      f"{np.interp(np.log10(exp.profile.router.temp), np.log10(grid), top):.2f} at {exp.profile.router.temp:g}, "
-      f"{top[-1]:.2f} at {grid[-1]:g}")
+
+# %% [markdown]
+# ### Retrain the router at your temperature
+#
+# The slider trains a new per-token router (the causal router of notebooks 4 and 5) at the
+# temperature you pick, on the profile's pool with the profile's seeds, and scores it on a subset
+# of held-out windows per domain (`minigpt/live.py`). Grey is the profile's own temperature on the
+# same windows. The next cell runs the specialists over the pool once; each move then takes seconds.
 
 # %%
+profile_live = live_router(exp, exp.profile.router)  # builds the pool once; the profile's temperature, as reference
+profile_label = f"profile's temperature {exp.profile.router.temp:g}"
+print(f"router pool ready and the profile's router retrained in {profile_live.seconds['train']:.1f} s; scored on "
+      f"{LIVE_WINDOWS} held-out windows per domain (all, if fewer) in {profile_live.seconds['score']:.1f} s")
+
+
+# %%
+def retrain_at(temp):
+    live = live_router(exp, replace(exp.profile.router, temp=temp))
+    plot_retrained({profile_label: profile_live.row, f"temperature {temp:.3g}": live.row},
+                   title=f"per-token router trained at temperature {temp:.3g}\nmean target weight on the best "
+                         f"specialist: {live.target_sharpness:.2f} (at the profile's: {profile_live.target_sharpness:.2f})")
+    print(f"trained in {live.seconds['train']:.1f} s, scored in {live.seconds['score']:.1f} s")
+
+
+slider(retrain_at, value=1.0, min=0.001, max=3.0, log=True, description="target temperature")
+
+# %% [markdown]
+# ## Going further
+#
+# ### The per-token router, and a third target
+#
+# The same comparison with the causal `CausalRouter`, which gives one weight vector per position from
+# the tokens seen so far (notebook 4). It adds a third target, `lm`: train the router directly on the
+# fused model's next-token loss. That target needs the fused logits of every batch, so it runs the
+# specialists at every step instead of reading the pool:
+
+# %%
+show_source(_router_step_loss, start='if cfg.target == "lm"', stop="router_loss(")
+
+# %% [markdown]
+# Per-token routing accuracy counts tokens, and hard routing is per token (`fused hard`):
+
+# %%
+pt_targets = ("domain", "performance", "lm")
+summary_pt, scores_pt = compare_router_targets(exp, pt_targets, kind="per_token")
+summary_pt.style.format("{:.3f}").format("{:.1%}", subset=[c for c in summary_pt.columns if c.startswith("accuracy")])
+
+# %%
+side = pd.concat({"last-token": summary, "per-token (causal)": summary_pt}, names=["router", "target"])
+side[["accuracy (mean)", "fused soft, mixed", "oracle, mixed"]].style.format("{:.4f}").format(
+    "{:.1%}", subset=["accuracy (mean)"])
+
+# %%
+show_markdown(best_target(summary_pt["accuracy (mean)"].to_dict(), summary_pt["fused soft, mixed"].to_dict()))
+
+# %% [markdown]
+# How each per-token router learned: its loss at every step (faint) and a moving average. The three
+# losses measure different things, so each has its own panel; compare shapes, not heights.
+
+# %%
+histories = {f"{t} targets": exp.router("per_token", replace(exp.profile.router, target=t)).train_history
+             for t in pt_targets}
+plot_router_histories(histories, title="per-token router: training loss by target type")
+plt.show()
+pd.DataFrame({name: {"steps": len(h), "first loss": h[0], "last loss": h[-1]} for name, h in histories.items() if h}
+             ).T.style.format({"steps": "{:.0f}", "first loss": "{:.3f}", "last loss": "{:.3f}"})
+
+# %% [markdown]
+# ## Checks that hold whatever the run
+
+# %%
+assert summary.loc["domain", "accuracy (mean)"] > 1 / len(DOMAINS), "a router trained on domain labels should beat chance"
 assert np.all(np.diff(top) <= 1e-6), "raising the temperature can only flatten the targets"
 sharp = performance_targets(many_losses, 1e-4)
 assert torch.equal(sharp.argmax(-1), many_losses.argmin(-1)), "at a tiny temperature the target is the best specialist"
+# the slider's router at the profile's settings is the profile's router (same pool, same seeds), up to float rounding
+cached_w = score_routers(exp, {"profile": exp.router("per_token")}).weights["profile"]
+assert all(torch.allclose(profile_live.weights[d], cached_w[d], atol=1e-3) for d in DOMAINS)
 
 # %% [markdown]
 # ## Questions to answer
@@ -341,5 +338,6 @@ assert torch.equal(sharp.argmax(-1), many_losses.argmin(-1)), "at a tiny tempera
 # 4. At what temperature do the performance targets become practically one-hot for these
 #    windows? Relate it to the size of the loss gaps between specialists, and say what a
 #    temperature far below that gap would do to router training (notebook 7 comes back to this).
+#    Check your answer with the slider.
 # 5. The router reads the last token's hidden state. Name one advantage and one problem of that
 #    summary when the fused model is used to predict every token of the window.

@@ -18,12 +18,11 @@
 #
 # Companion to Chapter 32, Step 4. The router of notebook 3 hands out one weight per specialist;
 # this notebook is about what to *do* with those weights. Three rules are compared on the same
-# held-out windows: a weighted sum of the specialists' logits (the chapter's choice), a weighted
-# mixture of their probability distributions, and hard routing to the top-weighted specialist.
-# Then the question of *where the weights come from*: the chapter's router summarises a window
-# by its last token, which is fine for classifying a window but peeks at the future when the
-# fused model predicts every token. We compare it with a causal router, on ordinary windows and
-# on windows that switch domain half-way through.
+# held-out windows: a weighted sum of the specialists' logits (the chapter's choice), a mixture of
+# their probabilities, and hard routing to the top specialist. Then where the weights come from:
+# the chapter's router reads the window's last token, which peeks at the future when the fused
+# model predicts every token, so we compare it with a causal router, also on windows that switch
+# domain half-way.
 
 # %%
 # Colab only: install the companion package. Locally (`pip install -e .`) this cell does nothing.
@@ -49,6 +48,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from minigpt.analysis.conclusions import routers_on_hybrid, rule_spread
 from minigpt.analysis.routing import future_leak, router_weights
 from minigpt.analysis.table import fusion_comparison
 from minigpt.chapter import chapter_table
@@ -57,8 +57,8 @@ from minigpt.device import resolve
 from minigpt.exercises import check_fuse_logits
 from minigpt.fusion import FusedModel, fuse_logits, fuse_probs, hard_weights
 from minigpt.model import token_nll_from_logprobs
-from minigpt.notebook import setup, show_source, slider
-from minigpt.plots import DOMAIN_COLORS, plot_hybrid_routing, plot_mixed_losses, plot_routed_text
+from minigpt.notebook import setup, show_markdown, show_source, slider
+from minigpt.plots import plot_hybrid_routing, plot_mixed_losses, plot_routed_text, plot_token_losses
 from minigpt.router import CausalRouter
 from minigpt.scoring import ORACLE, SPECIALIST_ROWS
 from minigpt.studies.hybrid import (accuracy_since_switch, generation_prompts, hybrid_set, hybrid_table, hybrid_windows,
@@ -74,24 +74,20 @@ table = res["table"]
 # %% [markdown]
 # ## 1. Three rules for combining predictions (Chapter 32, Step 4)
 #
-# Each specialist produces logits $z_i$ over the same vocabulary; the router produces weights
-# $w_i \ge 0$ that sum to one.
+# Each specialist gives logits $z_i$ over the same vocabulary; the router gives weights $w_i \ge 0$
+# that sum to one.
 #
-# * **Logit fusion** (the chapter's `fuse_logits`): $z = \sum_i w_i z_i$. After the softmax this is
-#   proportional to $\prod_i p_i^{w_i}$, a *weighted geometric mean* of the specialists'
-#   distributions. A token ends up likely only if every specialist with real weight finds it
-#   plausible; one specialist that rules a token out drags it down for everyone.
-# * **Probability mixture** (`fuse_probs`): $p = \sum_i w_i p_i$, a weighted *arithmetic* mean. A
-#   token is likely if any weighted specialist likes it; a specialist can only add probability,
-#   never veto.
-# * **Hard routing** (`hard_weights`): all weight on the top-scoring specialist, the others are
-#   ignored (and need not even run when the choice is made once per window).
+# * **Logit fusion** (`fuse_logits`): $z = \sum_i w_i z_i$. After the softmax this is proportional
+#   to $\prod_i p_i^{w_i}$, a *weighted geometric mean*: a token stays likely only if every
+#   specialist with real weight finds it plausible, so one specialist can veto it.
+# * **Probability mixture** (`fuse_probs`): $p = \sum_i w_i p_i$, an *arithmetic* mean. A token is
+#   likely if any weighted specialist likes it; nobody can veto.
+# * **Hard routing** (`hard_weights`): all weight on the top specialist.
 
 # %% [markdown]
-# **Exercise** (Chapter 32, Step 4). Write logit fusion before reading the package's version below.
-# The cell after yours compares it with `minigpt.fusion.fuse_logits` on the specialists' real logits
-# and both trained routers' weights; until you write it, it says so, and nothing else in the
-# notebook uses your function.
+# **Exercise** (Chapter 32, Step 4). Write logit fusion before reading the package's version. The
+# cell after yours compares it with `minigpt.fusion.fuse_logits` on the specialists' real logits and
+# both routers' weights; until you write it, it says so.
 
 # %% exercise="fuse_logits" tags=["exercise"]
 def my_fuse_logits(weights, logits):
@@ -111,10 +107,10 @@ show_source(fuse_probs)
 show_source(hard_weights)
 
 # %% [markdown]
-# A toy vocabulary of five tokens makes the difference visible. Specialist A is sure the next
-# token is `a`, specialist B is sure it is `b`, and the router cannot decide (0.5 / 0.5):
+# A toy vocabulary of five tokens. Specialist A is sure the next token is `a`, specialist B that it
+# is `b`, and the router cannot decide (0.5 / 0.5):
 
-# %%
+# %% tags=["hide-input"]
 vocab = ["a", "b", "c", "d", "e"]
 toy = torch.tensor([[[[4.0, 0.0, 1.0, 0.0, 0.0]]], [[[0.0, 4.0, 1.0, 0.0, 0.0]]]])  # (N=2, B=1, T=1, V=5)
 w_toy = torch.tensor([[0.5, 0.5]])
@@ -134,16 +130,11 @@ plt.show()
 toy_df.round(3).T
 
 # %% [markdown]
-# The geometric mean spreads its mass over `a`, `b` *and* the compromise `c`; the mixture keeps
-# two peaks. Which behaviour is better depends on whether the specialists' disagreements are
-# informative. Two facts hold whatever the specialists are, and the cell below checks them on real
-# held-out text with the trained per-token router:
-#
-# 1. logit fusion really is the normalised weighted geometric mean of the distributions
-#    (adding a constant to a specialist's logits changes nothing after the softmax);
-# 2. both soft rules lose, per token, *at most* the router-weighted average of the specialists'
-#    own losses (Jensen's inequality for the mixture, Hölder's for the geometric mean). Soft
-#    fusion can only fail to be better than a weighted average of its members, never worse.
+# The geometric mean spreads its mass over `a`, `b` *and* the compromise `c`; the mixture keeps two
+# peaks. Two facts hold whatever the specialists are, checked below on held-out text with the
+# trained per-token router: logit fusion *is* the normalised weighted geometric mean, and both soft
+# rules lose, per token, at most the router-weighted average of the specialists' own losses
+# (Jensen's inequality for the mixture, Hölder's for the geometric mean).
 
 # %%
 x = torch.cat([exp.eval_sets[d][0][:4] for d in DOMAINS]).to(resolve())  # 4 held-out windows per domain
@@ -170,21 +161,13 @@ assert bool((nll_probs <= weighted_avg + 1e-4).all()) and bool((nll_logits <= we
 # %% [markdown]
 # ## 2. The three rules on the held-out table
 #
-# The same rules, now scored on every held-out window by the evaluation harness of notebook 5.
-# Rows are the fusion rule; columns the router that supplied the weights. (With the chapter's
-# last-token router, hard routing means *single dispatch*: one specialist for the whole window.
-# The harness scores the probability mixture with the per-token router only.)
+# The same rules scored on every held-out window by notebook 5's harness. Rows are the rule, columns
+# the router that supplied the weights. With the last-token router, hard routing means *single
+# dispatch*: one specialist for the whole window.
 
 # %%
 comparison = fusion_comparison(table)
-refs = pd.Series({"uniform mix (no router)": table.loc["uniform mix", "mixed"],
-                  "best single specialist": table.loc[list(SPECIALIST_ROWS), "mixed"].min(),
-                  "oracle (per sequence)": table.loc[ORACLE, "mixed"]}, name="mixed")
-display_table = comparison.style.format("{:.4f}", na_rep="—").highlight_min(axis=None, props="font-weight: bold")
-display_table
-
-# %%
-refs.to_frame().style.format("{:.4f}")
+comparison.style.format("{:.4f}", na_rep="—").highlight_min(axis=None, props="font-weight: bold")
 
 # %%
 rows = ["base", *SPECIALIST_ROWS, "uniform mix", "fused soft (per-token router)", "fused probs (per-token router)",
@@ -195,34 +178,26 @@ plt.title(f"Fusion rules on mixed held-out data ({exp.profile.name} profile)", f
 plt.show()
 
 # %%
-per_tok = comparison["per-token"]
-best_rule = per_tok.idxmin()
-spread = per_tok.max() - per_tok.min()
-print(f"per-token router: lowest mixed loss with {best_rule} ({per_tok[best_rule]:.4f}); "
-      f"the three rules span {spread:.4f} nats, against an oracle gap of {res['oracle_gap']:+.4f} nats")
-print("per domain (per-token router):")
-print(table.loc[[r for r in rows if "per-token" in r], list(DOMAINS)].round(4).to_string())
+show_markdown(rule_spread(comparison["per-token"].dropna().to_dict(), res["oracle_gap"]))
+table.loc[[r for r in rows if "per-token" in r], list(DOMAINS)].style.format("{:.4f}").set_caption(
+    "per domain, per-token router")
 
 # %% [markdown]
 # ## 3. Where the weights come from: the last token, or only the past
 #
-# The chapter's router (Step 3) reads the trunk output at the *last* position and returns one
-# weight vector for the whole window. For choosing a specialist for a finished document that is
-# reasonable. For language modelling it is a leak: the fused prediction of token $t+1$ uses
-# weights computed from a summary that has already read tokens $t+1, \dots, T$, including the
-# very token being predicted. At generation time those weights could not exist yet.
-#
-# The package's `CausalRouter` gives weights per position from a decaying average of the trunk
-# states seen so far (recent tokens count most, older ones fade), each normalised as in notebook 3,
-# still a single linear map and a softmax:
+# The chapter's router (Step 3) reads the trunk output at the *last* position and gives one weight
+# vector for the whole window. For language modelling that leaks: the prediction of token $t+1$
+# uses weights computed from a summary that has already read tokens $t+1, \dots, T$. The package's
+# `CausalRouter` instead weights each position from a decaying average of the trunk states seen so
+# far (recent tokens count most), still one linear map and a softmax:
 
 # %%
 show_source(CausalRouter)
 
 # %% [markdown]
-# The leak can be measured directly. Take code windows, keep their first half, and replace the
-# second half with legal text. Causal computations must give the same numbers on the first half
-# (up to float rounding); anything that moves there has seen the future.
+# The leak can be measured. Keep the first half of some code windows and replace the second half
+# with legal text. A causal computation gives the same numbers on the first half (up to rounding);
+# anything that moves there has seen the future.
 
 # %%
 t_cut = exp.profile.model.block_size // 2
@@ -242,13 +217,10 @@ print(f"last-token router: weights at early positions moved by up to {leak['last
 # %% [markdown]
 # ## 4. Hybrid windows: text that switches domain
 #
-# On a window from a single domain the last token's summary and the decaying average tell the same
-# story, so the two routers should look alike. The difference shows up when the domain changes
-# inside the window, for example code pasted into a legal document. `run_hybrid` builds such windows
-# from the held-out streams (two or three segments from different domains, random lengths), labels
-# every target token with its true domain, and scores both routers on them and on the ordinary
-# single-domain windows. Routing accuracy here is per token: the share of target tokens whose
-# top-weighted specialist is the domain that token really comes from.
+# On single-domain windows the two routers tell the same story. They part when the domain changes
+# inside a window, say code pasted into a legal document. `run_hybrid` builds such windows from the
+# held-out streams (two or three segments of random length), labels every target token with its true
+# domain and scores both routers on them and on ordinary windows. Routing accuracy is per token here.
 
 # %%
 show_source(hybrid_windows, start="for i in range(n):", stop="segments.append(segs)")
@@ -258,7 +230,7 @@ hyb = run_hybrid(exp)
 ht = hybrid_table(hyb)
 ht.style.format("{:.4f}").format("{:.1%}", subset=["routing accuracy"])
 
-# %%
+# %% tags=["hide-input"]
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.0))
 ht["routing accuracy"].unstack().plot.bar(ax=ax1, rot=0, color=["0.55", "tab:purple"])
 ax1.axhline(1 / len(DOMAINS), color="black", ls=":", lw=1, label="chance")
@@ -271,9 +243,13 @@ ax2.set_ylabel("best specialist − fused loss (nats)")
 fig.tight_layout()
 plt.show()
 
+# %%
+show_markdown(routers_on_hybrid({kind: {r: ht.loc[(kind, r)].to_dict() for r in routers}
+                                 for kind in ("single-domain", "hybrid")}))
+
 # %% [markdown]
-# How quickly does each router catch up after a switch? Accuracy by the number of tokens since
-# the last change of domain (0 = the first token of a new segment):
+# How quickly does each router catch up after a switch? Accuracy by tokens since the last change of
+# domain (0 = the first token of a new segment):
 
 # %%
 since = accuracy_since_switch(hyb)
@@ -284,20 +260,13 @@ plt.title("Hybrid windows: accuracy after a domain switch", fontsize=10)
 plt.show()
 since.style.format("{:.1%}")
 
-# %%
-for kind in ("single-domain", "hybrid"):
-    a, b = ht.loc[(kind, "last-token")], ht.loc[(kind, "per-token")]
-    lower = "last-token" if a["fused loss"] < b["fused loss"] else "per-token"
-    print(f"{kind:13s}: fused loss last-token {a['fused loss']:.4f} vs per-token {b['fused loss']:.4f} "
-          f"(lower: {lower}); accuracy {a['routing accuracy']:.1%} vs {b['routing accuracy']:.1%}")
-
 # %% [markdown]
-# ## 5. One hybrid window, token by token
+# ## Going further
 #
-# The weights every router gives every specialist along one window: brighter = more weight. White
-# dots mark the true domain of each target token; red dashed lines mark the switches. First, all
-# hybrid windows at once: the average weight on the *true* domain's specialist, by distance from
-# the last switch.
+# ### Hybrid windows, token by token
+#
+# The average weight each router puts on the *true* domain's specialist, by distance from the last
+# switch, over all hybrid windows:
 
 # %%
 hs = hybrid_set(exp, hyb)  # the same windows run_hybrid scored
@@ -311,6 +280,30 @@ plt.ylabel("mean weight on the true domain")
 plt.legend(fontsize=8)
 plt.show()
 
+# %% [markdown]
+# One window at a time: the weights every router gives every specialist along the window (brighter
+# = more weight; white dots mark each target token's true domain, red dashed lines the switches),
+# then the specialists' own token losses along the same window. Where their lines are close, any
+# weighting predicts about the same. In Jupyter or Colab the slider picks the window; run headless,
+# it shows window 0.
+
+# %%
+def show_window(i):
+    print("\n".join(segment_snippets(exp.tokenizer, hs, i)))
+    ws = {name: w_[i] for name, w_ in w_hyb.items()}
+    for name, w_ in ws.items():
+        print(f"{name:10s} tokens until the top weight reaches the new domain, after each switch: "
+              f"{switch_lag(w_, hs.labels[i])}")
+    plot_hybrid_routing(ws, hs.labels[i], title=f"hybrid window {i}")
+    with torch.no_grad():
+        _, lg = FusedModel(specialists, k).expert_logits(hs.x[i:i + 1].to(resolve()))
+    tok_nll = torch.stack([token_nll_from_logprobs(F.log_softmax(l.float(), -1), hs.y[i:i + 1].to(l.device))[0]
+                           for l in lg]).cpu()
+    plot_token_losses(tok_nll, hs.labels[i], DOMAINS, title=f"the specialists' own losses on hybrid window {i}")
+
+
+slider(show_window, value=0, min=0, max=hs.x.shape[0] - 1, step=1, description="hybrid window")
+
 # %%
 for name, w_ in w_hyb.items():  # the windows must be the ones the report scored
     acc = float((w_.argmax(-1) == hs.labels).double().mean())
@@ -318,56 +311,16 @@ for name, w_ in w_hyb.items():  # the windows must be the ones the report scored
     assert torch.allclose(w_.sum(-1), torch.ones(w_.shape[:2]), atol=1e-5)
 print(f"{hs.x.shape[0]} hybrid windows regenerated; routing accuracy matches the report for both routers")
 
-
 # %% [markdown]
-# Pick a window (in Jupyter or Colab the slider redraws; run headless, it shows window 0):
-
-# %%
-def show_window(i):
-    print("\n".join(segment_snippets(exp.tokenizer, hs, i)))
-    ws = {name: w_[i] for name, w_ in w_hyb.items()}
-    for name, w_ in ws.items():
-        print(f"{name:10s} tokens until the argmax reaches the new domain after each switch: "
-              f"{switch_lag(w_, hs.labels[i])}")
-    plot_hybrid_routing(ws, hs.labels[i], title=f"hybrid window {i}")
-    plt.show()
-
-
-slider(show_window, value=0, min=0, max=hs.x.shape[0] - 1, step=1, description="hybrid window")
-
-# %% [markdown]
-# The specialists' own losses along the same window tell whether the router's choice mattered:
-# where the three lines are close, any weighting gives about the same prediction.
-
-# %%
-i0 = 0
-with torch.no_grad():
-    _, lg = FusedModel(specialists, k).expert_logits(hs.x[i0:i0 + 1])
-tok_nll = torch.stack([token_nll_from_logprobs(F.log_softmax(l.float(), -1), hs.y[i0:i0 + 1])[0] for l in lg])
-plt.figure(figsize=(9, 2.4))
-for j, d in enumerate(DOMAINS):
-    smooth = pd.Series(tok_nll[j].numpy()).rolling(5, center=True, min_periods=1).mean()
-    plt.plot(smooth, color=DOMAIN_COLORS[d], label=f"{d} specialist")
-for t in range(1, hs.labels.shape[1]):
-    if hs.labels[i0, t] != hs.labels[i0, t - 1]:
-        plt.axvline(t - 0.5, color="red", ls="--", lw=1.2)
-plt.xlabel("position in window")
-plt.ylabel("token loss (5-token average)")
-plt.legend(fontsize=8, ncol=3)
-plt.show()
-
-# %% [markdown]
-# ## 6. The fused model writes
+# ### The fused model writes
 #
-# Everything so far scored the fused model on held-out text. It is also a language model that can
-# continue a prompt. `FusedModel.generate` decodes greedily (always the most likely next token);
-# with `return_weights=True` it also returns, for every generated token, the router weights that
-# chose it. The causal router can do that because it only reads what has been written so far.
-# Four prompts of held-out text: the start of one window per domain, and one that begins as code
-# and switches to legal text halfway.
+# The fused model is also a language model that continues a prompt. `FusedModel.generate` decodes
+# greedily; with `return_weights=True` it also returns the router weights that chose each token,
+# which the causal router can give because it only reads what has been written. Four prompts: the
+# start of one held-out window per domain, and one that switches from code to legal text halfway.
 
 # %%
-show_source(FusedModel.generate, start="for _ in range(max_new_tokens):", stop="if not return_weights")
+show_source(FusedModel.generate, start="for _ in range(max_new_tokens)", stop="if not return_weights")
 
 # %%
 fused = exp.fused("per_token")  # the specialists and the per-token router above, logit fusion
@@ -377,9 +330,9 @@ plot_routed_text(generations, DOMAINS)
 plt.show()
 
 # %% [markdown]
-# Each generated token's background mixes the three domain colours by the router's weights at the
-# moment it was chosen: pure blue is all code, red all medical, green all legal, and a muddy
-# colour a split decision. Grey text is the prompt. The mean weights per continuation:
+# Each generated token's background mixes the domain colours by the router's weights when it was
+# chosen: blue code, red medical, green legal, a muddy colour a split decision; grey text is the
+# prompt. The mean weights per continuation:
 
 # %%
 gen_weights = pd.DataFrame({name: w.mean(0).numpy() for name, _, _, w in generations},
@@ -404,7 +357,7 @@ gen_weights.style.format("{:.2f}").background_gradient(cmap="Purples", axis=None
 #    router's accuracy change with the distance from a switch? Is either router better than chance
 #    right after a switch?
 # 5. The causal router reads a decaying average of the earlier trunk states (`RouterConfig.decay`;
-#    the switch-lag cell above prints how many tokens it takes to follow a switch). Use the heatmaps
-#    to explain what a longer memory (decay closer to 1) would do in the third segment of a window,
-#    and what a shorter one would cost on single-domain windows. Which would you pick, and on which
-#    split would you measure it?
+#    the slider under Going further prints how many tokens it takes to follow a switch). Use the
+#    heatmaps to explain what a longer memory (decay closer to 1) would do in the third segment of a
+#    window, and what a shorter one would cost on single-domain windows. Which would you pick, and on
+#    which split would you measure it?

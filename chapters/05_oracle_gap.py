@@ -16,11 +16,10 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ORG/chapter32-fusion/blob/main/chapters/05_oracle_gap.ipynb)
 #
-# Companion to Chapter 32, Steps 6–8. One number ("the fused model's loss went down") says
-# almost nothing. This notebook scores every model on the same held-out windows, puts the
-# routed fusion next to the baselines it has to beat, measures how far the learned router is
-# from a router that could see the answers (the oracle), and then runs the chapter's Step 8
-# checklist on the measured table.
+# Companion to Chapter 32, Steps 6–8. "The fused model's loss went down" says almost nothing on its
+# own. This notebook scores every model on the same held-out windows, sets the routed fusion beside
+# the baselines it has to beat (Step 6), measures how far the learned router is from an oracle that
+# sees the answers (Step 7), and runs the Step 8 checklist on the measured table.
 
 # %%
 # Colab only: install the companion package. Locally (`pip install -e .`) this cell does nothing.
@@ -46,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from minigpt import intervals, scoring
+from minigpt.analysis.conclusions import memory_verdict
 from minigpt.analysis.table import oracle_headroom
 from minigpt.chapter import chapter_table
 from minigpt.config import DOMAINS
@@ -57,7 +57,7 @@ from minigpt.plots import (plot_gap_by_position, plot_gap_curves, plot_intervals
 from minigpt.router import with_memory
 from minigpt.scoring import HEADLINE, ORACLE, SPECIALIST_ROWS
 from minigpt.studies.ceiling import routing_ceiling
-from minigpt.studies.document_memory import COLD, MEMORY, document_memory
+from minigpt.studies.document_memory import ACROSS, COLD, MEMORY, document_memory
 
 exp = setup()
 # trains (or loads) base, specialists, monolithic baseline and both routers, then scores them all
@@ -72,23 +72,22 @@ table = res["table"]
 # | `base` | the pretrained model every specialist was copied from |
 # | `code / medical / legal specialist` | one crown each, used alone |
 # | `weight average` | one model whose crown is the mean of the three crowns' weights |
-# | `monolithic` | the same crown trained on all three domains for as many steps as the three specialists together |
-# | `uniform mix` | the three specialists' logits averaged with equal weights, whatever the input |
+# | `monolithic` | one crown trained on all three domains for as many steps as the three specialists together |
+# | `uniform mix` | the specialists' logits averaged with equal weights |
 # | `fused soft (… router)` | the router's weights applied to the specialists' logits (Step 4) |
 # | `fused hard` / `single dispatch` | only the router's top choice is used |
-# | `fused probs` | a mixture of the specialists' probabilities instead of their logits |
-# | `oracle (per sequence)` | for each window, the specialist with the lowest loss on it, chosen with hindsight |
-# | `oracle (per token)` | the same choice made separately for every token |
+# | `fused probs` | a mixture of the specialists' probabilities |
+# | `oracle (per sequence)` | each window's lowest-loss specialist, chosen with hindsight |
+# | `oracle (per token)` | the same choice for every token |
 #
-# The headline row is the routed soft fusion with the per-token router. "Mixed" is the
-# equal-weight mean of the three domain columns; Δ% compares the mixed loss with the best single
-# specialist and with the base (positive = better).
+# The headline row is soft fusion with the per-token router. *Mixed* is the mean of the three domain
+# columns; Δ% compares the mixed loss with each reference (positive = better).
 
 # %%
 show_source(loss_table)
 
 
-# %%
+# %% tags=["hide-input"]
 def highlight_rows(row):
     if row.name == HEADLINE:
         # dark text: the colour scale may have chosen white for this cell
@@ -116,19 +115,13 @@ plt.show()
 # %% [markdown]
 # ### How sure is each difference?
 #
-# The table rests on a finite set of eval windows, and some of its differences are small. Every row
-# was scored on the *same* windows, so each comparison can be paired window by window: resample the
-# windows (within each domain, so the mix stays balanced), recompute both rows, repeat 2000 times,
-# and keep the middle 95 % of the differences. An interval that crosses zero means the data here
-# cannot tell the two rows apart. Three references answer three different questions:
-#
-# * **best specialist** (the chapter's comparison): does routing beat simply picking one specialist?
-# * **monolithic**: does it beat one crown trained on all the data with the same compute? That
-#   baseline needs every domain's text pooled in one place, which fusion never does.
-# * **uniform mix**: what does the router add over weighting the specialists equally?
+# Some differences in the table are small. Each comparison of the headline with a reference comes
+# with a paired 95 % interval over the eval windows (how it is made: Going further). An interval that
+# crosses zero means these windows cannot tell the two rows apart. The references ask different
+# questions: the **best specialist** (the chapter's), the **monolithic** crown (all the data pooled,
+# same compute) and the **uniform mix** (what the router adds over equal weights).
 
 # %%
-show_source(intervals.resampled_mixed)
 for iv in res["intervals"]:
     print(f"{iv['comparison']:>20}: {intervals.format_interval(iv)}")
 plot_intervals(res["intervals"], title=f"{HEADLINE} against each reference, 95 % paired intervals "
@@ -136,9 +129,8 @@ plot_intervals(res["intervals"], title=f"{HEADLINE} against each reference, 95 %
 plt.show()
 
 # %% [markdown]
-# What each row costs. Fusion serves the trunk once and every crown, so it spends more compute per
-# token than one model (the formula is in `minigpt.analysis.costs`); the last column says which data
-# each row needed. Read the gains above against this:
+# What each row costs: fusion serves the trunk once and every crown (formula in
+# `minigpt.analysis.costs`); the last column says which data each row needed.
 
 # %%
 res["costs"].style.format({"total params": "{:,}", "trained params": "{:,}", "inference vs one model": "{:.2f}×"})
@@ -146,18 +138,15 @@ res["costs"].style.format({"total params": "{:,}", "trained params": "{:,}", "in
 # %% [markdown]
 # ## 2. The oracle gap (Chapter 32, Step 7)
 #
-# The oracle runs all three specialists on a window and keeps whichever did best — a choice no
-# deployable router can make, because it needs the answer first. It is the best any router
-# choosing one specialist per window could do with *these* specialists. The gap between the
-# learned router and the oracle separates two diagnoses: a large gap means the specialists hold
-# value the router fails to reach; a small gap means the router already gets most of what the
-# specialists offer, and further gains must come from better specialists.
+# The oracle runs all three specialists on a window and keeps whichever did best, a choice no
+# deployable router can make. It bounds any router that picks one specialist per window. A large gap
+# means the specialists hold value the router misses; a small one, that further gains must come from
+# better specialists.
 
 # %% [markdown]
 # **Exercise** (Chapter 32, Step 7). Write the per-window oracle and its gap before reading the
-# package's version below. The cell after yours runs it on every domain's held-out windows and
-# compares it with the scoring pass's `oracle (per sequence)` row and the table's oracle gap; until
-# you write it, it says so, and nothing else in the notebook uses your function.
+# package's version. The cell after yours runs it on every domain's held-out windows and compares it
+# with the scoring pass's `oracle (per sequence)` row and the table's gap; until you write it, it says so.
 
 # %% exercise="oracle_gap" tags=["exercise"]
 def my_oracle_gap(spec_nll, fused_nll):
@@ -175,33 +164,31 @@ def my_oracle_gap(spec_nll, fused_nll):
 passed = check_oracle_gap(my_oracle_gap, exp)
 
 # %% [markdown]
-# Here is where the oracle is computed, inside the scoring pass: every specialist's token losses on
-# a batch are stacked, and both oracles are read off them with hindsight:
+# Where the scoring pass computes it: every specialist's token losses on a batch are stacked, and both
+# oracles are read off them with hindsight:
 
 # %%
 show_source(scoring._score_batch, match=("spec = torch.stack", "add_oracles("), context=0)
 show_source(scoring.add_oracles)
 
 # %% [markdown]
-# The oracle's *headroom* is what perfect per-window routing gains over the best single
-# specialist; the share of it the learned router captures says how much of the available value
-# routing reaches:
+# The oracle's *headroom* is what perfect per-window routing gains over the best single specialist;
+# the share of it the router captures says how much of the available value routing reaches:
 
 # %%
 mixed = table["mixed"]
 gap = res["oracle_gap"]
 oh = oracle_headroom(table)
-print(f"headline ({HEADLINE}): {oh['method']:.4f}")
-print(f"oracle (per sequence):           {oh['oracle']:.4f}")
-print(f"oracle gap:                      {gap:+.4f} nats")
-print(f"best single specialist:          {oh['best_specialist_mixed']:.4f} ({oh['best_specialist']})  "
-      f"-> the oracle's headroom over it: {oh['headroom']:.4f} nats")
-print(f"share of that headroom the router captures: {oh['captured']:.0%}")
-print(f"oracle (per token), for scale:   {mixed['oracle (per token)']:.4f}")
+captured = "share of the headroom captured"
+(pd.Series({f"headline: {HEADLINE}": oh["method"], "oracle (per sequence)": oh["oracle"], "oracle gap (nats)": gap,
+            f"best single specialist: {oh['best_specialist']}": oh["best_specialist_mixed"],
+            "oracle's headroom over it (nats)": oh["headroom"], captured: oh["captured"],
+            "oracle (per token), for scale": mixed["oracle (per token)"]}, name="value").to_frame().style
+ .format("{:.4f}").format("{:.0%}", subset=pd.IndexSlice[[captured], :]))
 
 # %% [markdown]
-# The gap for every routed row, and per domain (a positive number is loss the router leaves on
-# the table):
+# The gap for every routed row and domain (positive: loss the router leaves on the table), and routing
+# accuracy:
 
 # %%
 routed = [r for r in table.index if "router" in r]
@@ -213,9 +200,9 @@ pd.DataFrame(res["routing_accuracy"]).T.style.format("{:.1%}").set_caption(
     "routing accuracy: share of tokens whose top-weighted specialist is the window's own domain")
 
 # %% [markdown]
-# The same numbers as one picture. The shaded band runs from the oracle to the best single
-# specialist: the room that routing between these specialists could win. The purple line is the
-# learned router; the distance from it to the band's left edge is the oracle gap.
+# As one picture: the band runs from the oracle to the best single specialist, the room routing
+# between these specialists could win. The purple line is the learned router; its distance to the
+# band's left edge is the oracle gap.
 
 # %%
 plot_oracle_band(mixed)
@@ -224,12 +211,10 @@ plt.show()
 # %% [markdown]
 # ### Where in the window is the gap?
 #
-# The headline's per-token router weighs position $t$ from the trunk states of tokens $1..t$
-# only, while the oracle has chosen with the whole window in view. So the gap need not be spread
-# evenly: at the first positions the router has read almost nothing. Below, the gap (headline
-# minus per-sequence oracle) at every position of the window, averaged over windows and then over
-# the three domains; the shaded spans are the buckets `gap_by_position` reports (and `table.json`
-# stores as `oracle_gap_by_position`), each with its mean as a black segment.
+# The per-token router weighs position $t$ from tokens $1..t$ only, while the oracle chose with the
+# whole window in view, so the gap may sit at the first positions. Below, the gap at every position,
+# averaged over windows and domains; the shaded spans are the buckets `gap_by_position` reports, each
+# with its mean as a black segment.
 
 # %%
 show_source(gap_by_position, start="T = next", stop="return out")
@@ -239,26 +224,48 @@ per_position = gap_per_position(res["nll"])  # HEADLINE minus ORACLE at each pos
 buckets = res["oracle_gap_by_position"]
 plot_gap_by_position(per_position, buckets)
 plt.show()
-first, last = next(iter(buckets)), list(buckets)[-1]
-print("gap by bucket (nats): " + ", ".join(f"positions {b}: {v:+.4f}" for b, v in buckets.items()))
-print(f"first bucket / last bucket: {buckets[first]:+.4f} / {buckets[last]:+.4f}; "
-      f"largest gap at position {int(np.argmax(per_position))}")
-# the positions average back to the oracle gap above, and each bucket to the reported value
-assert abs(np.mean(per_position) - gap) < 1e-5
-for b, v in buckets.items():
-    lo, hi = map(int, b.split("-"))
-    assert abs(np.mean(per_position[lo:hi + 1]) - v) < 1e-5, b
+pd.Series(buckets, name="oracle gap (nats)").rename_axis("positions").to_frame().style.format("{:+.4f}")
 
 # %% [markdown]
+# ## 3. The Step 8 checklist
+#
+# Chapter 32, Step 8 lists what the table should show when composition works. Each condition is
+# evaluated on the numbers above. Claims about the fused model are read off their paired intervals:
+# ✓ when the whole interval is on the right side, ✗ on the wrong side, **?** when it straddles the
+# line. A ✗ or a ? is a finding about this run, not an error.
+
+# %% tags=["hide-input"]
+MARKS = {"holds": "✓", "fails": "✗", "inconclusive": "?"}
+show_markdown("\n".join(f"- {MARKS[c['verdict']]} **{c['condition']}** ({c['verdict']}) — {c['evidence']}"
+                        for c in res["litmus"]))
+counts = pd.Series([c["verdict"] for c in res["litmus"]]).value_counts()
+print(", ".join(f"{n} {v}" for v, n in counts.items()) + f" at profile {exp.profile.name!r}, seed {exp.seed}")
+
+# %% [markdown]
+# ## Going further
+#
+# ### How the intervals are made
+#
+# Every row was scored on the *same* windows, so a comparison can be paired window by window:
+# resample the windows with replacement within each domain (the mix stays balanced), recompute both
+# rows, repeat 2000 times and keep the middle 95 % of the differences. The shared difficulty of a
+# window cancels in each difference:
+
+# %%
+show_source(intervals.resampled_mixed)
+
+# %% [markdown]
+# How far to trust them: windows are resampled as if independent, but windows cut from the same
+# document are correlated, so these intervals are narrower than resampling whole documents would give
+# (docs/design.md, "Evaluation protocol").
+#
 # ### Is the router the limit, or the trunk features it reads?
 #
-# A large gap could mean the router was trained badly (too few steps, poor targets) or that the
-# trunk's hidden state simply does not separate the domains well enough for *any* linear read-out.
-# One way to tell them apart: give a fresh router of the same form every unfair advantage. Here
-# it is fitted on the evaluation windows themselves, with their domain labels. It has seen the
-# test, so it is an optimistic reference, not a deployable router. If the trained router is
-# already close to it, more router training will not close the gap; only a trunk whose features
-# separate the domains better can (a deeper split point, a stronger base).
+# A large gap could mean a badly trained router or a trunk state that no linear read-out separates
+# well. To tell them apart, give a fresh router of the same form every unfair advantage: fit it on
+# the evaluation windows themselves, with their labels. It has seen the test, so it is an optimistic
+# reference, not a deployable router. If the trained router is close to it, more router training
+# will not close the gap; only better features can (another split point, a stronger base).
 
 # %%
 ceiling = routing_ceiling(exp)  # fits in seconds, then cached
@@ -273,39 +280,23 @@ print(f"per-token router at K={exp.k}, seed {exp.seed}; the reference saw the te
 compare.round(4)
 
 # %% [markdown]
-# How to read it: positive "room left" on a routing row, or a negative one on the gap row, is
-# what better router training could still win at most. When both are small, the gap that remains
-# belongs to the features, and to the first tokens of each window, where no causal router has seen
-# enough to choose. The check below only asks that the reference, which was fitted to these very
-# labels, routes at least as well as the trained router on average over the domains.
-
-# %%
-mean_acc = lambda acc: sum(acc[d] for d in DOMAINS) / len(DOMAINS)  # noqa: E731
-# both routers are trained, so this is a slack, not a bound: the reference, fitted to these very
-# labels, should not trail the trained router by more than 2 points of accuracy
-assert mean_acc(ceiling["routing_accuracy"]) >= mean_acc(trained_acc) - 0.02, (ceiling, trained_acc)
-print(f"mean routing accuracy: trained {mean_acc(trained_acc):.1%}, "
-      f"fitted on the eval windows {mean_acc(ceiling['routing_accuracy']):.1%}")
-
-# %% [markdown]
+# Positive room left on a routing row, or negative on the gap row, is the most better router training
+# could win. When both are small, the remaining gap belongs to the features and to the first tokens
+# of each window, where no causal router has read enough.
+#
 # ### A router that remembers the document
 #
-# Every evaluation window starts the per-token router cold: at position 0 it has read one token.
-# A router reading a document in use has the text before the window. So here is the *same* trained
-# router, not retrained, with its decaying average started on the trunk states of the tokens just
-# before each window in the held-out stream (the end of the previous window-sized slot). The
-# prefix's trunk states are computed on their own, then the router reads prefix and window as one
-# sequence and keeps the window's weights:
+# Every evaluation window starts the per-token router cold, though a router reading a document has
+# the text before the window. Here the *same* trained router, not retrained, starts its decaying
+# average on the trunk states of the tokens just before each window in the held-out stream:
 
 # %%
 show_source(with_memory)
 
 # %% [markdown]
-# Two choices. Memory stops at a document boundary: the prefix up to and including its last
-# end-of-document token is forgotten, since a model reading one document would not carry the
-# previous one (a third row, `memory-across-documents`, keeps it, to show what the rule changes).
-# And the first slot of each stream has nothing before it: that window starts cold, as it starts
-# a document. All rows are scored by `scoring.score` on the same windows as the table above.
+# Memory stops at a document boundary (a third row, `memory-across-documents`, keeps it, to show what
+# the rule changes), and the first window of each stream has nothing before it, so it starts cold.
+# All rows are scored on the same windows as the table above.
 
 # %%
 memory = document_memory(exp)  # the cold and the remembering router on the same windows; cached
@@ -316,8 +307,6 @@ memory_rows = pd.DataFrame({name: {"mixed loss": r["mixed_loss"], "oracle gap (n
                                    **{f"gap, positions {b}": v for b, v in r["oracle_gap_by_position"].items()},
                                    **{f"routing {d}": r["routing_accuracy"][d] for d in DOMAINS}}
                             for name, r in memory["rows"].items()}).T
-# the cold row is the table's headline: same router, same windows, same scoring pass
-assert abs(memory["rows"][COLD]["mixed_loss"] - mixed[HEADLINE]) < 1e-5
 memory_rows.round(4)
 
 # %%
@@ -327,65 +316,38 @@ plot_gap_curves({"cold start": cold["gap_per_position"], "document memory": reme
 plt.show()
 
 # %%
-m, target = memory["memory_vs_cold"], memory["target_gap_nats"]
-change = (f"memory changes the mixed loss by {m['delta']:+.4f} ± {m['se']:.4f} nats over the same windows "
-          f"(paired, 95% interval {m['ci_low']:+.4f} to {m['ci_high']:+.4f}: {m['verdict']})")
-if m["verdict"] == "better":
-    moved = {b: cold["oracle_gap_by_position"][b] - v for b, v in remembered["oracle_gap_by_position"].items()}
-    most = max(moved, key=moved.get)
-    reach = "at or below" if memory["memory_meets_target"] else "still above"
-    text = (f"Carrying the state helps: {change}. It closes {memory['gap_closed_share']:.0%} of the cold "
-            f"router's oracle gap, leaving {remembered['oracle_gap_nats']:+.4f} nats, {reach} {target} nats. "
-            f"The gap falls most at positions {most} ({moved[most]:+.4f} nats). "
-            + ("" if most == next(iter(moved)) else "The gain is not only at the start of the window. ")
-            + ("Most of the cold router's gap was its cold start: at the first positions it had not read "
-               "enough yet, rather than lacking the features to route." if memory["gap_closed_share"] >= 0.5 else
-               "But the cold start was the smaller part of this gap: most of it lies at positions where both "
-               "routers have read plenty, in what the router can tell from the trunk states.")
-            + f" Routing accuracy, mean over domains: {mean_acc(cold['routing_accuracy']):.1%} cold, "
-            f"{mean_acc(remembered['routing_accuracy']):.1%} with memory.")
-elif m["verdict"] == "worse":
-    text = (f"Carrying the state hurts here: {change}. The router was trained on cold windows, and a "
-            f"prefix from the wrong context (or a weak router reading it) misleads more than it helps.")
-else:
-    text = (f"No clear effect at this profile: {change}. The cold start is not what limits this "
-            f"router; its features are (compare the reference fitted on the eval windows above).")
-eos_effect = memory["rows"]["memory-across-documents"]["mixed_loss"] - remembered["mixed_loss"]
-show_markdown(text + f" Remembering across document boundaries instead changes the mixed loss by "
-              f"{eos_effect:+.4f} nats against stopping at them.")
+show_markdown(memory_verdict(memory, COLD, MEMORY, ACROSS))
 
 # %% [markdown]
-# ## 3. The Step 8 checklist
+# ## Checks that hold whatever the run
 #
-# Chapter 32, Step 8 lists what a table should look like when composition works. Each condition
-# below is evaluated on the numbers above — none is assumed. The claims about the fused model are
-# read off their paired intervals: ✓ when the whole interval is on the right side, ✗ when it is
-# on the wrong side, **?** (inconclusive) when it straddles the line. A ✗ or a ? is a finding
-# about this run, not an error.
-
-# %%
-MARKS = {"holds": "✓", "fails": "✗", "inconclusive": "?"}
-show_markdown("\n".join(f"- {MARKS[c['verdict']]} **{c['condition']}** ({c['verdict']}) — {c['evidence']}"
-                        for c in res["litmus"]))
-counts = pd.Series([c["verdict"] for c in res["litmus"]]).value_counts()
-print(", ".join(f"{n} {v}" for v, n in counts.items()) + f" at profile {exp.profile.name!r}, seed {exp.seed}")
-
-# %% [markdown]
-# Sanity checks that hold whatever the run: the oracle picks, per window, a specialist's own
-# loss, so it can never be worse than any specialist alone; choosing per token can never be
-# worse than choosing per window; and the checklist must agree with the table it was read from.
+# The oracle picks, per window, a specialist's own loss, so it never loses to a specialist alone, and
+# choosing per token never loses to choosing per window. The positions average back to the oracle
+# gap, the checklist agrees with the table it was read from, and the reference fitted on the eval
+# windows routes about as well as the trained router or better. The cold memory row is the table's
+# headline: same router, same windows, same scoring pass.
 
 # %%
 for row in SPECIALIST_ROWS:
     assert mixed[ORACLE] <= mixed[row] + 1e-9, f"the oracle cannot lose to the {row}"
 for d in (*DOMAINS, "mixed"):
     assert table.loc["oracle (per token)", d] <= table.loc[ORACLE, d] + 1e-9
+assert abs(np.mean(per_position) - gap) < 1e-5
+for b, v in buckets.items():
+    lo, hi = map(int, b.split("-"))
+    assert abs(np.mean(per_position[lo:hi + 1]) - v) < 1e-5, b
 checklist = {c["condition"]: c["verdict"] for c in res["litmus"]}
 vs_base = intervals.by_name(res["intervals"])["vs base"]
 assert checklist["the fused model has a lower mixed loss than the base"] == intervals.interval_verdict(vs_base["low"], vs_base["high"])
 assert vs_base["low"] <= (mixed["base"] - mixed[HEADLINE]) / mixed["base"] * 100 <= vs_base["high"]
 assert abs(gap - (mixed[HEADLINE] - mixed[ORACLE])) < 1e-9
-print("oracle ≤ every specialist, per-token oracle ≤ per-sequence oracle, checklist consistent with the table")
+mean_acc = lambda acc: sum(acc[d] for d in DOMAINS) / len(DOMAINS)  # noqa: E731
+# both routers are trained, so this is a slack, not a bound: the reference, fitted to these very
+# labels, should not trail the trained router by more than 2 points of accuracy
+assert mean_acc(ceiling["routing_accuracy"]) >= mean_acc(trained_acc) - 0.02, (ceiling, trained_acc)
+assert abs(memory["rows"][COLD]["mixed_loss"] - mixed[HEADLINE]) < 1e-5
+print("oracle ≤ every specialist, per-token oracle ≤ per-sequence oracle, positions average to the gap, "
+      "checklist consistent with the table, the reference routes as well, the cold row is the headline")
 
 # %% [markdown]
 # ## Questions to answer

@@ -223,6 +223,60 @@ pd.Series({t: v["mean_max_target"] for t, v in rep["target_sharpness"].items()},
           name="mean target weight on the best specialist").to_frame().style.format("{:.3f}")
 
 # %% [markdown]
+# ## Try it: your own collapse
+#
+# Choose the share of code in the router's training data and the target temperature. A per-token
+# router over the three specialists is retrained with them, on the same pool and with the same seeds
+# as the study's routers, and scored on a subset of the held-out windows per domain beside the healthy
+# router on the same windows (`minigpt/live.py`). The next cell runs the specialists over the pool
+# once; each change then takes seconds. The dashed line is the study's collapse sign for the
+# dominant expert's weight elsewhere.
+
+# %%
+from minigpt.live import LIVE_WINDOWS, code_mix, live_router
+from minigpt.notebook import Dropdown, Slider, controls, dropdown
+from minigpt.plots import plot_retrained
+from minigpt.studies.break2 import COLD_TEMP, DOMINANT_SHARE, ROUTING_DROP_PP
+
+healthy_live = live_router(exp, exp.profile.router)  # the healthy router on the subset; builds the pool once
+print(f"healthy router: pool ready and retrained in {healthy_live.seconds['train']:.1f} s, scored on "
+      f"{LIVE_WINDOWS} windows per domain (all, if fewer) in {healthy_live.seconds['score']:.1f} s")
+
+
+# %%
+def retrain_collapse(code_share, temp):
+    live = live_router(exp, replace(exp.profile.router, domain_mix=code_mix(code_share), temp=temp),
+                       healthy_accuracy=healthy_live.routing_accuracy)
+    plot_retrained({"healthy router": healthy_live.row, f"{code_share:.0%} code, temperature {temp:g}": live.row},
+                   panels=("routing", "elsewhere", "mixed"), title="router retrained on skewed data, held-out subset")
+    print(f"largest routing drop {live.largest_routing_drop_pp:+.1f} points (a collapse sign at {ROUTING_DROP_PP:g}); "
+          f"dominant expert's weight elsewhere {live.dominant_weight_elsewhere:.2f} (a sign at {DOMINANT_SHARE:g}); "
+          f"headline − healthy on these windows {live.fused_mixed - healthy_live.fused_mixed:+.4f} nats")
+    print(f"trained in {live.seconds['train']:.1f} s, scored in {live.seconds['score']:.1f} s")
+
+
+temps = {f"{exp.profile.router.temp:g} (the profile's)": exp.profile.router.temp, f"{COLD_TEMP:g} (one-hot)": COLD_TEMP,
+         "0.01": 0.01, "1 (soft)": 1.0}
+controls(retrain_collapse, code_share=Slider(0.9, min=0.34, max=0.98, step=0.02, description="code share of router data"),
+         temp=Dropdown(temps, value=COLD_TEMP, description="target temperature"))
+
+# %% [markdown]
+# The study's own routers, one curve point at a time: where each domain's weight goes, for the three
+# specialists and for the set with a generalist in code's slot.
+
+# %%
+curve_points = {f"{p['domain_mix'][0]:.0%} code, temperature {p['temp']:g}": name
+                for name, p in sets["specialists"]["points"].items()}
+
+
+def show_point(name):
+    plot_mean_weight_heatmaps({"three specialists": rep["_raw"]["weights"]["specialists"][name],
+                               "generalist in code's slot": rep["_raw"]["weights"]["generalist"][name]})
+
+
+dropdown(show_point, curve_points, value="mix=0.98/0.01/0.01 temp=0.001", description="curve point")
+
+# %% [markdown]
 # ## Checks that hold whatever the run
 
 # %%

@@ -17,10 +17,10 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ORG/chapter32-fusion/blob/main/chapters/08_questions.ipynb)
 #
 # Chapter 32 closes with five questions. Each is restated below in our own words, followed by the
-# cells that produce the evidence for an answer on *this* run: the profile and seed printed by the
-# set-up cell. The answers themselves are left to you (an instructor's key computed from the same
-# numbers lives in `chapters/answers/`). Everything comes from the package's cached models, so this
-# notebook runs on its own, in any order relative to the others.
+# cells that produce the evidence on *this* run (the profile and seed printed by the set-up cell).
+# The answers are left to you; an instructor's key computed from the same numbers is in
+# `chapters/answers/`. Everything comes from the package's cached models, so this notebook runs on
+# its own, in any order relative to the others.
 
 # %%
 # Colab only: install the companion package. Locally (`pip install -e .`) this cell does nothing.
@@ -45,13 +45,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from minigpt.analysis.conclusions import nothing_frozen_changes, nothing_frozen_methods
 from minigpt.analysis.crowns import param_counts
 from minigpt.analysis.divergence import kalavai_line
 from minigpt.analysis.routing import confusion_matrix, misrouting, misrouting_margins
 from minigpt.analysis.table import baseline_comparison, oracle_headroom
 from minigpt.chapter import chapter_table
 from minigpt.claims.break1 import headline, predictions
-from minigpt.claims.sweep import boundary, gain_column
+from minigpt.claims.sweep import boundary, gain_column, nothing_frozen
 from minigpt.config import DOMAINS
 from minigpt.notebook import announce, setup, show_markdown, slider
 from minigpt.plots import (DOMAIN_COLORS, plot_confusion, plot_freeze_grid, plot_freeze_sweep,
@@ -71,8 +72,9 @@ table, mixed = res["table"], res["table"]["mixed"]
 # better than it? Suppose merging the specialists' weights outperforms routing between them: what
 # would that reveal about the router — not about the specialists?* (Chapter 32, Steps 6 and 8.)
 #
-# The headline row is soft logit fusion with the causal per-token router. `margin` is the
-# baseline's loss minus the headline's: positive where fusion wins.
+# The headline is soft logit fusion with the per-token router. `margin` is the baseline's loss minus
+# the headline's, positive where fusion wins. The `uniform mix` row's margin is what the router adds
+# over equal weights on the same specialists.
 
 # %%
 vs = baseline_comparison(table)
@@ -83,37 +85,27 @@ plot_mixed_losses(table, highlight=(HEADLINE, ORACLE, ORACLE_PER_TOKEN))
 plt.title(f"Every row of the table, mixed held-out loss ({exp.profile.name}, seed {exp.seed})", fontsize=10)
 plt.show()
 
-# %%
-beaten, ahead = list(vs.index[vs["fusion better"]]), list(vs.index[~vs["fusion better"]])
-print(f"{HEADLINE} ({mixed[HEADLINE]:.4f}) beats: {', '.join(beaten) or 'none'}")
-print(f"still ahead of it: {', '.join(ahead) or 'none'}")
-router_effect = mixed["uniform mix"] - mixed[HEADLINE]  # same specialists, only the weights differ
-print(f"what the router adds over equal weights (uniform mix − fused): {router_effect:+.4f} nats")
-print(f"weight average − fused: {mixed['weight average'] - mixed[HEADLINE]:+.4f} nats")
-
 # %% [markdown]
 # ## Question 2 · The oracle gap: a weak router, or weak specialists?
 #
 # *How far is the learned router from an oracle that picks the best specialist with hindsight?
 # Is the weak link the router, or are the specialists too alike to leave room — and what remedy
-# fits each diagnosis?*
-# (Chapter 32, Step 7.)
+# fits each diagnosis?* (Chapter 32, Step 7.)
 #
-# Three numbers frame it: the oracle gap (learned − oracle), the oracle's *headroom* over the best
-# single specialist (what perfect per-window routing could win at all), and the share of that
-# headroom the router captures.
+# Three numbers frame it: the oracle gap, the oracle's *headroom* over the best single specialist
+# (what perfect per-window routing could win at all), and the share of it the router captures.
 
 # %%
 oh = oracle_headroom(table)
-pd.Series({"headline (fused, per-token)": oh["method"], "oracle (per sequence)": oh["oracle"],
-           "oracle gap": oh["gap"], f"best specialist ({oh['best_specialist']})": oh["best_specialist_mixed"],
-           "oracle headroom over it": oh["headroom"], "share of headroom captured": oh["captured"]},
-          name="value").to_frame().style.format("{:.4f}")
+captured = "share of headroom captured"
+(pd.Series({"headline (fused, per-token)": oh["method"], "oracle (per sequence)": oh["oracle"],
+            "oracle gap": oh["gap"], f"best specialist: {oh['best_specialist']}": oh["best_specialist_mixed"],
+            "oracle headroom over it": oh["headroom"], captured: oh["captured"]}, name="value").to_frame().style
+ .format("{:.4f}").format("{:.0%}", subset=pd.IndexSlice[[captured], :]))
 
 # %% [markdown]
-# Where in the window is the gap? A causal router starts each window knowing nothing, while the
-# per-window oracle has seen the whole window. If the gap is concentrated in the first positions,
-# much of it is the price of routing causally rather than a weak router:
+# A causal router starts each window knowing nothing, while the oracle has seen the whole window. If
+# the gap sits in the first positions, much of it is the price of routing causally:
 
 # %%
 by_pos = pd.Series(res["oracle_gap_by_position"], name="oracle gap (nats)")
@@ -129,12 +121,6 @@ by_pos.to_frame().style.format("{:+.4f}")
 per_domain_gap = (table.loc[HEADLINE, list(DOMAINS)] - table.loc[ORACLE, list(DOMAINS)]).rename("oracle gap")
 pd.DataFrame({"oracle gap": per_domain_gap, "routing accuracy": pd.Series(res["routing_accuracy"]["per-token"])}) \
     .style.format({"oracle gap": "{:+.4f}", "routing accuracy": "{:.1%}"})
-
-# %%
-for row in SPECIALIST_ROWS:
-    assert mixed[ORACLE] <= mixed[row] + 1e-9, f"the oracle cannot lose to the {row}"
-assert mixed[ORACLE_PER_TOKEN] <= mixed[ORACLE] + 1e-9
-print("oracle ≤ every specialist, per-token oracle ≤ per-window oracle")
 
 # %% [markdown]
 # ## Question 3 · When the shared base is gone, what fails first?
@@ -155,8 +141,9 @@ pd.DataFrame([{"prediction": r["prediction"], "change vs matched control": r["vs
 # %%
 show_markdown(predictions(b1).text)
 show_markdown(headline(b1).text)
-print(f"what fails first (held predictions, most decisive first): {', '.join(b1['what_fails_first']) or 'none'}")
-assert b1["compat"]["refusal"] is not None, "the compatibility check must refuse specialists from different bases"
+fails = b1["what_fails_first"]
+pd.Series(fails, index=pd.RangeIndex(1, len(fails) + 1, name="rank"), dtype=str,
+          name="what fails first: held predictions, most decisive first").to_frame()
 
 # %% [markdown]
 # ## Question 4 · Does freezing more of the trunk help fusion or hurt it?
@@ -166,22 +153,14 @@ assert b1["compat"]["refusal"] is not None, "the compatibility check must refuse
 # Step 2.)
 #
 # `freeze_sweep` trains specialists and a per-token router at every freeze depth K (K blocks plus
-# the embeddings frozen) and evaluates each set the same way. *Divergence* is how much the
-# specialists improved on their own domain over the base (in %, averaged over domains); the fused
-# gain is the headline's improvement over the best specialist (in %).
-#
-# One more point freezes too little: **`none`**, where nothing is frozen. Each specialist fine-tunes
-# every parameter, embeddings included, and its output head is untied (a copy of the base's
-# embedding, trained on its own), so the three no longer share a trunk or an output space. They are
-# scored as unshared experts, each running its own embeddings; the router reads the code
-# specialist's own embedding output (reading the base's embeddings would bring back a shared frozen
-# piece, the very thing this point gives up). It stands in the first row of the table and left of
-# K = 0 in the plots.
+# the embeddings frozen) and scores each set the same way. *Divergence* is how much the specialists
+# improved on their own domain over the base (in %, averaged over domains); the fused gain is the
+# headline's improvement over the best specialist (in %).
 
 # %%
 announce(exp, "sweep")
 sw = freeze_sweep(exp)
-frame = sweep_frame(sw, with_none=True)  # the "none" row first, then K = 0..L-1
+frame = sweep_frame(sw)  # one row per K; the nothing-frozen point is under Going further
 frame.style.format("{:.4f}").format("{:,.0f}", subset=["trainable params"]).format(
     "{:+.2f}", subset=["divergence %", "fused vs best specialist %", "fused vs base %"]).format(
     "{:.1%}", subset=["routing accuracy"])
@@ -208,8 +187,66 @@ show_markdown(boundary(sw).text)
 show_markdown(gain_column(sw).text)
 
 # %% [markdown]
-# Every depth side by side: where the cut sits, the mixed loss of the key rows (one shared axis
-# across K), each specialist's gain on its own domain, and routing accuracy per domain:
+# ## Question 5 · When the router gets it wrong, how wrong?
+#
+# *Look at the router's mistakes. Does it send text to the specialist of an unrelated domain, or
+# does it hesitate between two specialists that each suit the text in part? Each kind of mistake
+# has its own remedy.* (Chapter 32, question 5.)
+#
+# Three views of the per-token router's mistakes on held-out text: where each domain's tokens go;
+# whether the chosen specialist was still the best one for that window and what the mistake costs;
+# and how close the call was, the chosen specialist's weight minus the own specialist's.
+
+# %%
+weights = res["weights"]["per-token"]
+plot_confusion(confusion_matrix(weights), title="per-token router: where each domain's tokens go")
+plt.show()
+
+# %%
+spec_nll = {d: res["scores"].spec_nll(d) for d in DOMAINS}  # (specialists, windows, T) token losses per domain
+mis = pd.DataFrame(misrouting(weights, spec_nll)).T.rename(columns={
+    "misrouted": "misrouted share", "chosen_is_window_best": "chosen specialist best on the window",
+    "excess_nats": "extra loss of the chosen specialist (nats)"})
+margins = misrouting_margins(weights)
+mis["median weight margin"] = pd.Series({d: v["median_margin"] for d, v in margins.items()})
+mis["own specialist is 2nd"] = pd.Series({d: v["own_is_second"] for d, v in margins.items()})
+mis.style.format("{:.3f}").format("{:.1%}", subset=["misrouted share", "chosen specialist best on the window",
+                                                   "own specialist is 2nd"])
+
+# %%
+fig, ax = plt.subplots(figsize=(6.4, 2.8))
+for d, v in margins.items():
+    if v["margin"].numel():
+        ax.hist(v["margin"].numpy(), bins=np.linspace(0, 1, 26), histtype="step", lw=1.8, color=DOMAIN_COLORS[d],
+                density=True, label=f"{d} text ({v['misrouted']:.0%} misrouted)")
+ax.set_xlabel("weight on chosen specialist − weight on own specialist (misrouted tokens)")
+ax.set_ylabel("density")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# Does the wrongly chosen specialist still *partly fit*? Compare its loss on that domain with the
+# base's and the own specialist's (the cross-domain matrix of notebook 2):
+
+# %%
+cm, cd = confusion_matrix(weights), res["cross_domain"]
+fit_rows = {}
+for d in DOMAINS:
+    wrong = cm.loc[d].drop(f"{d} specialist")
+    dest = wrong.idxmax()
+    fit_rows[d] = {"most frequent wrong choice": dest, "share of tokens": wrong.max(),
+                   "its loss here": cd.loc[dest, d], "own specialist": cd.loc[f"{d} specialist", d],
+                   "base": cd.loc["base", d], "beats the base here": bool(cd.loc[dest, d] < cd.loc["base", d])}
+pd.DataFrame(fit_rows).T.style.format({"share of tokens": "{:.1%}", "its loss here": "{:.4f}",
+                                       "own specialist": "{:.4f}", "base": "{:.4f}"})
+
+# %% [markdown]
+# ## Going further
+#
+# ### Every freeze depth side by side
+#
+# Where the cut sits, the mixed loss of the key rows (one shared axis across K), each specialist's
+# gain on its own domain, and routing accuracy per domain:
 
 # %%
 base = exp.base()
@@ -221,22 +258,22 @@ for i in range(0, len(sw["ks"]), 4):  # at most four depths per figure
 
 
 # %% [markdown]
-# The same view one depth at a time (in Jupyter or Colab the slider redraws; run headless, it shows
-# the profile's K):
+# One depth at a time (in Jupyter or Colab the slider redraws; run headless, it shows the profile's K):
 
 # %%
 def show_depth(K):
     plot_freeze_grid(sw, n_layer, counts, k_profile=exp.k, ks=[K])
-    plt.show()
 
 
 slider(show_depth, value=min(max(exp.k, min(sw["ks"])), max(sw["ks"])), min=min(sw["ks"]), max=max(sw["ks"]), step=1,
        description="freeze depth K")
 
 # %% [markdown]
+# ### KALAVAI's line
+#
 # KALAVAI reports that the fused gain grows with the specialists' divergence, roughly
-# gain = 0.82 × divergence − 2.72 (both in %). Our points (every K of this sweep, plus any other
-# seeds and Break 1 controls already on disk for this profile) with a least-squares line:
+# gain = 0.82 × divergence − 2.72 (both in %). Our points (every K of this sweep, plus any other seeds
+# and Break 1 controls already on disk for this profile) with a least-squares line:
 
 # %%
 fit = sw["fit"]
@@ -256,110 +293,53 @@ plt.ylabel("fused gain over best specialist, %")
 plt.legend(fontsize=7)
 plt.show()
 
-# %%
-params = frame["trainable params"].values  # "none" first: it trains everything
-assert np.all(np.diff(params) < 0), "each extra frozen block must leave fewer trainable parameters"
-
 # %% [markdown]
 # ### Freeze too little: nothing frozen
 #
-# What does giving up the shared trunk and the shared head cost, or buy? The `compat` check is
-# asked first (it should refuse: the embeddings differ), then the `none` point is set next to the
-# smallest K. Hidden-state fusion mixes the specialists' final hidden states and decodes them with
-# the code specialist's own head; with a shared tied head that equals logit fusion, without one it
-# need not. Weight averaging averages every parameter, heads included.
+# One more point freezes nothing: each specialist fine-tunes every parameter, embeddings included,
+# with its own untied head, so the three share neither a trunk nor an output space. They are scored
+# as unshared experts; the router reads the code specialist's own embedding output. The `compat`
+# check is asked first (it should refuse), then the point is set beside the smallest K. Hidden-state
+# fusion decodes the mixed final states with the code specialist's head, which equals logit fusion
+# only when the head is shared.
 
 # %%
 nz, k0 = sw["per_k"]["none"], sw["per_k"][str(min(sw["ks"]))]
 print(f"compat.check on the nothing-frozen specialists: {nz['compat_refusal'] or 'accepted'}")
-assert nz["compat_refusal"] is not None, "specialists with different embeddings share no trunk: the check must refuse"
-rows = {"fused soft (logits)": "fused_gain_vs_best_specialist_%", "fused hidden": "fused_hidden_gain_vs_best_specialist_%",
-        "weight average": "weight_average_gain_vs_best_specialist_%", "divergence": "divergence_%"}
+rows = {"fused soft (logits) vs best specialist": "fused_gain_vs_best_specialist_%",
+        "fused hidden vs best specialist": "fused_hidden_gain_vs_best_specialist_%",
+        "weight average vs best specialist": "weight_average_gain_vs_best_specialist_%",
+        "divergence (own domain vs base)": "divergence_%"}
 pd.DataFrame({f"K = {min(sw['ks'])}": {n: k0[key] for n, key in rows.items()},
               "none": {n: nz[key] for n, key in rows.items()}}).style.format("{:+.2f}%")
 
 # %%
-d = sw["none_minus_smallest_k"]
-verdict = ("fusing the nothing-frozen specialists gives the lowest fused mixed loss of the whole sweep"
-           if sw["none_fused_mixed_beats_every_k"] else
-           "some K gives a lower fused mixed loss than fusing the nothing-frozen specialists")
-print(f"{verdict} (none − best K: {sw['none_minus_best_k_fused_mixed']:+.4f} nats).")
-print(f"Against K = {min(sw['ks'])}, the specialists diverge {'more' if d['divergence_%'] > 0 else 'less'} "
-      f"({d['divergence_%']:+.2f} points), the router's oracle gap {'widens' if d['oracle_gap'] > 0 else 'narrows'} "
-      f"({d['oracle_gap']:+.4f} nats), routing accuracy moves {sw['none_minus_smallest_k_routing_accuracy']:+.1%}, "
-      f"and the crowns' final hidden states grow {'less' if sw['none_minus_smallest_k_crown_cka'] < 0 else 'more'} "
-      f"alike (CKA {sw['none_minus_smallest_k_crown_cka']:+.3f}).")
-best_spec = {name: min(r["mixed"][s] for s in SPECIALIST_ROWS) for name, r in (("none", nz), ("K0", k0))}
-print(f"Its best single specialist is {'worse' if best_spec['none'] > best_spec['K0'] else 'better'} on mixed text than "
-      f"at K = {min(sw['ks'])} ({best_spec['none']:.4f} vs {best_spec['K0']:.4f} nats): a gain over the best specialist "
-      "measures against a bar that moves with the specialists, so compare fused mixed losses too.")
-print("hidden-state fusion " + ("keeps up with" if nz["fused_hidden_gain_vs_best_specialist_%"]
-                                >= nz["fused_gain_vs_best_specialist_%"] else "falls behind")
-      + " logit fusion once the heads are no longer shared; weight averaging "
-      + ("beats" if nz["weight_average_gain_vs_best_specialist_%"] > 0 else "does not beat")
-      + " the best specialist and is " + ("better" if nz["mixed"]["weight average"] < nz["mixed"]["base"] else "worse")
-      + f" than the base ({nz['mixed']['weight average']:.4f} vs {nz['mixed']['base']:.4f} nats).")
-print(sw["none_note"])
-
-# %% [markdown]
-# ## Question 5 · When the router gets it wrong, how wrong?
-#
-# *Look at the router's mistakes. Does it send text to the specialist of an unrelated domain, or
-# does it hesitate between two specialists that each suit the text in part? Each kind of mistake
-# has its own remedy.* (Chapter 32, question 5.)
-#
-# Three views of the per-token router's mistakes on held-out text: where each domain's tokens go
-# (confusion matrix); whether the chosen specialist was nevertheless the best one for that window
-# and what the mistake costs in nats (`misrouting`); and how close the call was — the chosen
-# specialist's weight minus the own specialist's weight on misrouted tokens (`misrouting_margins`).
-
-# %%
-weights = res["weights"]["per-token"]
-plot_confusion(confusion_matrix(weights), title="per-token router: where each domain's tokens go")
+plot_freeze_sweep(sweep_frame(sw, with_none=True), k_profile=exp.k, mark=best_k)
 plt.show()
 
 # %%
-spec_nll = {d: res["scores"].spec_nll(d) for d in DOMAINS}  # (specialists, windows, T) token losses per domain
-mis = pd.DataFrame(misrouting(weights, spec_nll)).T
-margins = misrouting_margins(weights)
-mis["median margin"] = pd.Series({d: v["median_margin"] for d, v in margins.items()})
-mis["own specialist is 2nd"] = pd.Series({d: v["own_is_second"] for d, v in margins.items()})
-mis.style.format("{:.3f}").format("{:.1%}", subset=["misrouted", "chosen_is_window_best", "own specialist is 2nd"])
-
-# %%
-fig, ax = plt.subplots(figsize=(6.4, 2.8))
-for d, v in margins.items():
-    if v["margin"].numel():
-        ax.hist(v["margin"].numpy(), bins=np.linspace(0, 1, 26), histtype="step", lw=1.8, color=DOMAIN_COLORS[d],
-                density=True, label=f"{d} text ({v['misrouted']:.0%} misrouted)")
-ax.set_xlabel("weight on chosen specialist − weight on own specialist (misrouted tokens)")
-ax.set_ylabel("density")
-ax.legend(fontsize=8)
-plt.show()
+show_markdown(nothing_frozen(sw).text)
+show_markdown(nothing_frozen_changes(sw, SPECIALIST_ROWS))
+show_markdown(nothing_frozen_methods(nz, HEADLINE))
 
 # %% [markdown]
-# Does the wrongly chosen specialist still *partly fit*? Compare its loss on that domain with the
-# base's and with the own specialist's (the cross-domain matrix of notebook 2):
+# ## Checks that hold whatever the run
 
 # %%
-cm, cd = confusion_matrix(weights), res["cross_domain"]
-fit_rows = {}
-for d in DOMAINS:
-    wrong = cm.loc[d].drop(f"{d} specialist")
-    dest = wrong.idxmax()
-    fit_rows[d] = {"most frequent wrong choice": dest, "share of tokens": wrong.max(),
-                   "its loss here": cd.loc[dest, d], "own specialist": cd.loc[f"{d} specialist", d],
-                   "base": cd.loc["base", d], "beats the base here": bool(cd.loc[dest, d] < cd.loc["base", d])}
-pd.DataFrame(fit_rows).T.style.format({"share of tokens": "{:.1%}", "its loss here": "{:.4f}",
-                                       "own specialist": "{:.4f}", "base": "{:.4f}"})
-
-# %%
+for row in SPECIALIST_ROWS:
+    assert mixed[ORACLE] <= mixed[row] + 1e-9, f"the oracle cannot lose to the {row}"
+assert mixed[ORACLE_PER_TOKEN] <= mixed[ORACLE] + 1e-9
+assert b1["compat"]["refusal"] is not None, "the compatibility check must refuse specialists from different bases"
+params = sweep_frame(sw, with_none=True)["trainable params"].values  # "none" first: it trains everything
+assert np.all(np.diff(params) < 0), "each extra frozen block must leave fewer trainable parameters"
+assert nz["compat_refusal"] is not None, "specialists with different embeddings share no trunk: the check must refuse"
 acc = res["routing_accuracy"]["per-token"]
 for d in DOMAINS:  # the three diagnostics must agree on how many tokens are misrouted
-    assert abs(mis.loc[d, "misrouted"] - (1 - acc[d])) < 1e-5
+    assert abs(mis.loc[d, "misrouted share"] - (1 - acc[d])) < 1e-5
     assert abs(margins[d]["misrouted"] - (1 - acc[d])) < 1e-5
     assert bool((margins[d]["margin"] >= 0).all()), "the chosen specialist has the largest weight by definition"
-print("misrouted shares agree with routing accuracy: " + ", ".join(f"{d} {1 - acc[d]:.1%}" for d in DOMAINS))
+print("oracle ≤ every specialist and per-token oracle ≤ per-window oracle; both compatibility refusals; "
+      "trainable parameters fall with K; misrouted shares agree with routing accuracy")
 
 # %% [markdown]
 # ## Questions to answer

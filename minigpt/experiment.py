@@ -217,7 +217,7 @@ class Experiment:
         targets run the experts at every step. ``train_history`` and ``train_seconds`` on the result."""
         pooled = cfg.target != "lm"
         path = self.router_path([*req.key, "pool", req.pool_windows or self.profile.router_pool] if pooled else req.key)
-        router, history = cached(path, lambda: _train_router(self, req, cfg), _save_router,
+        router, history = cached(path, lambda: train_new_router(self, req, cfg), _save_router,
                                  lambda q: _load_router(to_device(req.make(), resolve()), q))
         router.train_history, router.train_seconds = history.get("train_losses"), history.get("train_seconds")
         return router
@@ -241,17 +241,23 @@ class Experiment:
                experts: list[GPT] | None = None, replicate: int = 0) -> nn.Module:
         """A router of ``kind`` ('per_token' or 'last_token') over ``experts`` (default: the specialists at ``k``)
         on their shared trunk; ``replicate`` > 0 reseeds its initialisation and batches (Break 2's band)."""
-        check_router_kind(kind)  # before anything is loaded or trained
         cfg = cfg or self.profile.router
+        return self.train_or_load_router(self.router_request(kind, cfg, k, experts=experts, replicate=replicate), cfg)
+
+    def router_request(self, kind: str, cfg: RouterConfig, k: int | None = None, *,
+                       experts: list[GPT] | None = None, replicate: int = 0) -> RouterRequest:
+        """What :meth:`router` asks for: its cache key, seeds, inputs and experts. :meth:`router_pool` of it is
+        the pool every such router of this seed trains on; :func:`train_new_router` trains one without caching."""
+        check_router_kind(kind)  # before anything is loaded or trained
         k = self.k if k is None else k
         models = self.specialists(k=k) if experts is None else list(experts)
         again = ("replicate", replicate) if replicate else ()
-        return self.train_or_load_router(RouterRequest(
+        return RouterRequest(
             make=lambda: make_router(kind, self.profile.model.n_embd, len(models), cfg),
             key=[kind, "seeded-init", cfg, [model_fingerprint(m) for m in models], k, *again],
             init_tags=("router-init", kind, k, *again), data_tags=("router", kind, *again),
             inputs=FusedModel(models, k).expert_logits, experts=models, reads=["trunk", k],
-            desc=f"{kind} router{f' #{replicate}' if replicate else ''}"), cfg)
+            desc=f"{kind} router{f' #{replicate}' if replicate else ''}")
 
     def feature_router(self, experts: FusedModel, feature: str, cfg: RouterConfig | None = None,
                        tag: str = "") -> CausalRouter:
@@ -272,8 +278,10 @@ class Experiment:
         return FusedModel(self.specialists(k=k), k, self.router(kind, router_cfg, k), fusion=fusion)
 
 
-def _train_router(exp: Experiment, req: RouterRequest, cfg: RouterConfig) -> tuple[nn.Module, dict]:
-    """A new router for ``req``, seeded, trained with ``cfg``: on the pool, or on fresh windows for ``lm``."""
+def train_new_router(exp: Experiment, req: RouterRequest, cfg: RouterConfig) -> tuple[nn.Module, dict]:
+    """A new router for ``req``, seeded, trained with ``cfg``: on the pool, or on fresh windows for ``lm``.
+    Nothing is cached here (:meth:`Experiment.train_or_load_router` caches what this returns); returns the
+    router and its history (per-step losses, seconds)."""
     torch.manual_seed(derive_seed(exp.seed, *req.init_tags))
     router, seed, t0 = req.make(), derive_seed(exp.seed, *req.data_tags), time.time()
     if cfg.target != "lm":

@@ -1,16 +1,20 @@
 """What every chapter notebook needs around the science: the set-up banner, where we are running,
-the package's own source shown in place, markdown, and sliders that degrade to one static run.
+the package's own source shown in place, markdown, and sliders and dropdowns that redraw (one static
+run when nobody can move them).
 
 Measurements live in the module of their concept (:mod:`minigpt.analysis`, :mod:`minigpt.studies`),
 so the reader's notebooks and the instructor's answer key compute the same numbers the same way.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -224,30 +228,155 @@ def show_markdown(text: str) -> None:
         print(text)
 
 
-def slider(fn: Callable[[Any], Any], value: float, min: float, max: float, step: float | None = None,
-           log: bool = False, description: str | None = None) -> None:
-    """A live slider for ``fn``'s single argument in Jupyter/Colab; headless, one call with ``value``.
+# -- sliders and dropdowns that redraw ----------------------------------------------------------
+@dataclass(frozen=True)
+class Slider:
+    """A numeric control: ``log=True`` gives a logarithmic slider (``min``/``max`` are values, not exponents)."""
 
-    ``log=True`` gives a logarithmic slider (``min``/``max`` are values, not exponents).
-    Returns nothing, so a notebook cell ending in ``slider(...)`` does not display it twice.
-    """
+    value: float
+    min: float
+    max: float
+    step: float | None = None
+    log: bool = False
+    description: str | None = None
+
+    @property
+    def default(self) -> float:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Dropdown:
+    """A choice among named options: ``options`` maps each label the reader sees to the value ``fn`` gets
+    (a plain sequence is its own labels); ``value`` is the value first drawn (default: the first option's)."""
+
+    options: Mapping[str, Any] | Sequence[Any]
+    value: Any = None
+    description: str | None = None
+
+    @property
+    def choices(self) -> list[tuple[str, Any]]:
+        items = self.options.items() if isinstance(self.options, Mapping) else ((str(o), o) for o in self.options)
+        return [(str(label), v) for label, v in items]
+
+    @property
+    def default(self) -> Any:
+        values = [v for _, v in self.choices]
+        if not values:
+            raise ValueError(f"dropdown {self.description or ''!r} has no options; pass at least one")
+        if self.value is None:
+            return values[0]
+        if self.value not in values:
+            raise ValueError(f"{self.value!r} is not among the options of dropdown {self.description or ''!r}; "
+                             "pass one of their values")
+        return self.value
+
+
+@dataclass
+class Live:
+    """One set of controls, registered by name in :data:`LIVE`: its widgets (none when headless), the data of
+    the figures its last call drew (:func:`figure_data`), how long that call took and any error it raised.
+    A test (tests/test_sliders.py) moves each widget and checks that the drawn data changed."""
+
+    name: str
+    widgets: dict[str, Any] = field(default_factory=dict)
+    drawn: list = field(default_factory=list)
+    calls: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+LIVE: dict[str, Live] = {}  # every set of controls this kernel has shown, by name
+
+
+def figure_data(fig) -> list:
+    """The data ``fig`` shows, as numpy arrays: every line's points, every bar's rectangle, every image's
+    and mesh's values (heatmaps) and every scatter's positions. Titles and labels are left out, so two
+    figures differ here only when what they plot differs."""
+    import numpy as np
+
+    out = []
+    for ax in fig.axes:
+        out += [np.asarray(line.get_xydata(), dtype=float) for line in ax.lines]
+        out += [np.asarray(p.get_bbox().bounds, dtype=float) for p in ax.patches]
+        out += [np.asarray(im.get_array(), dtype=float) for im in ax.images]
+        for coll in ax.collections:
+            arr = coll.get_array()
+            out.append(np.asarray(arr if arr is not None else coll.get_offsets(), dtype=float))
+    return out
+
+
+def _draw(entry: Live, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Call ``fn(**kwargs)``, record the data of the figures it opened, then show them."""
+    import matplotlib.pyplot as plt
+
+    before, t0 = set(plt.get_fignums()), time.perf_counter()
+    try:
+        fn(**kwargs)
+    except Exception as e:  # ipywidgets would only print it; keep it where a test can see it
+        entry.error = f"{type(e).__name__}: {e}"
+        raise
+    entry.error, entry.calls, entry.seconds = None, entry.calls + 1, time.perf_counter() - t0
+    entry.drawn = [figure_data(plt.figure(n)) for n in plt.get_fignums() if n not in before]
+    plt.show()
+
+
+def _widget(spec: Slider | Dropdown, label: str):
+    import ipywidgets as widgets
+
+    style = {"description_width": "initial"}
+    if isinstance(spec, Dropdown):
+        return widgets.Dropdown(options=spec.choices, value=spec.default, description=label, style=style)
+    lo, hi, step = spec.min, spec.max, spec.step
+    if spec.log:
+        w = widgets.FloatLogSlider(value=spec.value, base=10, min=math.log10(lo), max=math.log10(hi),
+                                   step=step or 0.1, description=label, style=style)
+    elif all(float(v).is_integer() for v in (spec.value, lo, hi, step or 1)):
+        w = widgets.IntSlider(value=int(spec.value), min=int(lo), max=int(hi), step=int(step or 1),
+                              description=label, style=style)
+    else:
+        w = widgets.FloatSlider(value=spec.value, min=lo, max=hi, step=step or (hi - lo) / 50, description=label,
+                                style=style)
+    w.continuous_update = False  # redraw on release: each redraw may run a model
+    return w
+
+
+def controls(fn: Callable[..., Any], **specs: Slider | Dropdown) -> None:
+    """Live controls for ``fn``'s arguments in Jupyter/Colab, one per keyword (a :class:`Slider` or a
+    :class:`Dropdown`); headless, one call with every default. ``fn`` draws its figures and does not show
+    them: each call's figures are recorded (:data:`LIVE`) and then shown. Returns nothing, so a cell ending
+    in ``controls(...)`` does not display it twice."""
+    name = " · ".join(spec.description or p for p, spec in specs.items())
+    entry = LIVE[name] = Live(name)
+
+    @functools.wraps(fn)
+    def run(**kwargs):
+        _draw(entry, fn, kwargs)
+
     if running_headless():
-        fn(value)
+        run(**{p: spec.default for p, spec in specs.items()})
         return
     import ipywidgets as widgets
     from IPython.display import display
 
+    entry.widgets = {p: _widget(spec, spec.description or p) for p, spec in specs.items()}
+    display(widgets.interactive(run, **entry.widgets))
+
+
+def slider(fn: Callable[[Any], Any], value: float, min: float, max: float, step: float | None = None,
+           log: bool = False, description: str | None = None) -> None:
+    """A live slider for ``fn``'s single argument in Jupyter/Colab; headless, one call with ``value``.
+
+    ``log=True`` gives a logarithmic slider (``min``/``max`` are values, not exponents). See
+    :func:`controls` (``fn`` draws, the slider shows).
+    """
     name = next(iter(inspect.signature(fn).parameters))
-    label = description or name
-    style = {"description_width": "initial"}
-    if log:
-        w = widgets.FloatLogSlider(value=value, base=10, min=math.log10(min), max=math.log10(max),
-                                   step=step or 0.1, description=label, style=style)
-    elif all(float(v).is_integer() for v in (value, min, max, step or 1)):
-        w = widgets.IntSlider(value=int(value), min=int(min), max=int(max), step=int(step or 1),
-                              description=label, style=style)
-    else:
-        w = widgets.FloatSlider(value=value, min=min, max=max, step=step or (max - min) / 50,
-                                description=label, style=style)
-    w.continuous_update = False  # redraw on release: each redraw may run a model
-    display(widgets.interactive(fn, **{name: w}))
+    controls(fn, **{name: Slider(value, min, max, step=step, log=log, description=description)})
+
+
+def dropdown(fn: Callable[[Any], Any], options: Mapping[str, Any] | Sequence[Any], value: Any = None,
+             description: str | None = None) -> None:
+    """A live dropdown for ``fn``'s single argument: ``options`` maps each label the reader sees to the
+    value ``fn`` gets. Headless, one call with ``value`` (default: the first option's). See :func:`controls`."""
+    name = next(iter(inspect.signature(fn).parameters))
+    controls(fn, **{name: Dropdown(options, value, description=description)})

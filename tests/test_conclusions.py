@@ -2,10 +2,11 @@
 each function is fed every outcome, not only the one the current run produced."""
 import pytest
 
-from minigpt.analysis.conclusions import (accuracy_loss_inversion, bottleneck_diagnosis, collapse_cost,
+from minigpt.analysis.conclusions import (accuracy_loss_inversion, best_target, bottleneck_diagnosis, collapse_cost,
                                           comparison_sentence, coordinates_conclusion, fusion_rule_scale,
-                                          headline_conclusion, leak_by_position, misrouting_verdict,
-                                          per_token_oracle_note, target_comparison)
+                                          headline_conclusion, leak_by_position, memory_verdict, misrouting_verdict,
+                                          nothing_frozen_changes, nothing_frozen_methods, per_token_oracle_note,
+                                          routers_on_hybrid, rule_spread, target_comparison)
 
 
 def _iv(name, low, high, unit="%"):
@@ -104,3 +105,93 @@ def test_fusion_rule_scale_compares_with_the_oracle_gap(spread, words):
                                                  (0.01, 0.03, "does not explain it"), (-0.02, -0.03, "does not explain it")])
 def test_leak_by_position_has_a_branch_per_outcome(first, last, expect):
     assert expect in leak_by_position(first, last)
+
+
+@pytest.mark.parametrize("acc, loss, expect", [
+    ({"domain": 0.9, "performance": 0.8, "lm": 0.5}, {"domain": 4.0, "performance": 4.1, "lm": 4.2},
+     "The domain-target router routes most accurately (90.0% on average) and also gives the lowest fused loss "
+     "(0.1000 nats below the next)"),
+    ({"domain": 0.9, "performance": 0.8, "lm": 0.5}, {"domain": 4.1, "performance": 4.2, "lm": 4.05},
+     "The domain-target router routes most accurately (90.0% on average), but the lm-target router gives the lowest "
+     "fused loss (0.0500 nats below the next)")])
+def test_best_target_names_the_winner_of_each_measure(acc, loss, expect):
+    assert best_target(acc, loss).startswith(expect)
+
+
+@pytest.mark.parametrize("spread, words", [(0.001, "small next to"), (0.01, "comparable to"), (0.05, "larger than")])
+def test_rule_spread_reads_the_best_rule_and_compares_its_spread(spread, words):
+    rules = {"logit fusion (soft)": 4.0 + spread, "probability mixture": 4.0, "hard (argmax only)": 4.0 + spread / 2}
+    text = rule_spread(rules, oracle_gap=0.02)
+    assert "comes from probability mixture, at 4.0000" in text and f"span {spread:.4f} nats, {words}" in text
+
+
+def _hybrid(single_winner, hybrid_winner):
+    def kind(winner):
+        return {r: {"fused loss": 4.0 if r == winner else 4.1, "routing accuracy": 0.6 if r == winner else 0.5}
+                for r in ("last-token", "per-token")}
+    return {"single-domain": kind(single_winner), "hybrid": kind(hybrid_winner)}
+
+
+@pytest.mark.parametrize("single, hybrid, expect", [("last-token", "last-token", "ahead on both kinds"),
+                                                    ("per-token", "per-token", "ahead on both kinds"),
+                                                    ("last-token", "per-token", "The order flips")])
+def test_routers_on_hybrid_follows_each_kind_of_window(single, hybrid, expect):
+    text = routers_on_hybrid(_hybrid(single, hybrid))
+    assert text.startswith(f"On single-domain windows the {single} router fuses better (4.0000 against 4.1000")
+    assert f"on hybrid windows the {hybrid} router fuses better" in text and expect in text
+    if "both" in expect:
+        assert f"The {single} router is ahead" in text
+
+
+def _memory(verdict, *, closed=0.6, meets=True, most_first=True):
+    gap = {"0-7": 0.05, "8-31": 0.03, "32-63": 0.02}
+    moved = {"0-7": 0.03, "8-31": 0.01, "32-63": 0.0} if most_first else {"0-7": 0.0, "8-31": 0.02, "32-63": 0.0}
+    cold = {"oracle_gap_by_position": gap, "routing_accuracy": {"code": 0.5, "medical": 0.5, "legal": 0.5},
+            "mixed_loss": 4.0, "oracle_gap_nats": 0.04}
+    mem = {"oracle_gap_by_position": {b: v - moved[b] for b, v in gap.items()}, "mixed_loss": 3.99,
+           "routing_accuracy": {"code": 0.6, "medical": 0.6, "legal": 0.6}, "oracle_gap_nats": 0.03}
+    return {"memory_vs_cold": {"delta": -0.01, "ci_low": -0.02, "ci_high": 0.0, "verdict": verdict},
+            "rows": {"cold": cold, "memory": mem, "across": {**mem, "mixed_loss": 3.995}},
+            "target_gap_nats": 0.01, "memory_meets_target": meets, "gap_closed_share": closed}
+
+
+@pytest.mark.parametrize("kwargs, expect, absent", [
+    ({"verdict": "worse"}, "Carrying the state hurts", "closes"),
+    ({"verdict": "inconclusive"}, "No clear effect", "closes"),
+    ({"verdict": "better"}, "Most of the cold router's gap was its cold start", "not only at the start"),
+    ({"verdict": "better", "closed": 0.2}, "The cold start was the smaller part", "Most of the cold"),
+    ({"verdict": "better", "most_first": False}, "The gain is not only at the start", "falls most at positions 0-7"),
+    ({"verdict": "better", "meets": False}, "still above 0.01 nats", "at or below")])
+def test_memory_verdict_has_a_branch_per_outcome(kwargs, expect, absent):
+    text = memory_verdict(_memory(**kwargs), "cold", "memory", "across")
+    assert expect in text and absent not in text
+    assert "changes the mixed loss by +0.0050 nats against stopping at them" in text
+
+
+def _sweep(sign):
+    """A freeze-sweep report whose nothing-frozen point differs from K = 0 in the direction ``sign``."""
+    k0 = {"mixed": {"code specialist": 4.2, "medical specialist": 4.3, "legal specialist": 4.4}}
+    nz = {"mixed": {k: v + 0.1 * sign for k, v in k0["mixed"].items()}}
+    return {"ks": [0, 1], "per_k": {"none": nz, "0": k0},
+            "none_minus_smallest_k": {"divergence_%": 2.0 * sign, "oracle_gap": 0.01 * sign},
+            "none_minus_smallest_k_routing_accuracy": 0.05 * sign, "none_minus_smallest_k_crown_cka": 0.1 * sign}
+
+
+@pytest.mark.parametrize("sign, words", [(1, ("diverge more", "gap widens", "grow more alike", "is worse on mixed")),
+                                         (-1, ("diverge less", "gap narrows", "grow less alike", "is better on mixed"))])
+def test_nothing_frozen_changes_follows_each_difference(sign, words):
+    text = nothing_frozen_changes(_sweep(sign), ["code specialist", "medical specialist", "legal specialist"])
+    assert all(w in text for w in words), text
+    assert f"routing accuracy moves {0.05 * sign:+.1%}" in text
+    assert f"({4.2 + 0.1 * sign:.4f} against 4.2000 nats)" in text
+
+
+@pytest.mark.parametrize("hidden, wa_gain, wa, expect", [
+    (2.0, 1.0, 4.0, ("keeps up with", "beats the best", "better than the base")),
+    (0.5, -1.0, 4.5, ("falls behind", "does not beat", "worse than the base"))])
+def test_nothing_frozen_methods_has_a_branch_per_outcome(hidden, wa_gain, wa, expect):
+    nz = {"fused_hidden_gain_vs_best_specialist_%": hidden, "fused_gain_vs_best_specialist_%": 1.0,
+          "weight_average_gain_vs_best_specialist_%": wa_gain,
+          "mixed": {"weight average": wa, "base": 4.2, "fused": 3.9}}
+    text = nothing_frozen_methods(nz, "fused")
+    assert all(e in text for e in expect) and "fused 3.9000" in text

@@ -163,3 +163,111 @@ def leak_by_position(first: float, last: float) -> str:
                    if last > 0 else "at the end it is gone."))
     return ("The advantage is not larger at the start, where the leak is largest, so the leak does not explain it; "
             "the last token's state is simply a better summary than the causal router's average here.")
+
+
+def best_target(accuracy: Mapping[str, float], fused_loss: Mapping[str, float]) -> str:
+    """Notebook 3: which router target routes most accurately, and which fuses best. ``accuracy`` and
+    ``fused_loss`` map a target type to its router's mean routing accuracy and fused mixed loss."""
+    top_acc = max(accuracy, key=accuracy.get)
+    top_loss = min(fused_loss, key=fused_loss.get)
+    runner_up = min((v for t, v in fused_loss.items() if t != top_loss), default=fused_loss[top_loss])
+    margin = f"{runner_up - fused_loss[top_loss]:.4f} nats below the next"
+    if top_acc == top_loss:
+        return (f"The {top_acc}-target router routes most accurately ({accuracy[top_acc]:.1%} on average) and also "
+                f"gives the lowest fused loss ({margin}): here recognising the text and predicting it well agree.")
+    return (f"The {top_acc}-target router routes most accurately ({accuracy[top_acc]:.1%} on average), but the "
+            f"{top_loss}-target router gives the lowest fused loss ({margin}). Accuracy is scored against the domain "
+            "label; fusion rewards weight on whichever specialist predicts the text best, and the two differ "
+            "wherever the own specialist is not the best one.")
+
+
+def rule_spread(per_rule: Mapping[str, float], oracle_gap: float) -> str:
+    """Notebook 4: the fusion rules with one router (``per_rule``: rule -> mixed loss), and how their spread
+    compares with the oracle gap (:func:`fusion_rule_scale`)."""
+    best = min(per_rule, key=per_rule.get)
+    spread = max(per_rule.values()) - min(per_rule.values())
+    words, conclusion = fusion_rule_scale(spread, oracle_gap)
+    return (f"With the per-token router the lowest mixed loss comes from {best}, at {per_rule[best]:.4f}. The "
+            f"{len(per_rule)} rules span {spread:.4f} nats, {words} the oracle gap ({oracle_gap:+.4f} nats). {conclusion}")
+
+
+def routers_on_hybrid(rows: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """Notebook 4: which router fuses better on single-domain and on hybrid windows. ``rows`` =
+    {kind of windows: {router: {"fused loss": ..., "routing accuracy": ...}}}."""
+    parts, winners = [], set()
+    for kind, by_router in rows.items():
+        best = min(by_router, key=lambda r: by_router[r]["fused loss"])
+        other = next(r for r in by_router if r != best)
+        winners.add(best)
+        parts.append(f"on {kind} windows the {best} router fuses better ({by_router[best]['fused loss']:.4f} against "
+                     f"{by_router[other]['fused loss']:.4f}; routing accuracy {by_router[best]['routing accuracy']:.1%} "
+                     f"against {by_router[other]['routing accuracy']:.1%})")
+    text = "; ".join(parts)
+    text = text[0].upper() + text[1:] + "."
+    if len(winners) == 1:
+        return text + (f" The {winners.pop()} router is ahead on both kinds of window, so a switch of domain inside the "
+                       "window does not change which router to prefer here.")
+    return text + (" The order flips between the two kinds of window: which router to prefer depends on whether the "
+                   "text changes domain inside a window.")
+
+
+def _mean(acc: Mapping[str, float]) -> float:
+    return sum(acc.values()) / len(acc)
+
+
+def memory_verdict(rep: Mapping, cold: str, memory: str, across: str) -> str:
+    """Notebook 5: what carrying the router's state from the text before each window does
+    (``rep`` is the document-memory report; ``cold``, ``memory`` and ``across`` name its rows: the cold
+    start, memory stopped at document boundaries, and memory across them)."""
+    m, c, r = rep["memory_vs_cold"], rep["rows"][cold], rep["rows"][memory]
+    change = (f"memory changes the mixed loss by {m['delta']:+.4f} nats on the same windows (paired 95 % interval "
+              f"{m['ci_low']:+.4f} to {m['ci_high']:+.4f})")
+    across_note = (f" Remembering across document boundaries instead changes the mixed loss by "
+                   f"{rep['rows'][across]['mixed_loss'] - r['mixed_loss']:+.4f} nats against stopping at them.")
+    if m["verdict"] == "worse":
+        return (f"Carrying the state hurts here: {change}. The router was trained on cold windows, and a prefix "
+                "from the wrong context misleads it more than it helps." + across_note)
+    if m["verdict"] != "better":
+        return (f"No clear effect: {change}. The cold start is not what limits this router; what it can read from "
+                "the trunk states is." + across_note)
+    moved = {b: c["oracle_gap_by_position"][b] - v for b, v in r["oracle_gap_by_position"].items()}
+    most = max(moved, key=moved.get)
+    where = ("" if most == next(iter(moved)) else " The gain is not only at the start of the window.")
+    reach = "at or below" if rep["memory_meets_target"] else "still above"
+    share = rep["gap_closed_share"]
+    why = (" Most of the cold router's gap was its cold start: at the first positions it had not read enough yet."
+           if share >= 0.5 else " The cold start was the smaller part of the gap: most of it lies where both routers "
+           "have read plenty, in what the router can tell from the trunk states.")
+    return (f"Carrying the state helps: {change}. It closes {share:.0%} of the cold router's oracle gap, leaving "
+            f"{r['oracle_gap_nats']:+.4f} nats, {reach} {rep['target_gap_nats']} nats. The gap falls most at positions "
+            f"{most} ({moved[most]:+.4f} nats).{where}{why} Mean routing accuracy: {_mean(c['routing_accuracy']):.1%} "
+            f"cold, {_mean(r['routing_accuracy']):.1%} with memory." + across_note)
+
+
+def nothing_frozen_changes(sw: Mapping, specialist_rows: Sequence[str]) -> str:
+    """Notebook 8: what freezing nothing changes against the smallest K of the freeze sweep ``sw``: how far
+    the specialists diverge, the oracle gap, routing, how alike the crowns end, and the best specialist."""
+    k0 = min(sw["ks"])
+    d, nz, kz = sw["none_minus_smallest_k"], sw["per_k"]["none"], sw["per_k"][str(k0)]
+    cka = sw["none_minus_smallest_k_crown_cka"]
+    best = {name: min(r["mixed"][s] for s in specialist_rows) for name, r in (("none", nz), ("k0", kz))}
+    return (f"Against K = {k0}, the specialists diverge {'more' if d['divergence_%'] > 0 else 'less'} "
+            f"({d['divergence_%']:+.2f} points), the router's oracle gap {'widens' if d['oracle_gap'] > 0 else 'narrows'} "
+            f"({d['oracle_gap']:+.4f} nats), routing accuracy moves {sw['none_minus_smallest_k_routing_accuracy']:+.1%}, "
+            f"and the crowns' final hidden states grow {'less' if cka < 0 else 'more'} alike (CKA {cka:+.3f}). The best "
+            f"single specialist is {'worse' if best['none'] > best['k0'] else 'better'} on mixed text than at K = {k0} "
+            f"({best['none']:.4f} against {best['k0']:.4f} nats): a gain over the best specialist is measured against a "
+            "bar that moves with the specialists, so compare the fused losses too.")
+
+
+def nothing_frozen_methods(nz: Mapping, headline: str) -> str:
+    """Notebook 8: hidden-state fusion and weight averaging once nothing is frozen (``nz``: the sweep's
+    ``none`` point, ``headline``: its fused row)."""
+    hidden_ok = nz["fused_hidden_gain_vs_best_specialist_%"] >= nz["fused_gain_vs_best_specialist_%"]
+    wa, base = nz["mixed"]["weight average"], nz["mixed"]["base"]
+    text = ("Hidden-state fusion keeps up with logit fusion" if hidden_ok else
+            "Hidden-state fusion falls behind logit fusion") + " once the heads are no longer shared. "
+    return text + ("Weight averaging " + ("beats" if nz["weight_average_gain_vs_best_specialist_%"] > 0 else
+                                          "does not beat")
+                   + f" the best specialist and is {'better' if wa < base else 'worse'} than the base ({wa:.4f} "
+                   f"against {base:.4f} nats; fused {nz['mixed'][headline]:.4f}).")

@@ -177,3 +177,61 @@ def plot_routed_text(rows, names: Sequence[str], width: int = 96, fig_width: flo
     ax.text(len(names) * width / (len(names) + 1.5), -0.6, "grey: the prompt", va="center",
             fontsize=fontsize * 0.85, color="0.55")
     return fig
+
+
+def plot_retrained(rows: Mapping[str, Mapping], panels: Sequence[str] = ("routing", "mixed"), title: str | None = None):
+    """Routers side by side, as a slider redraws them: per-domain routing accuracy (``"routing"``), the
+    dominant expert's mean weight on the other domains' text (``"elsewhere"``, with the collapse line at
+    0.5) and the fused mixed loss (``"mixed"``, axis zoomed). ``rows`` = {label: {"routing_accuracy":
+    {domain: share}, "dominant_weight_elsewhere": w, "mixed": loss}}; the first label is the reference
+    (grey), the others purple shades."""
+    labels = list(rows)
+    colors = ["0.55", *plt.cm.Purples(np.linspace(0.85, 0.5, max(len(labels) - 1, 1)))][:len(labels)]
+    widths = {"routing": 2.2, "elsewhere": 1.0, "mixed": 1.2}
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels) + 1, 3.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [widths[p] for p in panels]})
+    for ax, panel in zip(axes[0], panels):
+        if panel == "routing":
+            acc = pd.DataFrame({lab: rows[lab]["routing_accuracy"] for lab in labels})
+            acc.plot.bar(ax=ax, rot=0, color=colors, legend=True)
+            ax.axhline(1 / len(acc), color="black", ls=":", lw=1)
+            ax.set_ylim(0, 1.05)
+            ax.set_ylabel("routing accuracy (dotted: chance)", fontsize=8)
+            ax.legend(fontsize=7)
+        else:
+            key = "dominant_weight_elsewhere" if panel == "elsewhere" else "mixed"
+            vals = [rows[lab][key] for lab in labels]
+            ax.bar(range(len(vals)), vals, color=colors)
+            ax.set_xticks(range(len(vals)), labels, rotation=20, ha="right", fontsize=7)
+            if panel == "elsewhere":
+                ax.axhline(0.5, color="tab:red", ls="--", lw=1)
+                ax.set_ylim(0, 1.05)
+                ax.set_ylabel("dominant expert's weight\non the other domains' text", fontsize=8)
+            else:
+                lo, hi = min(vals), max(vals)
+                pad = (hi - lo) * 0.6 + 1e-3
+                ax.set_ylim(lo - pad, hi + pad)
+                ax.set_ylabel("fused mixed loss (axis zoomed)", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.92 if title and "\n" in title else 0.96))
+    return fig
+
+
+def plot_token_losses(token_nll: torch.Tensor, labels: torch.Tensor, names=("code", "medical", "legal"),
+                      smooth: int = 5, title: str | None = None):
+    """Each specialist's token loss along one window (a ``smooth``-token moving average), true domain
+    switches marked. ``token_nll`` (N, T), ``labels`` (T,) = true domain index of each target token."""
+    fig, ax = plt.subplots(figsize=(9, 2.4))
+    for j, d in enumerate(names):
+        line = pd.Series(token_nll[j].numpy()).rolling(smooth, center=True, min_periods=1).mean()
+        ax.plot(line, color=DOMAIN_COLORS.get(d, f"C{j}"), label=f"{d} specialist")
+    for t in range(1, len(labels)):
+        if int(labels[t]) != int(labels[t - 1]):
+            ax.axvline(t - 0.5, color="red", ls="--", lw=1.2)
+    ax.set(xlabel="position in window", ylabel=f"token loss ({smooth}-token average)")
+    ax.legend(fontsize=8, ncol=len(names))
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
