@@ -56,7 +56,7 @@ import pandas as pd
 
 from minigpt import compat
 from minigpt.analysis.calibration import reliability_bins
-from minigpt.claims.break1 import confound, headline, prediction, predictions
+from minigpt.claims.break1 import confound, headline, prediction, predictions, why
 from minigpt.config import DOMAINS
 from minigpt.exercises import check_compatible
 from minigpt.notebook import announce, setup, show_markdown, show_source
@@ -176,8 +176,8 @@ plot_matched(rep["matched"])
 plt.show()
 
 # %%
-for metric in PREDICTIONS:
-    show_markdown(prediction(rep, metric).text)
+for metric in PREDICTIONS:  # what was measured, then why it came out that way
+    show_markdown(f"{prediction(rep, metric).text} {why(rep, metric).text}")
 
 # %% [markdown]
 # ## 4. What the router reads when there is no shared trunk

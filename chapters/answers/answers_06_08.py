@@ -48,7 +48,7 @@ from minigpt.analysis.conclusions import fusion_rule_scale, leak_by_position
 from minigpt.analysis.routing import future_leak, router_weights
 from minigpt.analysis.table import fusion_comparison
 from minigpt.chapter import chapter_table, report
-from minigpt.claims.break1 import confound, geometry, headline, prediction, predictions, tokenizer_case
+from minigpt.claims.break1 import confound, geometry, headline, prediction, predictions, tokenizer_case, why
 from minigpt.claims.break2 import cold_balanced, first_collapse, largest_lean, precondition, what_happened
 from minigpt.claims.join import new_domain, old_domains, other_base, tokenizer, vs_monolithic, which_way
 from minigpt.claims.sweep import boundary, gain_column, nothing_frozen
@@ -221,10 +221,8 @@ show_markdown(f"""**6.2** {predictions(b1).text} What fails first, most decisive
 {headline(b1).text} (nb 6 §3.)""")
 
 # %%
-show_markdown("**6.3** " + " ".join(prediction(b1, m).text for m in b1["predictions"]["reversed"])
-              + (" For a reversal, compare what each set can still gain: the oracle and the best specialist are "
-                 "measured inside each set, so a set whose specialists differ less also leaves its oracle less to offer."
-                 if b1["predictions"]["reversed"] else " No prediction reversed at this scale."))
+show_markdown("**6.3** " + (" ".join(f"{prediction(b1, m).text} {why(b1, m).text}" for m in b1["predictions"]["reversed"])
+                              or "No prediction reversed at this scale."))
 
 # %%
 ri = b1["router_inputs"]

@@ -152,3 +152,112 @@ def tokenizer_case(rep: Mapping) -> Claim:
         return Claim(text, "router protects", reading(rep, "tokenizer_mismatch.fused_mixed"))
     return Claim(nums + " Retraining the router does not help: nothing it reads tells it which expert misreads the ids.",
                  "router does not protect", reading(rep, "tokenizer_mismatch.fused_mixed"))
+
+
+# -- why each prediction came out as it did ---------------------------------------------------------------
+# Each reason reads the matched control ("shared", the set on base X) beside the different-base set and
+# states the terms the metric is made of, so the reason is arithmetic on the same JSON, not a guess.
+FUSED, ORACLE_ROW = "fused soft (trunk of base X router)", "oracle (per sequence)"
+
+
+def _terms(s: Mapping) -> dict[str, float]:
+    """One set's mixed losses: its router's base, its best specialist, the fused model, the oracle."""
+    m = s["mixed"]
+    return {"base": m["base"], "best": m[s["best_specialist"]], "fused": m[FUSED], "oracle": m[ORACLE_ROW]}
+
+
+def _two(rep: Mapping) -> tuple[dict, dict]:
+    return _terms(rep["different"]), _terms(rep["shared"])
+
+
+def _lead(outcome: str, held: str, reversed_: str, undecided: str) -> str:
+    return {"held": held, "reversed": reversed_}.get(outcome, undecided)
+
+
+def _why_gain_over_base(rep: Mapping, outcome: str) -> str:
+    d, s = _two(rep)
+    spec = (d["base"] - d["best"]) - (s["base"] - s["best"])  # change in the specialists' lead over base X
+    fus = (d["best"] - d["fused"]) - (s["best"] - s["fused"])  # change in what fusion adds over the best specialist
+    by = ("the best specialist's lead over base X" if abs(spec) >= abs(fus)
+          else "what fusion adds on top of the best specialist")
+    nums = (f"gain over base X = (base X - best specialist) + (best specialist - fused): "
+            f"{d['base'] - d['best']:+.4f} {d['best'] - d['fused']:+.4f} nats with different bases, "
+            f"{s['base'] - s['best']:+.4f} {s['best'] - s['fused']:+.4f} in the matched control")
+    return _lead(outcome, f"It shrinks mostly through {by} ({nums}).", f"It grows mostly through {by} ({nums}).",
+                 f"The two terms move by {spec:+.4f} and {fus:+.4f} nats ({nums}).")
+
+
+def _why_gain_over_best(rep: Mapping, outcome: str) -> str:
+    d, s = _two(rep)
+    db, df = d["best"] - s["best"], d["fused"] - s["fused"]
+    nums = (f"the best specialist's mixed loss moves by {db:+.4f} nats against the matched control, "
+            f"the fused model's by {df:+.4f}")
+    return _lead(outcome, f"The fused model loses more than the best specialist does ({nums}).",
+                 f"The best specialist loses more than the fused model does ({nums}), so it is easier to beat.",
+                 f"Both move by about as much ({nums}).")
+
+
+def _why_routing(rep: Mapping, outcome: str) -> str:
+    acc_d = rep["different"]["routing_accuracy"]["trunk of base X"]
+    acc_s = rep["shared"]["routing_accuracy"]["trunk of base X"]
+    drop = {dom: acc_s[dom] - acc_d[dom] for dom in acc_d}
+    worst = max(drop, key=drop.get)
+    on_x = rep["base_seeds"][list(acc_d).index(worst)] == rep["base_x_seed"]
+    where = ("whose crown sits on base X like the router's input" if on_x
+             else "whose crown sits on another base than the trunk the router reads")
+    nums = ", ".join(f"{dom} {acc_d[dom]:.1%} vs {acc_s[dom]:.1%}" for dom in acc_d)
+    return _lead(outcome, f"The largest drop is on {worst} text, {where} ({nums}).",
+                 f"Routing improves most on {min(drop, key=drop.get)} text ({nums}): the router reads the domain off "
+                 "base X's trunk whichever base a crown came from.",
+                 f"Per domain: {nums}.")
+
+
+def _why_oracle_gap(rep: Mapping, outcome: str) -> str:
+    d, s = _two(rep)
+    nums = (f"oracle gap = (fused - best specialist) + (best specialist - oracle): "
+            f"{d['fused'] - d['best']:+.4f} {d['best'] - d['oracle']:+.4f} nats with different bases, "
+            f"{s['fused'] - s['best']:+.4f} {s['best'] - s['oracle']:+.4f} in the matched control")
+    head = (d["best"] - d["oracle"]) - (s["best"] - s["oracle"])
+    src = ("the oracle's own headroom over the best specialist" if abs(head) >= abs(
+        (d["fused"] - d["best"]) - (s["fused"] - s["best"])) else "the fused model's distance from the best specialist")
+    return _lead(outcome, f"It grows mostly through {src} ({nums}).",
+                 f"It shrinks through {src} ({nums}): a smaller gap here means less to win by choosing per window, "
+                 "not a better router.", f"The terms: {nums}.")
+
+
+def _why_calibration(rep: Mapping, outcome: str) -> str:
+    def over(s: Mapping) -> float:  # mean confidence minus accuracy of the fused outputs
+        c = s["calibration"][FUSED]["all"]
+        return c["mean_max_prob"] - c["accuracy"]
+    d, s = rep["different"], rep["shared"]
+    nums = (f"confidence minus accuracy {over(d):+.4f} with different bases against {over(s):+.4f}; the "
+            f"specialists' logit scales differ by a factor {d['logit_scale_ratio']:.2f} against "
+            f"{s['logit_scale_ratio']:.2f}")
+    return _lead(outcome, f"The fused outputs drift further from their accuracy ({nums}).",
+                 f"The fused outputs sit closer to their accuracy ({nums}): mixing experts that disagree more "
+                 "spreads the probability mass.", f"The difference is within noise ({nums}).")
+
+
+def _why_weight_average(rep: Mapping, outcome: str) -> str:
+    key = next(k for k in rep["representations"] if k.startswith("trunk output"))
+    cos = rep["representations"][key]["mean_paired_cosine"]
+    nums = f"paired cosine between the bases' trunk outputs {cos:+.2f}"
+    return _lead(outcome, f"Averaging weights adds parameters whose coordinates do not line up ({nums}).",
+                 f"The bases' coordinates line up well enough for averaging to survive ({nums}).",
+                 f"Averaging is about as good or bad as in the matched control ({nums}).")
+
+
+WHY = {"fused gain over its router's base": _why_gain_over_base, "fused gain over its best specialist": _why_gain_over_best,
+       "routing accuracy": _why_routing, "oracle gap": _why_oracle_gap, "fused calibration error": _why_calibration,
+       "weight averaging minus output averaging": _why_weight_average}
+
+
+def why(rep: Mapping, metric: str) -> Claim:
+    """Why one prediction came out as it did: the terms of its metric, read from both sets."""
+    i = _index(rep, metric)
+    out = rep["matched"][i]["outcome"]
+    return Claim(WHY[metric](rep, out), out, reading(rep, f"matched.{i}.outcome"))
+
+
+for _metric in PREDICTIONS:
+    register(f"break1.why.{_metric}", "break1.json", _flip_metric(_metric))(lambda rep, _m=_metric: why(rep, _m))
