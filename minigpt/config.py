@@ -204,7 +204,7 @@ PROFILES: dict[str, Profile] = {
         model=GPTConfig(vocab_size=2048, block_size=128, n_layer=4, n_head=4, n_embd=128),
         # the warmup is chosen on dev so that five seeds end at the same loss (`python -m minigpt
         # base-schedule`; docs/design.md, "The base")
-        base=TrainConfig(steps=800, batch_size=16, lr=3e-3, warmup=200),
+        base=TrainConfig(steps=800, batch_size=16, lr=3e-3, warmup=400),
         # specialist lr, freeze depth and the router's settings chosen on the dev split (`python -m minigpt
         # decisions`; docs/design.md, "Decision log")
         specialist=TrainConfig(steps=400, batch_size=16, lr=8e-3, warmup=20),
