@@ -95,7 +95,9 @@ rm -rf "$BOOK/chapters"
 # 3. every language model the book uses, PREFETCH_JOBS at a time (one thread each; minigpt/studies/prefetch.py);
 #    BOOK_PREFETCH_JOBS=0 skips it, so the notebooks train what they need in reading order
 if [ "$PREFETCH_JOBS" -gt 0 ]; then
+  tp=$(date +%s)
   "$PY" -m minigpt prefetch --profile "$PROFILE" --jobs "$PREFETCH_JOBS"
+  echo "book: prefetch ($PREFETCH_JOBS at a time) in $(( $(date +%s) - tp )) s"
 fi
 
 # 4. the execution cache for this profile and this package source; older ones are dropped
@@ -143,6 +145,7 @@ EOF
 #    freeze-depth grid standing in for the live slider (notebook 8 has trained and scored its depths)
 "$PY" "$BOOK/execute.py" "$CACHE" "$JOBS" "$BOOK"/chapters/*.ipynb "$BOOK"/chapters/answers/*.ipynb
 "$PY" "$BOOK/build_figures.py"
+"$PY" -m minigpt.readme --render runtimes > "$BOOK/_generated/runtimes.md"  # measured times, for intro.md
 
 # 6. the build: warnings are errors (failed cells, missing images, broken references, bad toc).
 #    A partial build cannot use -W (links to the missing pages warn), so step 7 filters those out.

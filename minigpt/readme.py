@@ -305,6 +305,7 @@ def thread_spread(one: Path, two: Path) -> dict:
 
 
 BOOK_LOG = {"notebook": re.compile(r"^book: executed (?P<name>\S+)\.ipynb in (?P<s>\d+) s"),
+            "prefetch": re.compile(r"^book: prefetch \(\d+ at a time\) in (?P<s>\d+) s"),
             "figures": re.compile(r"^freeze-depth figures for profile \w+ in .* \((?P<s>[\d.]+) s\)"),
             "total": re.compile(r"^book: profile (?P<profile>\w+), (?P<pages>\d+) pages, (?P<s>\d+) s")}
 
@@ -313,10 +314,12 @@ def book_runtimes(log: Path) -> dict:
     """A ``make book`` log (jupyter_book/build.sh), finished or not -> the wall times it printed, in
     seconds: the freeze-depth figures (the sweep), each notebook executed, and the whole build
     (None when the build did not finish)."""
-    out = {"profile": None, "freeze_figures_s": None, "total_s": None, "notebooks": {}}
+    out = {"profile": None, "prefetch_s": None, "freeze_figures_s": None, "total_s": None, "notebooks": {}}
     for line in log.read_text().splitlines():
         if m := BOOK_LOG["notebook"].match(line):
             out["notebooks"][m["name"]] = int(m["s"])
+        elif m := BOOK_LOG["prefetch"].match(line):
+            out["prefetch_s"] = int(m["s"])
         elif m := BOOK_LOG["figures"].match(line):
             out["freeze_figures_s"] = float(m["s"])
         elif m := BOOK_LOG["total"].match(line):
@@ -344,7 +347,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="a `make book` log -> its steps' times in runtimes.json as WHEN (before / after)")
     parser.add_argument("--runtime", nargs=4, metavar=("STEP", "WHEN", "SECONDS", "NOTE"),
                         help="one measured wall time (whole process) -> runtimes.json")
+    parser.add_argument("--render", metavar="BLOCK", choices=sorted(RENDER),
+                        help="print one block's text (the book's intro page includes the runtimes this way)")
     args = parser.parse_args(argv)
+    if args.render:
+        print(RENDER[args.render](REFERENCE), end="")
+        return 0
     if args.book_log or args.runtime:
         path = REFERENCE / "runtimes.json"
         rt = json.loads(path.read_text())
