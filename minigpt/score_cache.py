@@ -147,30 +147,44 @@ def score_key(kind: str, reads: Mapping[str, Any], compute: Callable) -> str:
 
 
 # -- storing a tree of tensors ----------------------------------------------------------------
-def _flatten(tree: Tree, prefix: tuple = ()) -> list[tuple[tuple, torch.Tensor]]:
+def _flatten(tree: Tree, prefix: tuple = ()) -> list[tuple[tuple, torch.Tensor | None]]:
+    """Every tensor with its path; an empty mapping as its path and None (it must come back empty)."""
     out = []
     for k, v in tree.items():
-        out += _flatten(v, prefix + (k,)) if isinstance(v, Mapping) else [(prefix + (k,), v)]
+        if isinstance(v, Mapping):
+            out += _flatten(v, prefix + (k,)) if v else [(prefix + (k,), None)]
+        else:
+            out.append((prefix + (k,), v))
     return out
 
 
 def save_tree(tree: Tree, folder: Path) -> None:
-    """``folder/tensors.safetensors`` and ``folder/index.json`` (each tensor's path in the tree, in order)."""
+    """``folder/tensors.safetensors`` and ``folder/index.json`` (each tensor's path in the tree, in order,
+    and the paths of empty mappings)."""
     folder.mkdir(parents=True)
-    items = _flatten(tree)
+    items = [(path, t) for path, t in _flatten(tree) if t is not None]
     save_file({str(i): t.detach().cpu().contiguous() for i, (_, t) in enumerate(items)},
               str(folder / "tensors.safetensors"))
-    (folder / "index.json").write_text(json.dumps([list(path) for path, _ in items]))
+    empty = [list(path) for path, t in _flatten(tree) if t is None]
+    (folder / "index.json").write_text(json.dumps({"tensors": [list(path) for path, _ in items], "empty": empty}))
 
 
 def load_tree(folder: Path) -> dict:
     tensors = load_file(str(folder / "tensors.safetensors"))
+    index = json.loads((folder / "index.json").read_text())
+    if isinstance(index, list):  # written before empty mappings were kept
+        index = {"tensors": index, "empty": []}
     tree: dict = {}
-    for i, path in enumerate(json.loads((folder / "index.json").read_text())):
-        node = tree
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = tensors[str(i)]
+    for path in index["empty"]:
+        _node(tree, path[:-1]).setdefault(path[-1], {})
+    for i, path in enumerate(index["tensors"]):
+        _node(tree, path[:-1])[path[-1]] = tensors[str(i)]
+    return tree
+
+
+def _node(tree: dict, path: list) -> dict:
+    for k in path:
+        tree = tree.setdefault(k, {})
     return tree
 
 

@@ -210,7 +210,7 @@ def score(req: ScoreRequest) -> Scores:
              "batch_size": req.batch_size, "features": {n: r.reads for n, r in req.routers.items()},
              "hidden_head": req.hidden_head, "calibration": req.calibration, "names": list(req.names)}
     tree = remembered("score", reads, lambda: _score(req))
-    return Scores.from_tree(tree, row_info(req, {n: bool(t) for n, t in tree["whole_window"].items()}))
+    return Scores.from_tree(tree, row_info(req, {n: bool(t) for n, t in tree.get("whole_window", {}).items()}))
 
 
 def row_info(req: ScoreRequest, whole_window: Mapping[str, bool]) -> dict[str, R.Row]:

@@ -73,7 +73,7 @@ def _score(specs, router, sets=None) -> scoring.Scores:
 def _equal(a: scoring.Scores, b: scoring.Scores) -> bool:
     trees = (score_cache._flatten(a.tree()), score_cache._flatten(b.tree()))
     return [p for p, _ in trees[0]] == [p for p, _ in trees[1]] and all(
-        torch.equal(x, y) and x.dtype == y.dtype for (_, x), (_, y) in zip(*trees))
+        (x is None and y is None) or (torch.equal(x, y) and x.dtype == y.dtype) for (_, x), (_, y) in zip(*trees))
 
 
 def test_a_repeated_call_is_read_back_bit_for_bit(runs):
@@ -83,6 +83,24 @@ def test_a_repeated_call_is_read_back_bit_for_bit(runs):
     assert runs["score"] == 1
     assert _equal(first, again)
     assert list(again.nll) == list(first.nll) and list(again.stats) == list(first.stats)  # row order kept
+
+
+def test_a_call_without_routers_is_read_back_with_its_rows(runs):
+    """Its tree holds an empty mapping (no router gave one weight per sequence); it must come back, or the
+    read-back loses the rows' description."""
+    def plain():
+        return score(ScoreRequest(windows=_windows(), experts=FusedModel(_specialists(), K), batch_size=2))
+    first, again = plain(), plain()
+    assert runs["score"] == 1 and _equal(first, again) and again.rows == first.rows
+
+
+def test_empty_mappings_survive_storage_and_old_entries_still_load(tmp_path):
+    tree = {"nll": {"a": {"code": torch.ones(2)}}, "whole_window": {}, "stats": {}}
+    score_cache.save_tree(tree, tmp_path / "new")
+    back = score_cache.load_tree(tmp_path / "new")
+    assert back["whole_window"] == {} and back["stats"] == {} and torch.equal(back["nll"]["a"]["code"], torch.ones(2))
+    (tmp_path / "new" / "index.json").write_text('[["nll", "a", "code"]]')  # the format before empties were kept
+    assert torch.equal(score_cache.load_tree(tmp_path / "new")["nll"]["a"]["code"], torch.ones(2))
 
 
 @pytest.mark.parametrize("change", ["router weight", "router setting", "expert weight", "one token", "batch size"])
