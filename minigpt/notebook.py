@@ -22,7 +22,7 @@ from .cache import cache_root
 from .config import automated_run, env, get_profile
 from .device import resolve
 from .experiment import Experiment
-from .smoke import CHAPTER, estimate_minutes
+from .flops import CHAPTER, estimate_minutes
 
 HEADLESS_ENV = "MINIGPT_HEADLESS"
 THREADS_ENV = "MINIGPT_NUM_THREADS"
@@ -114,7 +114,7 @@ def _check_work(extra: Sequence[str]) -> None:
         raise ValueError(f"unknown extra work {unknown}; choose from {', '.join(EXTRA_WORK)}")
 
 
-# the smoke run's phases (minigpt.smoke.plan) behind each extra piece of work, for GPU estimates
+# the phases of the counted plan (minigpt.flops.plan) behind each extra piece of work, for GPU estimates
 PHASES = {"break1": ("break1",), "break2": ("break2",), "sweep": ("freeze sweep",), "join": ("specialists", "routers")}
 
 
@@ -127,7 +127,7 @@ def expected_where() -> str:
 
 
 def _gpu_minutes(p, phases: Sequence[str]) -> str:
-    """Counted FLOPs at a T4's throughput (minigpt.smoke); below a few minutes the count says little,
+    """Counted FLOPs at a T4's throughput (minigpt.flops); below a few minutes the count says little,
     because a small model's steps wait on kernel launches, not arithmetic."""
     est = estimate_minutes(p)
     minutes = sum(est[ph]["T4-class"] for ph in phases)

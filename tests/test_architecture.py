@@ -1,5 +1,5 @@
-"""The package's shape (docs/design.md, "Module map"): small functions and classes, imports that only
-go down, no cycles, every environment variable read in ``config``."""
+"""The package's shape (docs/design.md, "Module map"): small modules, functions and classes, imports that
+only go down, no cycles, every environment variable read in ``config``."""
 from __future__ import annotations
 
 import ast
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "minigpt"
-MAX_FUNCTION, MAX_CLASS = 60, 220
+MAX_FUNCTION, MAX_CLASS, MAX_MODULE = 60, 220, 500
 # optional or heavy dependencies that may be imported where they are used, never package modules
 LAZY_OK = {"IPython", "ipywidgets", "seaborn", "transformers", "matplotlib", "jupytext"}
 
@@ -101,6 +101,12 @@ def test_functions_and_classes_stay_short(kind, limit):
                 if n > limit:
                     long.append(f"{name}.{node.name}: {n} lines")
     assert not long, f"over {limit} lines: {long}"
+
+
+def test_modules_stay_small():
+    big = {p.relative_to(PKG).as_posix(): n for p in sorted(PKG.rglob("*.py"))
+           if (n := len(p.read_text().splitlines())) > MAX_MODULE}
+    assert not big, f"over {MAX_MODULE} lines (split by concept): {big}"
 
 
 def test_package_modules_are_imported_at_the_top():

@@ -11,8 +11,8 @@ from minigpt import device
 from minigpt import smoke as smoke_mod
 from minigpt.cli import main
 from minigpt.config import get_profile
-from minigpt.smoke import (CHAPTER, PHASES, SmokeFailure, estimate_minutes, experts_flops, forward_flops, plan, smoke,
-                           train_flops)
+from minigpt.flops import CHAPTER, estimate_minutes, experts_flops, forward_flops, plan, train_flops
+from minigpt.smoke import PHASES, SmokeFailure, smoke
 
 
 def test_the_smoke_command_runs_every_phase_at_ci_shapes_and_leaves_the_cache_alone(tmp_path, monkeypatch, capsys):
