@@ -22,7 +22,7 @@ import torch
 from ..config import DOMAINS, get_profile, quiet_worker
 from ..experiment import Experiment
 from ..progress import progress
-from .add_specialist.joining import four_domain_streams, monolithic_four, new_crown
+from .add_specialist.joining import FOUR, four_domain_streams, monolithic_four, new_crown
 from .break1.sets import base_seeds_for
 from .freeze_sweep import default_points, none_specialist
 from .tokenizer_mismatch import alt_tokenizer_specialist
@@ -85,7 +85,7 @@ def book_plan(profile: str | None = None, seed: int = 0) -> tuple[list[Job], lis
     crowns += [Job("sweep crown", seed, f"{d}@{K}") for K in ks if K != exp.k for d in DOMAINS]
     crowns += [Job("nothing-frozen crown", seed, d, cost=1.3) for d in DOMAINS] if nothing_frozen else []
     crowns += [Job("other-tokenizer crown", seed), Job("late crown", seed, seed), Job("late crown", seed, seed + 1)]
-    crowns += [Job("monolithic (four domains)", seed)]
+    crowns += [Job("monolithic (four domains)", seed, cost=len(FOUR))]  # one crown's steps per domain: the longest job
     return bases, sorted(crowns, key=lambda j: -j.cost)
 
 
