@@ -6,8 +6,8 @@ windows. Two expert sets go through the same curve:
 
 * ``specialists``: the three specialists, as the chapter trains them;
 * ``generalist``: the same set with the code slot held by a strong generalist (the monolithic
-  crown: same base and trunk, mixed data, three times the steps), the expert the chapter's story
-  needs ("the code specialist happens to be a strong generalist").
+  crown: same base and trunk, mixed data, three times the steps), the kind of dominant expert the
+  chapter's silent-collapse story needs: one that is good on every domain, not only its own.
 
 What counts as "the headline stayed calm" is measured, not fixed: the healthy router is retrained
 with :data:`BAND_REPLICATES` seeds of its own, and its headline's mean ± 2 sd is the *band*, what
