@@ -87,7 +87,7 @@ for name in sets:
 # %%
 healthy_router = exp.router("per_token")
 collapsed_router = exp.router("per_token", replace(exp.profile.router, domain_mix=(0.98, 0.01, 0.01), temp=0.001))
-by_hand = score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(exp.specialists(), exp.k),
+by_hand = score(ScoreRequest(windows=exp.study_sets, experts=FusedModel(exp.specialists(), exp.k),
                              routers={"healthy": healthy_router, "collapsed": collapsed_router}, base=exp.base(),
                              batch_size=exp.profile.eval_batch_size))
 hand = loss_table(by_hand.nll).loc[[fused_row("soft", n) for n in ("healthy", "collapsed")], [*DOMAINS, "mixed"]]

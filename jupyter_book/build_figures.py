@@ -1,7 +1,7 @@
 """Compute the freeze-depth grid that stands in for the live K slider in the built book.
 
 Run by build.sh before `jupyter-book build`, at the book's profile ($MINIGPT_PROFILE). It calls
-minigpt.studies.freeze_sweep.freeze_sweep (every model comes from the cache, or is trained and cached once) and
+minigpt.studies.freeze_sweep.saved_or_run (the committed sweep, or one trained and cached here) and
 writes into jupyter_book/_generated/ (not committed):
 
   freeze_grid_N.png  one column per K (4 per image): the cut, mixed losses, own-domain gains,
@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from minigpt.analysis.crowns import param_counts  # noqa: E402
 from minigpt.experiment import Experiment  # noqa: E402
 from minigpt.plots import plot_freeze_grid, plot_freeze_sweep  # noqa: E402
-from minigpt.studies.freeze_sweep import freeze_sweep, sweep_frame  # noqa: E402
+from minigpt.studies.freeze_sweep import saved_or_run, sweep_frame  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 COLS = 4
@@ -120,7 +120,7 @@ def main() -> None:
 
     t0 = time.time()
     exp = Experiment(seed=args.seed)  # the profile comes from $MINIGPT_PROFILE (minigpt.config)
-    rep = freeze_sweep(exp)
+    rep = saved_or_run(exp)
     _grid(rep, exp, args.out)
     frame, full = sweep_frame(rep), sweep_frame(rep, with_none=True)  # K points; with the "none" row first
     fig = plot_freeze_sweep(full, k_profile=exp.k, mark=int(rep["best_k_by_fused_gain"]))

@@ -142,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", **profile_option)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU cores)")
+    p.add_argument("--sweep", action="store_true", help="also the freeze sweep's crowns (the book reads the "
+                                                        "committed sweep instead)")
     p = sub.add_parser("smoke", help="every phase once (1 step, 2 windows) at the profile's real model shapes: "
                                      "checks, peak memory, estimated GPU time; random data, no cache")
     p.add_argument("--profile", **profile_option)
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "smoke":
             print(smoke_summary(smoke(args.profile, args.batch)))
         elif args.command == "prefetch":
-            print(prefetch_summary(prefetch(args.profile, args.seed, args.jobs)))
+            print(prefetch_summary(prefetch(args.profile, args.seed, args.jobs, args.sweep)))
         elif args.command == "run":
             _print_run(run(Experiment(args.profile, args.seed)))
         else:

@@ -173,11 +173,19 @@ class Profile:
     tokenizer_chars: int = 3_000_000  # characters of pretrain text used to learn the BPE merges
     eval_chunks: int = 64  # held-out windows per domain (eval split: reported, never chosen on)
     dev_chunks: int = 64  # windows per domain of the dev split, where choices are made
+    # eval windows per domain the studies score (the breaks, joining, hybrid text, the ceiling, document
+    # memory, router targets); None = eval_chunks. Fewer than the headline's: the book's time budget
+    study_chunks: int | None = None
     eval_batch_size: int = 16  # one batch size for every model (docs/design.md, "Evaluation protocol")
     # router-split windows per domain on which domain- and performance-target routers train; the
     # experts run over them once (minigpt.router_pool), then each router is one linear map per step
     router_pool: int = 512
     expected_minutes: float = 5.0  # shown to readers before long cells
+
+    @property
+    def study_windows(self) -> int:
+        """Eval windows per domain of every study (:attr:`study_chunks`, else the headline's)."""
+        return min(self.study_chunks or self.eval_chunks, self.eval_chunks)
 
     @property
     def monolithic(self) -> TrainConfig:
@@ -214,6 +222,8 @@ PROFILES: dict[str, Profile] = {
         # 512 windows per domain: the fused-vs-best-specialist interval is about +-1 point wide
         eval_chunks=512,
         dev_chunks=256,
+        # 128 per domain: the studies' verdicts keep intervals that exclude zero (docs/design.md, "Cuts")
+        study_chunks=128,
         router_pool=1024,
         expected_minutes=8.0,
     ),
@@ -227,6 +237,7 @@ PROFILES: dict[str, Profile] = {
         tokenizer_chars=20_000_000,
         eval_chunks=256,
         dev_chunks=128,
+        study_chunks=128,
         eval_batch_size=32,
         # not measured (no GPU here): `python -m minigpt smoke --profile gpu` counts the FLOPs of the
         # chapter's run at these steps; at an assumed ~8 TFLOP/s (a T4 in fp16) that is ~13 min for

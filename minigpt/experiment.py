@@ -120,6 +120,12 @@ class Experiment:
         return split_windows(self.streams, "eval", self.profile.eval_chunks, self.profile.model.block_size)
 
     @cached_property
+    def study_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The eval windows a study scores: the same even spread over the eval split, fewer of them
+        (``profile.study_windows`` per domain); the headline table keeps :attr:`eval_sets`."""
+        return split_windows(self.streams, "eval", self.profile.study_windows, self.profile.model.block_size)
+
+    @cached_property
     def dev_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         return split_windows(self.streams, "dev", self.profile.dev_chunks, self.profile.model.block_size)
 

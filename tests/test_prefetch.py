@@ -28,29 +28,42 @@ def _recording(monkeypatch, paths: set) -> None:
 
 @pytest.fixture(scope="module")
 def asked(ci_experiment, tmp_path_factory) -> dict[str, set]:
-    """Checkpoint names asked for by the studies, and by the plan's calls (after the studies: loads only)."""
+    """Checkpoint names asked for by each study, and by the plan's calls with and without the freeze
+    sweep (after the studies: loads only)."""
     out = tmp_path_factory.mktemp("results")
-    studies, plan = set(), set()
+    names = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MINIGPT_RESULTS_DIR", str(out))
-        _recording(mp, studies)
         exp = Experiment("ci", seed=0)
         for study in (run, break1, freeze_sweep, add_specialist):
-            study(exp, out=out / study.__name__)
-    with pytest.MonkeyPatch.context() as mp:
-        _recording(mp, plan)
-        bases, crowns = book_plan("ci", 0)
-        for job in [*bases, *crowns]:
-            CALLS[job.kind](Experiment("ci", job.seed), job.arg)
-    return {"studies": studies, "plan": plan}
+            names[study.__name__] = set()
+            with pytest.MonkeyPatch.context() as inner:
+                _recording(inner, names[study.__name__])
+                study(exp, out=out / study.__name__)
+    for sweep in (False, True):
+        names[f"plan, sweep={sweep}"] = set()
+        with pytest.MonkeyPatch.context() as mp:
+            _recording(mp, names[f"plan, sweep={sweep}"])
+            bases, crowns = book_plan("ci", 0, sweep=sweep)
+            for job in [*bases, *crowns]:
+                CALLS[job.kind](Experiment("ci", job.seed), job.arg)
+    return names
 
 
-def test_the_plan_trains_every_model_the_studies_load(asked):
-    assert asked["studies"] - asked["plan"] == set()
+# the book's plan: what the notebooks train (the freeze sweep is read from the committed reference)
+BOOK = ("run", "break1", "add_specialist")
 
 
-def test_the_plan_trains_nothing_the_studies_do_not_load(asked):
-    assert asked["plan"] - asked["studies"] == set()
+@pytest.mark.parametrize("sweep", [False, True], ids=["book", "with the sweep"])
+def test_the_plan_trains_every_model_the_studies_load(asked, sweep):
+    studies = set().union(*(asked[s] for s in (*BOOK, *(("freeze_sweep",) if sweep else ()))))
+    assert studies - asked[f"plan, sweep={sweep}"] == set()
+
+
+@pytest.mark.parametrize("sweep", [False, True], ids=["book", "with the sweep"])
+def test_the_plan_trains_nothing_the_studies_do_not_load(asked, sweep):
+    studies = set().union(*(asked[s] for s in (*BOOK, *(("freeze_sweep",) if sweep else ()))))
+    assert asked[f"plan, sweep={sweep}"] - studies == set()
 
 
 def test_prefetch_refuses_zero_workers():

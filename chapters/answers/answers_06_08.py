@@ -59,7 +59,7 @@ from minigpt.studies.break1 import break1
 from minigpt.studies.add_specialist import add_specialist
 from minigpt.studies.break2 import break2
 from minigpt.studies.common import saved_report
-from minigpt.studies.freeze_sweep import freeze_sweep, sweep_frame
+from minigpt.studies.freeze_sweep import saved_or_run, sweep_frame
 from minigpt.studies.hybrid import hybrid_set, run_hybrid, switch_lag
 
 exp = setup()
@@ -74,7 +74,7 @@ spec_tok = {d: res["scores"].spec_nll(d) for d in DOMAINS}  # (specialists, wind
 hyb = run_hybrid(exp)  # notebook 4 §4-5
 b1 = break1(exp)  # notebook 6 and 8 (question 3)
 b2 = break2(exp)  # notebook 7
-sw = freeze_sweep(exp)  # notebook 8 (question 4)
+sw = saved_or_run(exp)  # notebook 8 (question 4): committed, or run here
 join = add_specialist(exp)  # notebook 9
 print(f"answers computed for profile {exp.profile.name!r}, seed {exp.seed}, K = {k}")
 

@@ -135,7 +135,7 @@ def measure_set(exp, models: list, names: Sequence[str], curve: Mapping[str, Rou
                 replicates: int = BAND_REPLICATES) -> tuple[dict, dict]:
     """Band, curve and precondition of one expert set; also returns the routers' weights for plots."""
     routers = _routers(exp, models, curve, replicates)
-    scores = score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(models, exp.k), routers=routers,
+    scores = score(ScoreRequest(windows=exp.study_sets, experts=FusedModel(models, exp.k), routers=routers,
                                 base=exp.base(), batch_size=exp.profile.eval_batch_size, names=list(names)))
     table = loss_table(scores.nll)
     mixed = table["mixed"]

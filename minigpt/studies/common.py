@@ -26,13 +26,20 @@ def write_report(exp, report: dict, name: str, out: Path | None = None) -> dict:
     return report
 
 
-def saved_report(exp, name: str) -> dict | None:
-    """``<name>.json`` of this run as a study wrote it (results/), else as committed for this profile and
-    seed (results/reference/), else None: for the extensions a notebook shows without recomputing them."""
+def saved_report_path(exp, name: str) -> Path | None:
+    """Where ``<name>.json`` of this run is: as a study wrote it (results/), else as committed for this
+    profile and seed (results/reference/), else None."""
     for folder in (Path(out_dir(exp)), REPO_ROOT / "results" / "reference" / exp.profile.name / f"seed-{exp.seed}"):
         if (folder / f"{name}.json").exists():
-            return json.loads((folder / f"{name}.json").read_text())
+            return folder / f"{name}.json"
     return None
+
+
+def saved_report(exp, name: str) -> dict | None:
+    """:func:`saved_report_path`'s report, read, or None: for the extensions a notebook shows without
+    recomputing them."""
+    path = saved_report_path(exp, name)
+    return None if path is None else json.loads(path.read_text())
 
 
 def paired(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict[str, float]:

@@ -24,7 +24,7 @@ from ..analysis.divergence import divergence, fit_gain_vs_divergence, fusion_gai
 from ..analysis.similarity import cka_block, linear_cka
 from ..chapter import out_dir
 from ..checkpoint import model_fingerprint
-from ..config import DOMAINS, derive_seed
+from ..config import DOMAINS, REPO_ROOT, derive_seed
 from ..device import autocast, resolve, to_device, to_host
 from ..evaluate import (HEADLINE, ORACLE, SPECIALIST_ROWS, gap_by_position, litmus, loss_table, routing_accuracy,
                         table_json)
@@ -35,7 +35,7 @@ from ..fusion import FusedModel
 from ..scoring import SHARED_TRUNK, Routed, ScoreRequest, fused_row, score
 from ..streams import random_windows
 from ..train import fine_tune_everything
-from .common import refuse_then_force, token_sample, write_report
+from .common import refuse_then_force, saved_report_path, token_sample, write_report
 
 ROUTER = "per-token"  # the one router trained at every K (others would multiply the cost)
 NONE = "none"  # the "nothing frozen" point's key in ``per_k``
@@ -215,6 +215,21 @@ def freeze_sweep(exp, ks: Sequence[int] | None = None, out: Path | None = None,
         report["none_minus_best_k"] = paired_difference(windows[str(report["boundary"]["best_k"])], windows[NONE])
     report["wall_seconds"] = round(time.time() - t0, 1)
     return write_report(exp, report, report_name(p, ks, nothing_frozen), here)
+
+
+def saved_or_run(exp) -> dict:
+    """The default sweep as saved for this profile and seed (this run's results, else the committed
+    reference) when it records this corpus, tokenizer and router code; else run here. Its crowns at
+    the depths beside K are the book's largest training bill (six at ``cpu``), so the book reads the
+    committed sweep and a reader who wants it trained calls :func:`freeze_sweep`. Prints which."""
+    path = saved_report_path(exp, "freeze_sweep")
+    rep = None if path is None else _read_matching(str(path), exp.provenance())
+    if rep is not None:
+        print(f"freeze sweep read from {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path} "
+              f"(freeze_sweep(exp) trains it here instead)")
+        return rep
+    print(f"no freeze sweep saved for profile {exp.profile.name!r}, seed {exp.seed}, on this corpus: training it here")
+    return freeze_sweep(exp)
 
 
 def report_name(p, ks: Sequence[int], nothing_frozen: bool) -> str:

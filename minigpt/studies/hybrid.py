@@ -159,7 +159,7 @@ def run_hybrid(exp, n: int | None = None, seed: int | None = None, out: Path | N
     """
     t0 = time.time()
     p = exp.profile
-    n = n or len(DOMAINS) * p.eval_chunks
+    n = n or len(DOMAINS) * p.study_windows
     seed = derive_seed(exp.seed, "hybrid") if seed is None else seed
     specs = exp.specialists()
     routers = {"last-token": exp.router("last_token"), "per-token": exp.router("per_token")}
@@ -168,7 +168,7 @@ def run_hybrid(exp, n: int | None = None, seed: int | None = None, out: Path | N
         "profile": p.name, **exp.provenance(), "seed": exp.seed, "hybrid_seed": seed, "freeze_k": exp.k,
         "router_config": p.router,
         "label_convention": "a token's label is the domain of the target y[t] the router's weights at t predict",
-        "single_domain": score_routers(specs, exp.k, routers, data=single_domain_set(exp.eval_sets),
+        "single_domain": score_routers(specs, exp.k, routers, data=single_domain_set(exp.study_sets),
                                        batch_size=p.eval_batch_size),
         "hybrid": score_routers(specs, exp.k, routers, data=hybrid, batch_size=p.eval_batch_size),
     }

@@ -86,8 +86,8 @@ def _nats_per_byte(model: GPT, x: torch.Tensor, y: torch.Tensor, tok: Tokenizer,
 def _losses(exp, bad: GPT, healthy: GPT, tok: Tokenizer, domain: str) -> dict[str, dict]:
     """Per-token and per-byte losses on ``domain``'s held-out text, under either tokenizer."""
     p = exp.profile
-    own_x, own_y = eval_windows(_alt_stream(exp, tok, domain, "eval"), p.eval_chunks, p.model.block_size)
-    x, y = exp.eval_sets[domain]
+    own_x, own_y = eval_windows(_alt_stream(exp, tok, domain, "eval"), p.study_windows, p.model.block_size)
+    x, y = exp.study_sets[domain]
     bs = p.eval_batch_size
     return {
         "mismatched specialist, its own tokenizer's text": _nats_per_byte(bad, own_x, own_y, tok=tok, batch_size=bs),
@@ -106,8 +106,8 @@ def _fusion(exp, specs: Sequence[GPT], healthy: Sequence[GPT]) -> tuple[Scores, 
     router_ok = exp.feature_router(ok_set, SHARED_TRUNK, p.router, "shared")
     router_new = exp.feature_router(bad_set, SHARED_TRUNK, p.router, "tokenizer mismatch")
     kw = dict(base=base, batch_size=p.eval_batch_size, hidden_head=base.lm_head)
-    ok = score(ScoreRequest(windows=exp.eval_sets, experts=ok_set, routers={HEALTHY: router_ok}, **kw))
-    bad = score(ScoreRequest(windows=exp.eval_sets, experts=bad_set, routers={REUSED: router_ok, RETRAINED: router_new},
+    ok = score(ScoreRequest(windows=exp.study_sets, experts=ok_set, routers={HEALTHY: router_ok}, **kw))
+    bad = score(ScoreRequest(windows=exp.study_sets, experts=bad_set, routers={REUSED: router_ok, RETRAINED: router_new},
                              **kw))
     return ok, bad
 

@@ -68,7 +68,7 @@ def add_specialist(exp, out: Path | None = None) -> dict:
     before_fp = fingerprints(exp)
     streams, late = four_domain_streams(exp)
     t = _train_all(exp, streams, late["late_corpus_fingerprint"])
-    eval4 = split_windows(streams, "eval", exp.profile.eval_chunks, exp.profile.model.block_size)
+    eval4 = split_windows(streams, "eval", exp.profile.study_windows, exp.profile.model.block_size)
     before = _score(exp, eval4, t["specs"], {measure.BEFORE: exp.router("per_token")},
                     extra={"monolithic (three domains)": t["mono3"]})
     removals = {f"without {n}": Without(t["routers"]["scratch"], i) for i, n in enumerate(FOUR)}
@@ -77,7 +77,7 @@ def add_specialist(exp, out: Path | None = None) -> dict:
     negative = _score(exp, eval4, [*t["specs"], t["other"]], {"other base": t["other_router"]}, shared=False)
     refusal, forced = refuse_then_force([*t["specs"], t["other"]], exp.k)
     report = {"profile": exp.profile.name, **exp.provenance(), "seed": exp.seed, "freeze_k": exp.k,
-              "domains": list(FOUR), "late_domain": LATE, **late, "windows_per_domain": exp.profile.eval_chunks,
+              "domains": list(FOUR), "late_domain": LATE, **late, "windows_per_domain": exp.profile.study_windows,
               "fingerprints_before": before_fp, "fingerprints_after": fingerprints(exp),
               "compat": {"joined": compat.check(t["models"], exp.k)["ok"], "other_base_refusal": refusal,
                          "other_base_mismatches": forced["mismatches"]},

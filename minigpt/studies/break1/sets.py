@@ -75,7 +75,7 @@ def build_sets(exp, base_seeds: Sequence[int] | None = None) -> Sets:
     teams = {s: seed_run(exp, s) for s in bases}
     experts = {"different": FusedModel([teams[s].specialist(d) for d, s in zip(DOMAINS, seeds)], exp.k, shared=False),
                **{str(s): FusedModel(teams[s].specialists(), exp.k) for s in bases}}
-    losses = {s: {d: float(v.mean()) for d, v in model_nll(b, exp.eval_sets, exp.profile.eval_batch_size).items()}
+    losses = {s: {d: float(v.mean()) for d, v in model_nll(b, exp.study_sets, exp.profile.eval_batch_size).items()}
               for s, b in bases.items()}
     return Sets(seeds, bases, losses, experts)
 
@@ -84,7 +84,7 @@ def score_set(exp, experts: FusedModel, base: GPT, features: Sequence[str], tag:
     """Train (or load) one router per feature, then score every row with calibration statistics;
     ``base`` is the router's base (its row, and its head decodes hidden-state fusion)."""
     routers = {f: exp.feature_router(experts, f, exp.profile.router, tag) for f in features}
-    return score(ScoreRequest(windows=exp.eval_sets, experts=experts,
+    return score(ScoreRequest(windows=exp.study_sets, experts=experts,
                               routers={f: Routed(r, f) for f, r in routers.items()},
                               base=base, extra={"weight average": average_weights(list(experts.specialists))},
                               hidden_head=base.lm_head, calibration=True, batch_size=exp.profile.eval_batch_size))
@@ -148,7 +148,7 @@ def representations(exp, sets: Sets) -> dict:
     k, bases, dev = exp.k, sets.bases, resolve()
     shared, different = sets.experts[sets.matched], sets.experts["different"]
     to_device([*bases.values(), *shared.specialists, *different.specialists], dev)
-    xs = to_device(token_sample(exp.eval_sets, min(8, exp.profile.eval_chunks)), dev)
+    xs = to_device(token_sample(exp.study_sets, min(8, exp.profile.study_windows)), dev)
     final = lambda ex: {m.manifest["domain"]: h for m, h in zip(ex.specialists, ex.crowns(ex.trunks(xs))[0])}  # noqa: E731
     with autocast(dev):
         states = {
