@@ -134,7 +134,7 @@ pd.DataFrame({"oracle gap": per_domain_gap, "routing accuracy": pd.Series(res["r
 
 # %%
 announce(exp, "break1")
-b1 = break1(exp)
+b1 = break1(exp, tokenizer_case=False)
 pd.DataFrame([{"prediction": r["prediction"], "change vs matched control": r["vs_matched"]["estimate"],
                "95% low": r["vs_matched"]["low"], "95% high": r["vs_matched"]["high"], "outcome": r["outcome"]}
               for r in b1["matched"]], index=[r["metric"] for r in b1["matched"]]).style.format(

@@ -142,8 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", **profile_option)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU cores)")
-    p.add_argument("--sweep", action="store_true", help="also the freeze sweep's crowns (the book reads the "
-                                                        "committed sweep instead)")
+    p.add_argument("--everything", action="store_true", help="also the models the book reads from the committed "
+                                                             "reference (the freeze sweep's, Break 1's tokenizer "
+                                                             "case, joining's alternatives)")
     p = sub.add_parser("smoke", help="every phase once (1 step, 2 windows) at the profile's real model shapes: "
                                      "checks, peak memory, estimated GPU time; random data, no cache")
     p.add_argument("--profile", **profile_option)
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "smoke":
             print(smoke_summary(smoke(args.profile, args.batch)))
         elif args.command == "prefetch":
-            print(prefetch_summary(prefetch(args.profile, args.seed, args.jobs, args.sweep)))
+            print(prefetch_summary(prefetch(args.profile, args.seed, args.jobs, args.everything)))
         elif args.command == "run":
             _print_run(run(Experiment(args.profile, args.seed)))
         else:

@@ -114,20 +114,15 @@ class Experiment:
 
         return cached(path, build, lambda obj, p: obj.save(p), DomainStreams.load)
 
-    # every reported number is scored on eval windows; every choice is made on dev windows
-    @cached_property
-    def eval_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        return split_windows(self.streams, "eval", self.profile.eval_chunks, self.profile.model.block_size)
+    # every reported number is scored on eval windows (the studies on fewer of them, profile.study_windows
+    # per domain, spread the same way); every choice is made on dev windows
+    Windows = dict[str, tuple[torch.Tensor, torch.Tensor]]
+    eval_sets = cached_property(lambda self: self._windows("eval", self.profile.eval_chunks))
+    study_sets = cached_property(lambda self: self._windows("eval", self.profile.study_windows))
+    dev_sets = cached_property(lambda self: self._windows("dev", self.profile.dev_chunks))
 
-    @cached_property
-    def study_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """The eval windows a study scores: the same even spread over the eval split, fewer of them
-        (``profile.study_windows`` per domain); the headline table keeps :attr:`eval_sets`."""
-        return split_windows(self.streams, "eval", self.profile.study_windows, self.profile.model.block_size)
-
-    @cached_property
-    def dev_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        return split_windows(self.streams, "dev", self.profile.dev_chunks, self.profile.model.block_size)
+    def _windows(self, split: str, n: int) -> Windows:
+        return split_windows(self.streams, split, n, self.profile.model.block_size)
 
     # -- models ----------------------------------------------------------------------------
     def checkpoint(self, kind: str, key_parts: list, build: Callable[[], tuple[GPT, list]], manifest: dict,

@@ -62,10 +62,10 @@ def running_headless() -> bool:
 # Training some notebooks need on top of the shared models, in minutes on a fresh cache, measured
 # with the CLI commands on 2 CPU cores (see README); other profiles print no estimate.
 EXTRA_WORK: dict[str, str] = {
-    "break1": "Break 1 (two more bases, their specialists and routers)",
+    "break1": "Break 1 (one more base, its three specialists and the routers)",
     "break2": "Break 2 (32 routers over two expert sets)",
     "sweep": "the freeze sweep (specialists and a router at the depths beside K)",
-    "join": "a fourth crown, three routers, a crown from another base and a monolithic crown on four domains",
+    "join": "a fourth crown and three routers",
 }
 EXTRA_MINUTES: dict[str, dict[str, float]] = {
     # ci: Break 2 measured at 0.7 min for 12 routers, scaled to its 28

@@ -113,3 +113,11 @@ def test_add_specialist_cli_keeps_what_was_there(tmp_path, monkeypatch, capsys):
             assert iv["verdict"] == old_domain_verdict(iv) and iv["low"] <= iv["high"]
     assert after["oracle (per sequence)"]["mixed"] <= min(after[f"{d} specialist"]["mixed"] for d in rep["domains"]) + 1e-9
     assert rep["cost"]["prototype"]["router_steps"] == 0 < rep["cost"]["grown"]["router_steps"]
+    # as the book runs it: the same joining, without the alternatives' models and rows
+    from minigpt.experiment import Experiment
+    from minigpt.studies.add_specialist import add_specialist
+
+    book = add_specialist(Experiment("ci", seed=0), out=tmp_path / "book", alternatives=False)
+    assert "other_base" not in book and "other base" not in book["tables"]
+    assert "monolithic (four domains)" not in book["tables"]["after"] and "monolithic (four domains)" not in book["cost"]
+    assert book["old_domains"] == rep["old_domains"] and book["removal"] == rep["removal"]

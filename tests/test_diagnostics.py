@@ -177,3 +177,48 @@ def test_fit_to_eval_labels_rejects_bad_input():
         fit_to_eval_labels(CausalRouter(8, 3), {})
     with pytest.raises(ValueError, match="unknown domains"):
         fit_to_eval_labels(CausalRouter(8, 3), {"poetry": torch.zeros(2, 4, 8)})
+
+
+def _fit_step_by_step(router, states, steps, lr=1e-2):
+    """The fit as it was before its features were computed once: the whole router at every step."""
+    import torch.nn.functional as F
+
+    from minigpt.router import router_loss
+
+    x = torch.cat(list(states.values()))
+    labels = torch.cat([torch.full((s.shape[0],), DOMAINS.index(d)) for d, s in states.items()])
+    opt = torch.optim.Adam(router.parameters(), lr=lr)
+    for _ in range(steps):
+        w = router(x)
+        loss = router_loss(w, F.one_hot(labels, w.shape[-1]).to(w.dtype))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return router.eval()
+
+
+@pytest.mark.parametrize("kind", ["per_token", "last_token"])
+def test_fit_with_features_computed_once_is_the_step_by_step_fit(kind):
+    from minigpt.router import ROUTERS
+
+    states = _states(separable=True)
+    torch.manual_seed(1)
+    a = ROUTERS[kind](8, 3)
+    b = ROUTERS[kind](8, 3)
+    b.load_state_dict(a.state_dict())
+    fit_to_eval_labels(a, states, steps=20)
+    _fit_step_by_step(b, states, steps=20)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_fit_refuses_a_router_that_is_not_softmax_of_a_linear_map():
+    from minigpt.router import CausalRouter
+
+    class Sharpened(CausalRouter):  # squares the weights after the softmax: features alone do not give them
+        def forward(self, shared_h):
+            w = super().forward(shared_h) ** 2
+            return w / w.sum(-1, keepdim=True)
+
+    with pytest.raises(TypeError, match="not softmax\\(proj\\(features\\)\\)"):
+        fit_to_eval_labels(Sharpened(8, 3), _states(True), steps=1)

@@ -4,6 +4,8 @@ Both sides are recorded from the calls themselves (every model goes through Expe
 so a study that starts using a new model fails this test until the plan names it."""
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from minigpt.chapter import run
@@ -14,6 +16,10 @@ from minigpt.studies.freeze_sweep import freeze_sweep
 from minigpt.studies.prefetch import CALLS, book_plan, prefetch
 
 pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow]
+
+STUDIES = {"run": run, "break1": break1, "freeze_sweep": freeze_sweep, "add_specialist": add_specialist,
+           "break1 as the book runs it": partial(break1, tokenizer_case=False),
+           "add_specialist as the book runs it": partial(add_specialist, alternatives=False)}
 
 
 def _recording(monkeypatch, paths: set) -> None:
@@ -28,42 +34,43 @@ def _recording(monkeypatch, paths: set) -> None:
 
 @pytest.fixture(scope="module")
 def asked(ci_experiment, tmp_path_factory) -> dict[str, set]:
-    """Checkpoint names asked for by each study, and by the plan's calls with and without the freeze
-    sweep (after the studies: loads only)."""
+    """Checkpoint names asked for by each study (whole, and as the book runs it), and by the plan's calls
+    for the book and for everything (after the studies: loads only)."""
     out = tmp_path_factory.mktemp("results")
     names = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MINIGPT_RESULTS_DIR", str(out))
         exp = Experiment("ci", seed=0)
-        for study in (run, break1, freeze_sweep, add_specialist):
-            names[study.__name__] = set()
+        for name, study in STUDIES.items():
+            names[name] = set()
             with pytest.MonkeyPatch.context() as inner:
-                _recording(inner, names[study.__name__])
-                study(exp, out=out / study.__name__)
-    for sweep in (False, True):
-        names[f"plan, sweep={sweep}"] = set()
+                _recording(inner, names[name])
+                study(exp, out=out / name)
+    for everything in (False, True):
+        names[f"plan, everything={everything}"] = set()
         with pytest.MonkeyPatch.context() as mp:
-            _recording(mp, names[f"plan, sweep={sweep}"])
-            bases, crowns = book_plan("ci", 0, sweep=sweep)
+            _recording(mp, names[f"plan, everything={everything}"])
+            bases, crowns = book_plan("ci", 0, everything=everything)
             for job in [*bases, *crowns]:
                 CALLS[job.kind](Experiment("ci", job.seed), job.arg)
     return names
 
 
-# the book's plan: what the notebooks train (the freeze sweep is read from the committed reference)
-BOOK = ("run", "break1", "add_specialist")
+# what the book asks for (the rest it reads from the committed reference), and everything
+RUNS = {False: ("run", "break1 as the book runs it", "add_specialist as the book runs it"),
+        True: ("run", "break1", "freeze_sweep", "add_specialist")}
 
 
-@pytest.mark.parametrize("sweep", [False, True], ids=["book", "with the sweep"])
-def test_the_plan_trains_every_model_the_studies_load(asked, sweep):
-    studies = set().union(*(asked[s] for s in (*BOOK, *(("freeze_sweep",) if sweep else ()))))
-    assert studies - asked[f"plan, sweep={sweep}"] == set()
+@pytest.mark.parametrize("everything", [False, True], ids=["book", "everything"])
+def test_the_plan_trains_every_model_the_studies_load(asked, everything):
+    studies = set().union(*(asked[s] for s in RUNS[everything]))
+    assert studies - asked[f"plan, everything={everything}"] == set()
 
 
-@pytest.mark.parametrize("sweep", [False, True], ids=["book", "with the sweep"])
-def test_the_plan_trains_nothing_the_studies_do_not_load(asked, sweep):
-    studies = set().union(*(asked[s] for s in (*BOOK, *(("freeze_sweep",) if sweep else ()))))
-    assert asked[f"plan, sweep={sweep}"] - studies == set()
+@pytest.mark.parametrize("everything", [False, True], ids=["book", "everything"])
+def test_the_plan_trains_nothing_the_studies_do_not_load(asked, everything):
+    studies = set().union(*(asked[s] for s in RUNS[everything]))
+    assert asked[f"plan, everything={everything}"] - studies == set()
 
 
 def test_prefetch_refuses_zero_workers():

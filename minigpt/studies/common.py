@@ -26,10 +26,33 @@ def write_report(exp, report: dict, name: str, out: Path | None = None) -> dict:
     return report
 
 
+def reference_dir(exp) -> Path:
+    """The committed reference results of this run's profile and seed (``make reference`` writes them)."""
+    return REPO_ROOT / "results" / "reference" / exp.profile.name / f"seed-{exp.seed}"
+
+
+def read_matching(path: Path | str, provenance: Mapping[str, str]) -> dict | None:
+    """A results JSON, or None when it is missing, unreadable (e.g. half-written) or records other data
+    fingerprints than ``provenance`` (another corpus or tokenizer, or none recorded)."""
+    try:
+        rep = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return rep if all(rep.get(key) == v for key, v in provenance.items()) else None
+
+
+def committed_with(exp, name: str, part: str) -> dict | None:
+    """The committed reference's ``<name>.json`` when it holds ``part`` and was measured on this run's corpus,
+    tokenizer and router code; else None. The book reads the parts of a study that need models it
+    does not train (Break 1's tokenizer case, joining's alternatives) from there."""
+    rep = read_matching(reference_dir(exp) / f"{name}.json", exp.provenance())
+    return None if rep is None or part not in rep else rep
+
+
 def saved_report_path(exp, name: str) -> Path | None:
     """Where ``<name>.json`` of this run is: as a study wrote it (results/), else as committed for this
     profile and seed (results/reference/), else None."""
-    for folder in (Path(out_dir(exp)), REPO_ROOT / "results" / "reference" / exp.profile.name / f"seed-{exp.seed}"):
+    for folder in (Path(out_dir(exp)), reference_dir(exp)):
         if (folder / f"{name}.json").exists():
             return folder / f"{name}.json"
     return None

@@ -11,7 +11,6 @@ and the line through all of them is set next to KALAVAI's.
 from __future__ import annotations
 
 import glob
-import json
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -35,7 +34,7 @@ from ..fusion import FusedModel
 from ..scoring import SHARED_TRUNK, Routed, ScoreRequest, fused_row, score
 from ..streams import random_windows
 from ..train import fine_tune_everything
-from .common import refuse_then_force, saved_report_path, token_sample, write_report
+from .common import read_matching, refuse_then_force, saved_report_path, token_sample, write_report
 
 ROUTER = "per-token"  # the one router trained at every K (others would multiply the cost)
 NONE = "none"  # the "nothing frozen" point's key in ``per_k``
@@ -223,7 +222,7 @@ def saved_or_run(exp) -> dict:
     the depths beside K are the book's largest training bill (six at ``cpu``), so the book reads the
     committed sweep and a reader who wants it trained calls :func:`freeze_sweep`. Prints which."""
     path = saved_report_path(exp, "freeze_sweep")
-    rep = None if path is None else _read_matching(str(path), exp.provenance())
+    rep = None if path is None else read_matching(str(path), exp.provenance())
     if rep is not None:
         print(f"freeze sweep read from {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path} "
               f"(freeze_sweep(exp) trains it here instead)")
@@ -242,27 +241,17 @@ def report_name(p, ks: Sequence[int], nothing_frozen: bool) -> str:
     return "freeze_sweep_k" + "-".join(map(str, ks)) + ("_none" if nothing_frozen else "")
 
 
-def _read_matching(path: str, provenance: Mapping[str, str]) -> dict | None:
-    """A results JSON, or None when it is unreadable (e.g. half-written) or records other data
-    fingerprints than ``provenance`` (another corpus or tokenizer, or none recorded)."""
-    try:
-        rep = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return rep if all(rep.get(key) == v for key, v in provenance.items()) else None
-
-
 def points_from_other_runs(profile_dir: Path, seed: int, provenance: Mapping[str, str]) -> list[dict]:
     """(divergence, gain) points already on disk under ``profile_dir/seed-*``: other seeds' freeze
     sweeps, and Break 1's controls (the shared-base pipeline on other base seeds at the profile's K,
     same definitions). Files with other fingerprints than ``provenance``, or unreadable, are skipped."""
     others = []
     for f in sorted(glob.glob(str(Path(profile_dir) / "seed-*" / "freeze_sweep.json"))):
-        rep = _read_matching(f, provenance)
+        rep = read_matching(f, provenance)
         if rep and rep.get("seed") != seed:
             others += [{**q, "source": "freeze sweep"} for q in rep.get("points", []) if q["seed"] != seed]
     for f in sorted(glob.glob(str(Path(profile_dir) / "seed-*" / "break1.json"))):
-        b1 = _read_matching(f, provenance)
+        b1 = read_matching(f, provenance)
         for bseed, c in (b1 or {}).get("controls", {}).items():
             if int(bseed) == b1["seed"]:
                 continue  # the run's own base: already a sweep point at its K

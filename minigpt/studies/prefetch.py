@@ -5,10 +5,13 @@ one later loads it in a second. Training them here first, in worker processes wi
 thread each, keeps both cores busy: two small models side by side train about twice as fast as one
 model on two threads. The notebooks then spend their time on routers and scores, not on waiting.
 
-The plan is the studies' own defaults (the chapter's run, Break 1's base seeds, the fourth domain's
-crowns), so it follows them when they change; ``sweep=True`` adds the freeze sweep's crowns, which
-the book does not train (it reads the committed sweep: :func:`..freeze_sweep.saved_or_run`). Bases
-come first, then every crown, longest first. ``python -m minigpt prefetch --jobs 2`` (``make book`` calls it).
+The plan is what the book trains (the chapter's run, Break 1's bases and specialists, the fourth
+domain's crown), taken from the studies' own defaults so it follows them when they change.
+``everything=True`` adds what ``make reference`` also trains and the book reads from the committed
+reference: the freeze sweep's crowns (:func:`..freeze_sweep.saved_or_run`), Break 1's
+other-tokenizer crown (:func:`..break1.tokenizer_case`), and joining's alternatives (a crown on
+another base, a monolithic crown on four domains: :func:`..add_specialist.with_alternatives`).
+Bases come first, then every crown, longest first. ``python -m minigpt prefetch --jobs 2`` (``make book`` calls it).
 """
 from __future__ import annotations
 
@@ -73,22 +76,22 @@ CALLS = {
 }
 
 
-def book_plan(profile: str | None = None, seed: int = 0, sweep: bool = False) -> tuple[list[Job], list[Job]]:
-    """(bases, crowns): every language model the chapter's run and the book's studies train at ``seed``
-    (with ``sweep``, the freeze sweep's too)."""
+def book_plan(profile: str | None = None, seed: int = 0, everything: bool = False) -> tuple[list[Job], list[Job]]:
+    """(bases, crowns): every language model the book trains at ``seed`` (``everything``: and the ones
+    it reads from the committed reference)."""
     exp = Experiment(profile, seed)
     p = exp.profile
     teams = sorted(set(base_seeds_for(exp, None)))
     # the fourth domain's negative case puts a crown on base seed + 1
-    bases = [Job("base", s, cost=p.base.steps / p.specialist.steps) for s in sorted({*teams, seed + 1})]
+    bases = [Job("base", s, cost=p.base.steps / p.specialist.steps) for s in sorted({*teams, *([seed + 1] if everything else [])})]
     crowns = [Job("specialist", s, d) for s in teams for d in DOMAINS]
-    crowns += [Job("monolithic", seed, cost=p.monolithic.steps / p.specialist.steps)]
-    if sweep:
+    crowns += [Job("monolithic", seed, cost=p.monolithic.steps / p.specialist.steps), Job("late crown", seed, seed)]
+    if everything:
         ks, nothing_frozen = default_points(p)
         crowns += [Job("sweep crown", seed, f"{d}@{K}") for K in ks if K != exp.k for d in DOMAINS]
         crowns += [Job("nothing-frozen crown", seed, d, cost=1.3) for d in DOMAINS] if nothing_frozen else []
-    crowns += [Job("other-tokenizer crown", seed), Job("late crown", seed, seed), Job("late crown", seed, seed + 1)]
-    crowns += [Job("monolithic (four domains)", seed, cost=len(FOUR))]  # one crown's steps per domain: the longest job
+        crowns += [Job("other-tokenizer crown", seed), Job("late crown", seed, seed + 1)]
+        crowns += [Job("monolithic (four domains)", seed, cost=len(FOUR))]  # four crowns' steps: the longest job
     return bases, sorted(crowns, key=lambda j: -j.cost)
 
 
@@ -114,16 +117,16 @@ def _run_wave(pool: ProcessPoolExecutor, profile: str, jobs: Sequence[Job], desc
     return seconds
 
 
-def prefetch(profile: str | None = None, seed: int = 0, jobs: int = 2, sweep: bool = False) -> dict:
-    """Train (or load) every model of :func:`book_plan` (``sweep``: with the sweep's) with ``jobs`` worker
-    processes. The data
+def prefetch(profile: str | None = None, seed: int = 0, jobs: int = 2, everything: bool = False) -> dict:
+    """Train (or load) every model of :func:`book_plan` (``everything``: the reference's too) with ``jobs``
+    worker processes. The data
     (corpus, tokenizer, token streams) is built first, here, so the workers only read it."""
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}; use the number of CPU cores (or GPUs)")
     t0 = time.time()
     name = get_profile(profile).name
     _build_data(Experiment(name, seed))
-    bases, crowns = book_plan(name, seed, sweep)
+    bases, crowns = book_plan(name, seed, everything)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
         seconds = _run_wave(pool, name, bases, "prefetch: bases")
         seconds |= _run_wave(pool, name, crowns, "prefetch: crowns")

@@ -86,10 +86,10 @@ def removal(after: Scores, names: Sequence[str]) -> dict[str, dict]:
     return out
 
 
-def tables(before: Scores, after: Scores, negative: Scores) -> dict:
+def tables(before: Scores, after: Scores, negative: Scores | None) -> dict:
     specs = [f"{d} specialist" for d in FOUR]
     return {name: table_json(loss_table(sc.nll, FOUR, specs)) for name, sc in
-            (("before", before), ("after", after), ("other base", negative))}
+            (("before", before), ("after", after), ("other base", negative)) if sc is not None}
 
 
 def mixed(t: Mapping, row: str, domains: Sequence[str]) -> float:

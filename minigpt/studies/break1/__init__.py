@@ -22,14 +22,14 @@ from typing import Sequence
 from ... import compat
 from ...config import DOMAINS
 from ...scoring import SHARED_TRUNK, fused_row
-from ..common import refuse_then_force, write_report
+from ..common import committed_with, refuse_then_force, write_report
 from ..tokenizer_mismatch import tokenizer_mismatch
 from .matched import PREDICTIONS, confound_check, headline_change, matched_comparison, what_fails_first
 from .sets import (build_sets, hidden_fusion_check, representations, router_inputs, score_all, seed_run,
                    set_report)
 from .summary import summarize
 
-__all__ = ["break1", "seed_run", "summarize", "PREDICTIONS"]
+__all__ = ["break1", "tokenizer_case", "seed_run", "summarize", "PREDICTIONS"]
 
 
 def _controls(sets, reports: dict) -> dict[str, dict]:
@@ -87,3 +87,15 @@ def break1(exp, base_seeds: Sequence[int] | None = None, tokenizer_case: bool = 
     report["wall_seconds"] = round(time.time() - t0, 1)
     report["_raw"] = dict(sets.scores)
     return write_report(exp, report, "break1", out)
+
+
+def tokenizer_case(exp, rep: dict) -> dict:
+    """Break 1's tokenizer case: from ``rep`` when it ran, else from the committed reference run (the
+    book skips it: its crown trains under a second tokenizer), else measured here."""
+    if "tokenizer_mismatch" in rep:
+        return rep["tokenizer_mismatch"]
+    committed = committed_with(exp, "break1", "tokenizer_mismatch")
+    if committed is not None:
+        print("the tokenizer case as the committed reference run measured it (results/reference/)")
+        return committed["tokenizer_mismatch"]
+    return tokenizer_mismatch(exp)
