@@ -152,7 +152,8 @@ passed = check_train_router(my_train_router, exp)
 # ## 3. Domain labels against performance targets
 #
 # Two last-token routers, identical except for the target, trained on the `router` split and scored
-# on the held-out windows. *Routing accuracy* is the share of windows whose highest weight goes to
+# on the held-out windows the studies use (a quarter of the headline's, the same for every router
+# compared here). *Routing accuracy* is the share of windows whose highest weight goes to
 # their own domain's specialist. The losses are soft fusion (Step 4) and dispatch to the top choice,
 # beside the oracle that picks each window's best specialist with hindsight.
 

@@ -62,7 +62,7 @@ from minigpt.exercises import check_compatible
 from minigpt.notebook import announce, setup, show_markdown, show_source
 from minigpt.plots import plot_cka_blocks, plot_confusion, plot_matched, plot_per_byte, plot_reliability
 from minigpt.scoring import ORACLE, SHARED_TRUNK, SPECIALIST_ROWS, fused_row
-from minigpt.studies.break1 import PREDICTIONS, break1, seed_run, tokenizer_case
+from minigpt.studies.break1 import PREDICTIONS, break1, seed_run, with_tokenizer_case
 
 exp = setup(extra=("break1",))  # announces the extra training time too
 k = exp.k
@@ -252,7 +252,7 @@ plt.show()
 # (`tokenizer_mismatch(exp)` measures it here).
 
 # %%
-tm = tokenizer_case(exp, rep)
+tm = with_tokenizer_case(exp, rep)["tokenizer_mismatch"]
 print(f"{tm['ids_with_same_string']:.1%} of the {exp.profile.model.vocab_size} ids decode to the same string "
       "in both tokenizers")
 print(f"compat.check: {tm['compat']['refusal']}")

@@ -122,12 +122,15 @@ def run(exp: Experiment, out: Path | None = None) -> dict:
     return res
 
 
-def score_specialists(exp: Experiment, k: int | None = None, routers: dict | None = None) -> Scores:
-    """Held-out token losses of the base, each specialist, uniform mix and oracles (+ ``routers``).
+def score_specialists(exp: Experiment, k: int | None = None, routers: dict | None = None,
+                      windows: dict | None = None) -> Scores:
+    """Held-out token losses of the base, each specialist, uniform mix and oracles (+ ``routers``) on
+    ``windows`` (default: the headline's eval windows).
 
     Lighter than :func:`chapter_table`: it trains nothing beyond the base and the specialists (and
     whatever routers are passed in).
     """
     k = exp.k if k is None else k
-    return score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(exp.specialists(k=k), k), routers=routers or {},
+    return score(ScoreRequest(windows=exp.eval_sets if windows is None else windows,
+                              experts=FusedModel(exp.specialists(k=k), k), routers=routers or {},
                               base=exp.base(), batch_size=exp.profile.eval_batch_size))

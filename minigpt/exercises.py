@@ -364,11 +364,11 @@ def check_compatible(reader_fn: Callable, exp: Experiment) -> bool:
 
 # -- notebook 7: the collapse diagnostic ---------------------------------------------------------
 def collapse_weights(exp: Experiment) -> dict[str, dict[str, torch.Tensor]]:
-    """The healthy router's and a collapsed one's (98 % code, one-hot targets) weights on the held-out
-    windows: the two routers notebook 7 builds by hand, scored once and remembered."""
+    """The healthy router's and a collapsed one's (98 % code, one-hot targets) weights on the studies'
+    held-out windows: the two routers notebook 7 builds by hand, scored once and remembered."""
     healthy = exp.router("per_token")
     collapsed = exp.router("per_token", replace(exp.profile.router, domain_mix=(0.98, 0.01, 0.01), temp=0.001))
-    scores = score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(exp.specialists(), exp.k),
+    scores = score(ScoreRequest(windows=exp.study_sets, experts=FusedModel(exp.specialists(), exp.k),
                                 routers={"healthy": healthy, "collapsed": collapsed}, base=exp.base(),
                                 batch_size=exp.profile.eval_batch_size))
     return {n: scores.weights[n] for n in ("healthy", "collapsed")}

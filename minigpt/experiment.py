@@ -32,7 +32,7 @@ from .device import resolve, to_device
 from .fusion import FusedModel, feature_width
 from .model import GPT
 from .router import CausalRouter, check_router_kind, make_router, router_code_fingerprint, train_router
-from .router_pool import LatestPool, RouterPool, build_pool, train_router_on_pool
+from .router_pool import LatestPool, RouterPool, build_pool, pool_keeping_losses, train_router_on_pool
 from .streams import DomainStreams, encode_stream, mixed_windows, random_windows, split_windows
 from .tokenizer import check_vocab, eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 from .train import train_lm
@@ -55,6 +55,12 @@ class RouterRequest:
     desc: str  # the progress bar's label
     streams: DomainStreams | None = None  # where the router windows come from (default: the experiment's)
     pool_windows: int | None = None  # pool windows per domain (default: the profile's ``router_pool``)
+
+    @property
+    def fused(self) -> FusedModel | None:
+        """The fused model whose ``expert_logits`` are ``inputs`` (every request the package makes), else None."""
+        owner = getattr(self.inputs, "__self__", None)
+        return owner if isinstance(owner, FusedModel) else None
 
 
 class Experiment:
@@ -226,12 +232,10 @@ class Experiment:
     def router_pool(self, req: RouterRequest) -> RouterPool:
         """What ``req.inputs`` reads and each expert's loss on ``profile.router_pool`` router-split windows per
         domain (the same windows for every router of this seed), kept for the routers that follow."""
-        p, streams, n = self.profile, req.streams or self.streams, req.pool_windows or self.profile.router_pool
-        key = config_key("router-pool", *req.reads, [model_fingerprint(m) for m in req.experts], n,
-                         self.seed, self.corpus_fingerprint, self.tokenizer_fingerprint, streams.domains("router"))
-        return self._pools.get(key, lambda: build_pool(streams, req.inputs, n, T=p.model.block_size,
-                                                       seed=derive_seed(self.seed, "router-pool"),
-                                                       batch_size=p.eval_batch_size, experts=req.experts))
+        streams, n = req.streams or self.streams, req.pool_windows or self.profile.router_pool
+        same = [[model_fingerprint(m) for m in req.experts], n, self.seed, self.corpus_fingerprint,
+                self.tokenizer_fingerprint, streams.domains("router")]
+        return self._pools.get(config_key("router-pool", *req.reads, *same), lambda: new_pool(self, req, streams, same))
 
     def router_path(self, key_parts: list) -> Path:
         """Where :meth:`train_or_load_router` keeps the router of ``key_parts`` (its first part names it)."""
@@ -265,18 +269,32 @@ class Experiment:
         """A causal per-token router reading ``feature`` of ``experts`` (Break 1: maybe no shared trunk). Every
         router of a comparison gets the same config, initialisation and batches: only what it reads differs."""
         cfg, models = cfg or self.profile.router, list(experts.specialists)
+        fused = FusedModel(models, experts.k, shared=experts.shared, reads=feature)
         return self.train_or_load_router(RouterRequest(
             make=lambda: make_router("per_token", feature_width(feature, models), len(models), cfg),
             key=["break", feature, cfg, [model_fingerprint(m) for m in models], experts.k, experts.shared],
             init_tags=("break-router-init", feature), data_tags=("router", "per_token"),
-            inputs=FusedModel(models, experts.k, shared=experts.shared, reads=feature).expert_logits, experts=models,
-            reads=[feature, experts.k, experts.shared],
+            inputs=fused.expert_logits, experts=models, reads=[feature, experts.k, experts.shared],
             desc=f"router [{tag}: {feature}]"), cfg)
 
     def fused(self, kind: str = "per_token", router_cfg: RouterConfig | None = None,
               k: int | None = None, fusion: str = "logits") -> FusedModel:
         k = self.k if k is None else k
         return FusedModel(self.specialists(k=k), k, self.router(kind, router_cfg, k), fusion=fusion)
+
+
+def new_pool(exp: Experiment, req: RouterRequest, streams: DomainStreams, same: list) -> RouterPool:
+    """:meth:`Experiment.router_pool`'s pool, built; ``same`` holds the experts' fingerprints, the pool size and
+    the data. How the experts run decides their losses, what the router reads does not: the losses are kept
+    on disk by the first, and every later pool over the same experts only computes its router inputs."""
+    p, fused, n = exp.profile, req.fused, same[1]
+    losses = None if fused is None else cache_root() / "pool_losses" / (
+        config_key("pool-losses", fused.k, fused.shared, *same) + ".pt")
+    build = lambda known: build_pool(streams, req.inputs, n, T=p.model.block_size,  # noqa: E731
+                                     seed=derive_seed(exp.seed, "router-pool"), batch_size=p.eval_batch_size,
+                                     experts=req.experts, known=known)
+    features = None if fused is None else (lambda x: fused.router_input(x, fused.trunks(x)))
+    return pool_keeping_losses(losses, build, features)
 
 
 def train_new_router(exp: Experiment, req: RouterRequest, cfg: RouterConfig) -> tuple[nn.Module, dict]:

@@ -15,11 +15,13 @@ as :func:`minigpt.streams.mixed_windows` draws from the streams.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
+from .cache import cached
 from .config import DOMAINS, RouterConfig
 from .device import autocast, resolve, to_device
 from .heap import reuse_large_blocks
@@ -64,12 +66,42 @@ class LatestPool:
         return self._pool
 
 
+@dataclass
+class KnownLosses:
+    """The experts' window losses on a pool's windows, already computed (for another router input of the
+    same experts, or in another process): a pool then runs only ``features`` (x -> router input), not
+    the crowns. The losses do not depend on what the router reads."""
+
+    features: Callable[[torch.Tensor], torch.Tensor]
+    losses: torch.Tensor  # (D * n, N), on the device
+
+
+def pool_keeping_losses(losses_path: Path | None, build: Callable[[KnownLosses | None], RouterPool],
+                        features: Callable[[torch.Tensor], torch.Tensor] | None) -> RouterPool:
+    """``build(known)`` a pool, keeping the experts' losses at ``losses_path`` (a few kB): the next pool
+    over the same experts and windows, whatever the router reads and in whichever notebook, runs only
+    ``features``. The crowns are most of a pool's cost (Break 1's four inputs, its control on the
+    chapter's specialists, Break 2's healthy routers all reuse losses computed once)."""
+    if losses_path is None or features is None:
+        return build(None)
+    built = []
+
+    def full() -> torch.Tensor:
+        built.append(build(None))
+        return built[0].losses.cpu()
+
+    losses = cached(losses_path, full, lambda t, tmp: torch.save(t, tmp), lambda q: torch.load(q, weights_only=True))
+    return built[0] if built else build(KnownLosses(features, to_device(losses, resolve())))
+
+
 @torch.no_grad()
 def build_pool(streams: DomainStreams, inputs: Callable[[torch.Tensor], tuple], per_domain: int, T: int,
-               seed: int, batch_size: int, experts: list[nn.Module] = (), desc: str = "router pool") -> RouterPool:
+               seed: int, batch_size: int, experts: list[nn.Module] = (), desc: str = "router pool",
+               known: KnownLosses | None = None) -> RouterPool:
     """Run ``inputs(x)`` -> (router input (B, T, C), expert logits (N, B, T, V)) once over
     ``per_domain`` random router-split windows of each domain (drawn with ``seed``), keeping the
-    router inputs and each expert's mean loss per window, on the device."""
+    router inputs and each expert's mean loss per window, on the device (with ``known`` losses, only
+    the router inputs are computed)."""
     dev = resolve()
     to_device(list(experts), dev)
     gen = torch.Generator().manual_seed(seed)
@@ -83,8 +115,11 @@ def build_pool(streams: DomainStreams, inputs: Callable[[torch.Tensor], tuple], 
         for i in progress(range(0, x_all.shape[0], batch_size), desc):
             x, y = to_device((x_all[i:i + batch_size], y_all[i:i + batch_size]), dev)
             with autocast(dev):
-                feats, logits = inputs(x)  # (B, T, C), (N, B, T, V)
-                batch_losses = expert_window_losses(logits, y)  # (B, N)
+                if known is not None:
+                    feats, batch_losses = known.features(x), known.losses[i:i + x.shape[0]]
+                else:
+                    feats, logits = inputs(x)  # (B, T, C), (N, B, T, V)
+                    batch_losses = expert_window_losses(logits, y)  # (B, N)
             if h is None:
                 h = feats.new_empty((x_all.shape[0], *feats.shape[1:]), dtype=torch.float32)
                 losses = batch_losses.new_empty((x_all.shape[0], batch_losses.shape[1]), dtype=torch.float32)

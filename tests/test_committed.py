@@ -46,14 +46,15 @@ def test_committed_with_ignores_a_report_from_another_corpus(repo):
     assert common.committed_with(repo.exp, "break1", "tokenizer_mismatch") is None
 
 
-def test_tokenizer_case_prefers_the_run_then_the_reference_then_computes(repo, monkeypatch):
+def test_with_tokenizer_case_prefers_the_run_then_the_reference_then_computes(repo, monkeypatch):
     monkeypatch.setattr(break1_mod, "tokenizer_mismatch", lambda exp: {"measured": "here"})
-    assert break1_mod.tokenizer_case(repo.exp, {"tokenizer_mismatch": {"measured": "in the run"}}) == {
-        "measured": "in the run"}
-    assert break1_mod.tokenizer_case(repo.exp, {}) == {"measured": "here"}
+    ran = {"headline": 1, "tokenizer_mismatch": {"measured": "in the run"}}
+    assert break1_mod.with_tokenizer_case(repo.exp, ran) == ran
+    assert break1_mod.with_tokenizer_case(repo.exp, {"headline": 1}) == {"headline": 1,
+                                                                        "tokenizer_mismatch": {"measured": "here"}}
     _commit(repo.reference, "break1", {**PROVENANCE, "tokenizer_mismatch": {"measured": "committed"}})
     monkeypatch.setattr(break1_mod, "tokenizer_mismatch", _refuse_to_run)
-    assert break1_mod.tokenizer_case(repo.exp, {}) == {"measured": "committed"}
+    assert break1_mod.with_tokenizer_case(repo.exp, {"headline": 1})["tokenizer_mismatch"] == {"measured": "committed"}
 
 
 def test_with_alternatives_prefers_the_run_then_the_reference_then_runs_everything(repo, monkeypatch):

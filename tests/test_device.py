@@ -110,7 +110,7 @@ def _fake_experiment(specs: list[GPT]) -> SimpleNamespace:
     """What the studies' scoring steps read from an Experiment, on tiny made-up data."""
     streams = SimpleNamespace(get=lambda d, split: _stream(DOMAINS.index(d)))
     profile = replace(get_profile("ci"), model=CFG, eval_batch_size=2, eval_chunks=4, freeze_k=K)
-    return SimpleNamespace(k=K, seed=0, profile=profile, eval_sets=_eval_sets(), streams=streams,
+    return SimpleNamespace(k=K, seed=0, profile=profile, eval_sets=_eval_sets(), study_sets=_eval_sets(), streams=streams,
                            tokenizer=SimpleNamespace(token_to_id=lambda s: EOS),
                            specialists=lambda k=None: specs)
 

@@ -276,3 +276,28 @@ def test_routers_of_one_expert_set_share_one_pool_and_lm_targets_run_the_experts
     assert not _identical(routers[0].state_dict(), routers[2].state_dict())  # they did train differently
     exp.router("per_token", replace(cfg, target="lm"))
     assert pools == [1] and full_path == [1]
+
+
+def test_the_experts_losses_are_computed_once_for_every_input_and_notebook(mini_experiment, monkeypatch):
+    """A pool over the same experts and windows reuses their losses from disk, whatever the router reads and in a
+    new process (a fresh Experiment): only the router inputs are computed, the crowns do not run, and the pool
+    is the one a full build gives, bit for bit."""
+    from minigpt.fusion import FusedModel
+    from minigpt.scoring import SHARED_TRUNK
+
+    first = mini_experiment()
+    req = first.router_request("per_token", first.profile.router)
+    full = first.router_pool(req)
+    crowns = []
+    real = FusedModel.crowns
+    monkeypatch.setattr(FusedModel, "crowns", lambda self, t: crowns.append(1) or real(self, t))
+    again = mini_experiment()  # empty in-memory state, as in another notebook's kernel
+    reused = again.router_pool(again.router_request("per_token", again.profile.router))
+    assert crowns == [] and torch.equal(reused.h, full.h) and torch.equal(reused.losses, full.losses)
+    experts = FusedModel(again.specialists(), again.k)
+    for feature in ("embeddings of base X", SHARED_TRUNK):  # another input of the same experts
+        again.feature_router(experts, feature)
+    assert crowns == []
+    other = FusedModel(again.specialists(), again.k, shared=False)  # the experts run another way: their own losses
+    again.feature_router(other, SHARED_TRUNK)
+    assert crowns != []

@@ -337,11 +337,10 @@ show_markdown(f"""**5.4** {per_token_oracle_note(tok_oracle, mixed[ORACLE], mixe
 never collect that room (nb 5 §1).""")
 
 # %%
-pairs = [(f"{r} router (nb 5)", float(np.mean(list(a.values()))), mixed[f"fused soft ({r} router)"])
-         for r, a in res["routing_accuracy"].items()]
-# nb 3's router with the profile's own target is nb 5's last-token router: list it once
-pairs += [(f"{t}-target router (nb 3)", summary.loc[t, "accuracy (mean)"], summary.loc[t, "fused soft, mixed"])
-          for t in summary.index if t != exp.profile.router.target]
+# every router nb 3 compares, all scored on the same windows (the studies' held-out windows)
+summary_pt, _ = compare_router_targets(exp, ("domain", "performance", "lm"), kind="per_token")
+pairs = [(f"{kind} router, {t} targets (nb 3)", s.loc[t, "accuracy (mean)"], s.loc[t, "fused soft, mixed"])
+         for kind, s in (("last-token", summary), ("per-token", summary_pt)) for t in s.index]
 listing = "; ".join(f"{n}: accuracy {acc_:.1%}, fused soft {loss:.4f}" for n, acc_, loss in pairs)
 txt = accuracy_loss_inversion(pairs)
 show_markdown(f"""**5.5** {listing}. {txt} Accuracy only counts the argmax against the domain label; soft fusion also

@@ -55,7 +55,7 @@ from minigpt.claims.sweep import boundary, gain_column, nothing_frozen
 from minigpt.claims.table import baselines, mistakes, oracle
 from minigpt.config import DOMAINS
 from minigpt.notebook import setup, show_markdown
-from minigpt.studies.break1 import break1, tokenizer_case
+from minigpt.studies.break1 import break1, with_tokenizer_case
 from minigpt.studies.add_specialist import add_specialist, with_alternatives
 from minigpt.studies.break2 import break2
 from minigpt.studies.common import saved_report
@@ -72,7 +72,7 @@ run_report = report(exp, res, 0.0)  # what table.json holds: the claims of 8.1, 
 table, mixed, nll = res["table"], res["table"]["mixed"], res["nll"]
 spec_tok = {d: res["scores"].spec_nll(d) for d in DOMAINS}  # (specialists, windows, T) token losses per domain
 hyb = run_hybrid(exp)  # notebook 4 §4-5
-b1 = break1(exp, tokenizer_case=False)  # notebook 6 and 8 (question 3)
+b1 = with_tokenizer_case(exp, break1(exp, tokenizer_case=False))  # notebooks 6 and 8 (question 3)
 b2 = break2(exp)  # notebook 7
 sw = saved_or_run(exp)  # notebook 8 (question 4): committed, or run here
 join = with_alternatives(exp, add_specialist(exp, alternatives=False))  # notebook 9
@@ -205,7 +205,7 @@ Which matters more is an empirical question for the dev split, where the book ch
 
 # %%
 forced = b1["compat"]["forced_report"]["mismatches"]
-tm = tokenizer_case(exp, b1)
+tm = b1["tokenizer_mismatch"]
 forced_tm = tm["compat"]["forced_report"]["mismatches"]
 show_markdown(f"""**6.1** For the different-base specialists the checks that fail are {', '.join(forced)}
 (nb 6 §1); the refusal names the first, the base fingerprint. In the tokenizer case only {', '.join(forced_tm)} fails
@@ -232,7 +232,7 @@ show_markdown(f"""**6.4** {geometry(b1).text} Of the four router inputs (nb 6 §
 control). {confound(b1).text}""")
 
 # %%
-tm = tokenizer_case(exp, b1)
+tm = b1["tokenizer_mismatch"]
 L = tm["losses"]
 show_markdown(f"""**6.5** Architecture, base and trunk all pass; only the tokenizer fingerprint differs, and
 {tm['ids_with_same_string']:.0%} of the ids still decode to the same string (nb 6, Going further). Per byte of legal text

@@ -87,7 +87,7 @@ def _memory_batches(exp, trunk, k: int, across_documents: bool) -> list[tuple]:
     """(prefix states, prefix mask, window states) per scoring batch of every domain, in order."""
     bs, eos, out, dev = exp.profile.eval_batch_size, eos_id(exp.tokenizer), [], resolve()
     to_device(trunk, dev)  # the states stay on the device, where score() runs the router on them
-    for d, (x_all, _) in exp.study_sets.items():
+    for d, (x_all, _) in exp.eval_sets.items():
         ids, has = eval_prefixes(exp.streams.get(d, "eval"), x_all)
         for i in range(0, x_all.shape[0], bs):
             pre, x, has_b = to_device((ids[i:i + bs], x_all[i:i + bs], has[i:i + bs]), dev)
@@ -104,7 +104,7 @@ def prefix_counts(exp) -> dict:
     out = {"n_windows": 0, "windows_without_prefix": 0, "windows_prefix_cut_at_eos": 0,
            "windows_prefix_fully_forgotten": 0, "mean_prefix_tokens_kept": 0.0}
     kept = []
-    for d, (x_all, _) in exp.study_sets.items():
+    for d, (x_all, _) in exp.eval_sets.items():
         ids, has = eval_prefixes(exp.streams.get(d, "eval"), x_all)
         keep = after_last_eos(ids, eos) * has.unsqueeze(1).float()
         out["n_windows"] += int(x_all.shape[0])
@@ -133,7 +133,7 @@ def _measure(exp) -> dict:
     cold = exp.router("per_token")
     routers = {COLD: cold, **{name: CarriedStateRouter(cold, _memory_batches(exp, specs[0], k, name == ACROSS))
                               for name in (MEMORY, ACROSS)}}
-    scores = score(ScoreRequest(windows=exp.study_sets, experts=FusedModel(specs, k), routers=routers, base=exp.base(),
+    scores = score(ScoreRequest(windows=exp.eval_sets, experts=FusedModel(specs, k), routers=routers, base=exp.base(),
                                 batch_size=exp.profile.eval_batch_size))
     if any(r.batches for r in routers.values() if isinstance(r, CarriedStateRouter)):
         raise RuntimeError("score visited fewer batches than the prefixes were built for")
@@ -152,7 +152,7 @@ def document_memory(exp) -> dict:
     router = exp.router("per_token")
     key = config_key("document-memory", router_code_fingerprint(), memory_code_fingerprint(),
                      [model_fingerprint(m) for m in specs], model_fingerprint(router), k, exp.seed,
-                     exp.corpus_fingerprint, p.study_windows, p.model.block_size)
+                     exp.corpus_fingerprint, p.eval_chunks, p.model.block_size)
     path = cache_root() / "document_memory" / f"{key}.json"
 
     def build() -> dict:
@@ -160,7 +160,7 @@ def document_memory(exp) -> dict:
         cold, mem = (measured["rows"][n]["oracle_gap_nats"] for n in (COLD, MEMORY))
         return rounded({
             "profile": p.name, "seed": exp.seed, "freeze_k": k, **exp.provenance(),
-            "memory_code": memory_code_fingerprint(), "eval_chunks": p.study_windows, "block_size": p.model.block_size,
+            "memory_code": memory_code_fingerprint(), "eval_chunks": p.eval_chunks, "block_size": p.model.block_size,
             "decay": router.decay, "prefix_tokens": p.model.block_size,
             "eos_rule": "memory stops at a document boundary: prefix positions up to and including the last "
                         "end-of-document token are forgotten (row memory-across-documents keeps them)",

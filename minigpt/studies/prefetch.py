@@ -9,7 +9,7 @@ The plan is what the book trains (the chapter's run, Break 1's bases and special
 domain's crown), taken from the studies' own defaults so it follows them when they change.
 ``everything=True`` adds what ``make reference`` also trains and the book reads from the committed
 reference: the freeze sweep's crowns (:func:`..freeze_sweep.saved_or_run`), Break 1's
-other-tokenizer crown (:func:`..break1.tokenizer_case`), and joining's alternatives (a crown on
+other-tokenizer crown (:func:`..break1.with_tokenizer_case`), and joining's alternatives (a crown on
 another base, a monolithic crown on four domains: :func:`..add_specialist.with_alternatives`).
 Bases come first, then every crown, longest first. ``python -m minigpt prefetch --jobs 2`` (``make book`` calls it).
 """

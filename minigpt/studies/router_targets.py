@@ -21,7 +21,8 @@ from ..streams import random_windows
 
 def compare_router_targets(exp: Experiment, targets: Sequence[str] = ("domain", "performance"),
                            kind: str = "last_token", k: int | None = None):
-    """Train (or load) one router per target type and score it on the held-out windows.
+    """Train (or load) one router per target type and score it on the studies' held-out windows
+    (``Experiment.study_sets``: every router of the comparison on the same windows).
 
     Returns ``(summary, scores)``: ``summary`` has one row per target type with routing accuracy
     per domain and on average and the mixed loss of soft fusion and of hard dispatch with that
@@ -29,7 +30,7 @@ def compare_router_targets(exp: Experiment, targets: Sequence[str] = ("domain", 
     (routers named by their target).
     """
     routers = {t: exp.router(kind, replace(exp.profile.router, target=t), k) for t in targets}
-    scores = score_specialists(exp, k, routers)
+    scores = score_specialists(exp, k, routers, windows=exp.study_sets)
     table = loss_table(scores.nll)
     hard = dispatch_row if kind == "last_token" else (lambda t: fused_row("hard", t))
     rows = {}

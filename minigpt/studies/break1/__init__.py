@@ -29,7 +29,7 @@ from .sets import (build_sets, hidden_fusion_check, representations, router_inpu
                    set_report)
 from .summary import summarize
 
-__all__ = ["break1", "tokenizer_case", "seed_run", "summarize", "PREDICTIONS"]
+__all__ = ["break1", "with_tokenizer_case", "seed_run", "summarize", "PREDICTIONS"]
 
 
 def _controls(sets, reports: dict) -> dict[str, dict]:
@@ -89,13 +89,13 @@ def break1(exp, base_seeds: Sequence[int] | None = None, tokenizer_case: bool = 
     return write_report(exp, report, "break1", out)
 
 
-def tokenizer_case(exp, rep: dict) -> dict:
-    """Break 1's tokenizer case: from ``rep`` when it ran, else from the committed reference run (the
+def with_tokenizer_case(exp, rep: dict) -> dict:
+    """``rep`` with Break 1's tokenizer case: its own when it ran, else the committed reference run's (the
     book skips it: its crown trains under a second tokenizer), else measured here."""
     if "tokenizer_mismatch" in rep:
-        return rep["tokenizer_mismatch"]
+        return rep
     committed = committed_with(exp, "break1", "tokenizer_mismatch")
     if committed is not None:
         print("the tokenizer case as the committed reference run measured it (results/reference/)")
-        return committed["tokenizer_mismatch"]
-    return tokenizer_mismatch(exp)
+        return {**rep, "tokenizer_mismatch": committed["tokenizer_mismatch"]}
+    return {**rep, "tokenizer_mismatch": tokenizer_mismatch(exp)}
