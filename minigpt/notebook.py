@@ -70,10 +70,11 @@ EXTRA_WORK: dict[str, str] = {
 EXTRA_MINUTES: dict[str, dict[str, float]] = {
     # ci: Break 2 measured at 0.7 min for 12 routers, scaled to its 28
     "ci": {"break1": 1.5, "break2": 1.6, "sweep": 0.7, "join": 1.0},
-    # cpu: the studies' own runs for the reference results (one thread, another job on the other
-    # core), plus the models an earlier study had already trained for them: Break 1 769 s + a base
-    # and three crowns; Break 2 277 s; the sweep six crowns and their routers; joining 949 s
-    "cpu": {"break1": 22, "break2": 5, "sweep": 10, "join": 16},
+    # cpu: the book from an empty cache (results/reference/runtimes.json): each model's one-thread
+    # training time from the prefetch plus the notebook's own time. Break 1: a base 210 s, three crowns
+    # 249 s, notebook 6 134 s; Break 2: notebook 7 92 s; joining: a crown 83 s, notebook 9 109 s; the
+    # sweep (read from the reference in the book): six crowns ~515 s and its routers
+    "cpu": {"break1": 10, "break2": 2, "sweep": 10, "join": 3},
 }
 
 
