@@ -173,8 +173,9 @@ class Profile:
     tokenizer_chars: int = 3_000_000  # characters of pretrain text used to learn the BPE merges
     eval_chunks: int = 64  # held-out windows per domain (eval split: reported, never chosen on)
     dev_chunks: int = 64  # windows per domain of the dev split, where choices are made
-    # eval windows per domain the studies score (the breaks, joining, hybrid text, the ceiling, document
-    # memory, router targets); None = eval_chunks. Fewer than the headline's: the book's time budget
+    # eval windows per domain the studies score (the breaks, joining, hybrid text, notebook 3's router
+    # targets); None = eval_chunks. Fewer than the headline's, for the book's time budget; document memory
+    # and the routing ceiling stay on the headline's windows, being held against its row
     study_chunks: int | None = None
     eval_batch_size: int = 16  # one batch size for every model (docs/design.md, "Evaluation protocol")
     # router-split windows per domain on which domain- and performance-target routers train; the
@@ -222,7 +223,7 @@ PROFILES: dict[str, Profile] = {
         # 512 windows per domain: the fused-vs-best-specialist interval is about +-1 point wide
         eval_chunks=512,
         dev_chunks=256,
-        # 128 per domain: the studies' verdicts keep intervals that exclude zero (docs/design.md, "Cuts")
+        # 128 per domain: every study verdict as at 512 (docs/design.md, "What was cut, and why it is safe")
         study_chunks=128,
         router_pool=1024,
         expected_minutes=8.0,

@@ -41,6 +41,9 @@ from .train import train_lm
 ROUTER_WEIGHTS, ROUTER_HISTORY = "router.safetensors", "history.json"
 
 
+Windows = dict[str, tuple[torch.Tensor, torch.Tensor]]  # {domain: (inputs (n, T), targets (n, T))}
+
+
 @dataclass
 class RouterRequest:
     """One router, named and explained: how to build it, its cache key and seeds, what it reads and weights."""
@@ -122,7 +125,6 @@ class Experiment:
 
     # every reported number is scored on eval windows (the studies on fewer of them, profile.study_windows
     # per domain, spread the same way); every choice is made on dev windows
-    Windows = dict[str, tuple[torch.Tensor, torch.Tensor]]
     eval_sets = cached_property(lambda self: self._windows("eval", self.profile.eval_chunks))
     study_sets = cached_property(lambda self: self._windows("eval", self.profile.study_windows))
     dev_sets = cached_property(lambda self: self._windows("dev", self.profile.dev_chunks))
@@ -235,7 +237,7 @@ class Experiment:
         streams, n = req.streams or self.streams, req.pool_windows or self.profile.router_pool
         same = [[model_fingerprint(m) for m in req.experts], n, self.seed, self.corpus_fingerprint,
                 self.tokenizer_fingerprint, streams.domains("router")]
-        return self._pools.get(config_key("router-pool", *req.reads, *same), lambda: new_pool(self, req, streams, same))
+        return self._pools.get(config_key("router-pool", *req.reads, *same), lambda: new_pool(self, req, streams, n, same))
 
     def router_path(self, key_parts: list) -> Path:
         """Where :meth:`train_or_load_router` keeps the router of ``key_parts`` (its first part names it)."""
@@ -283,16 +285,16 @@ class Experiment:
         return FusedModel(self.specialists(k=k), k, self.router(kind, router_cfg, k), fusion=fusion)
 
 
-def new_pool(exp: Experiment, req: RouterRequest, streams: DomainStreams, same: list) -> RouterPool:
-    """:meth:`Experiment.router_pool`'s pool, built; ``same`` holds the experts' fingerprints, the pool size and
-    the data. How the experts run decides their losses, what the router reads does not: the losses are kept
-    on disk by the first, and every later pool over the same experts only computes its router inputs."""
-    p, fused, n = exp.profile, req.fused, same[1]
+def new_pool(exp: Experiment, req: RouterRequest, streams: DomainStreams, n: int, same: list) -> RouterPool:
+    """:meth:`Experiment.router_pool`'s pool of ``n`` windows per domain, built; ``same`` keys the experts, the
+    pool and the data. How the experts run decides their losses, what the router reads does not: the first
+    pool keeps them on disk, and every later pool over the same experts only computes its router inputs."""
+    p, fused = exp.profile, req.fused
     losses = None if fused is None else cache_root() / "pool_losses" / (
         config_key("pool-losses", fused.k, fused.shared, *same) + ".pt")
-    build = lambda known: build_pool(streams, req.inputs, n, T=p.model.block_size,  # noqa: E731
+    build = lambda known: build_pool(streams, known or req.inputs, n, T=p.model.block_size,  # noqa: E731
                                      seed=derive_seed(exp.seed, "router-pool"), batch_size=p.eval_batch_size,
-                                     experts=req.experts, known=known)
+                                     experts=req.experts)
     features = None if fused is None else (lambda x: fused.router_input(x, fused.trunks(x)))
     return pool_keeping_losses(losses, build, features)
 

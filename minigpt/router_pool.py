@@ -78,7 +78,8 @@ class KnownLosses:
 
 def pool_keeping_losses(losses_path: Path | None, build: Callable[[KnownLosses | None], RouterPool],
                         features: Callable[[torch.Tensor], torch.Tensor] | None) -> RouterPool:
-    """``build(known)`` a pool, keeping the experts' losses at ``losses_path`` (a few kB): the next pool
+    """``build(known)`` a pool (``known=None``: run the experts), keeping the experts' losses at
+    ``losses_path`` (a few kB): the next pool
     over the same experts and windows, whatever the router reads and in whichever notebook, runs only
     ``features``. The crowns are most of a pool's cost (Break 1's four inputs, its control on the
     chapter's specialists, Break 2's healthy routers all reuse losses computed once)."""
@@ -95,13 +96,12 @@ def pool_keeping_losses(losses_path: Path | None, build: Callable[[KnownLosses |
 
 
 @torch.no_grad()
-def build_pool(streams: DomainStreams, inputs: Callable[[torch.Tensor], tuple], per_domain: int, T: int,
-               seed: int, batch_size: int, experts: list[nn.Module] = (), desc: str = "router pool",
-               known: KnownLosses | None = None) -> RouterPool:
+def build_pool(streams: DomainStreams, inputs: Callable[[torch.Tensor], tuple] | KnownLosses, per_domain: int,
+               T: int, seed: int, batch_size: int, experts: list[nn.Module] = (), desc: str = "router pool") -> RouterPool:
     """Run ``inputs(x)`` -> (router input (B, T, C), expert logits (N, B, T, V)) once over
     ``per_domain`` random router-split windows of each domain (drawn with ``seed``), keeping the
-    router inputs and each expert's mean loss per window, on the device (with ``known`` losses, only
-    the router inputs are computed)."""
+    router inputs and each expert's mean loss per window, on the device. With :class:`KnownLosses` as
+    ``inputs``, only the router inputs are computed."""
     dev = resolve()
     to_device(list(experts), dev)
     gen = torch.Generator().manual_seed(seed)
@@ -115,8 +115,8 @@ def build_pool(streams: DomainStreams, inputs: Callable[[torch.Tensor], tuple], 
         for i in progress(range(0, x_all.shape[0], batch_size), desc):
             x, y = to_device((x_all[i:i + batch_size], y_all[i:i + batch_size]), dev)
             with autocast(dev):
-                if known is not None:
-                    feats, batch_losses = known.features(x), known.losses[i:i + x.shape[0]]
+                if isinstance(inputs, KnownLosses):
+                    feats, batch_losses = inputs.features(x), inputs.losses[i:i + x.shape[0]]
                 else:
                     feats, logits = inputs(x)  # (B, T, C), (N, B, T, V)
                     batch_losses = expert_window_losses(logits, y)  # (B, N)
