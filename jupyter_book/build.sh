@@ -2,7 +2,8 @@
 # Build the HTML book: `make book` calls this (BOOK_PROFILE=ci by default).
 #
 #   BOOK_PROFILE=ci|cpu|gpu   profile every notebook is executed at (exported as MINIGPT_PROFILE)
-#   BOOK_JOBS=N               notebooks executed side by side (default: 2 at ci, else 1)
+#   BOOK_JOBS=N               notebooks executed side by side, one torch thread each (default: the CPU cores,
+#                             at most 4, at ci and cpu; 1 at gpu, whose notebooks share one GPU)
 #   BOOK_PREFETCH_JOBS=N      language models trained side by side before the notebooks run (default: CPU
 #                             cores; 0: none, each notebook trains what it needs, as a reader in order would)
 #   BOOK_ALLOW_MISSING=1      build without chapters that do not exist yet (default: fail)
@@ -10,7 +11,7 @@
 #
 # Steps: copy the committed notebooks (no outputs) into jupyter_book/chapters/ (Jupyter Book 1
 # cannot include files outside its folder), each exercise's solution collapsed under its stub;
-# train every model side by side; execute every notebook once into a jupyter-cache whose folder
+# train every model side by side; execute every notebook once, several at a time, into a jupyter-cache whose folder
 # is keyed by profile and package source (the cache itself only hashes the notebook's code, so
 # without the key a changed package or profile would reuse stale outputs); then build with
 # warnings as errors, so a failed cell, a missing figure or a broken cross-reference fails the build
@@ -21,7 +22,8 @@ ROOT="$(dirname "$BOOK")"
 cd "$ROOT"
 PY="${PY:-$ROOT/.venv/bin/python}"
 PROFILE="${BOOK_PROFILE:-ci}"
-if [ "$PROFILE" = ci ]; then JOBS="${BOOK_JOBS:-2}"; else JOBS="${BOOK_JOBS:-1}"; fi
+CORES=$(nproc)
+if [ "$PROFILE" = gpu ]; then JOBS="${BOOK_JOBS:-1}"; else JOBS="${BOOK_JOBS:-$(( CORES < 4 ? CORES : 4 ))}"; fi
 PREFETCH_JOBS="${BOOK_PREFETCH_JOBS:-$(nproc)}"
 BUILD="$BOOK/_build"
 mkdir -p "$BUILD"
@@ -32,7 +34,10 @@ export MINIGPT_PROFILE="$PROFILE"
 export MINIGPT_HEADLESS=1   # sliders run once with their default and draw a static figure (no kernel in a web page)
 export TQDM_DISABLE=1       # no progress bars in the pages
 if [ "$JOBS" -gt 1 ]; then
-  # one thread per notebook process: two processes on two cores, oversubscription is ~10x slower
+  # one thread per notebook process: two processes on two cores, oversubscription is ~10x slower. Small
+  # models use a second thread poorly, so two notebooks on one thread each finish sooner than one after
+  # the other on two threads (measured: docs/design.md, "The book in minutes"); one thread is also the
+  # thread count of the committed reference, so the pages show its numbers to the last digit
   export OMP_NUM_THREADS=1 MINIGPT_NUM_THREADS=1
 fi
 
@@ -92,8 +97,10 @@ fi
 rm -rf "$BOOK/chapters"
 "$PY" tools/solved.py --book "$BOOK/chapters"
 
-# 3. every language model the book uses, PREFETCH_JOBS at a time (one thread each; minigpt/studies/prefetch.py);
-#    BOOK_PREFETCH_JOBS=0 skips it, so the notebooks train what they need in reading order
+# 3. every language model the book uses, PREFETCH_JOBS at a time (one thread each; minigpt/studies/prefetch.py),
+#    before the notebooks run: the cores are busy training, and notebooks started beside it (tried) made
+#    the whole build slower (docs/design.md, "The book in minutes"). BOOK_PREFETCH_JOBS=0 skips it, so
+#    the notebooks train what they need in reading order
 if [ "$PREFETCH_JOBS" -gt 0 ]; then
   tp=$(date +%s)
   "$PY" -m minigpt prefetch --profile "$PROFILE" --jobs "$PREFETCH_JOBS"

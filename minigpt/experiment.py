@@ -32,7 +32,8 @@ from .device import resolve, to_device
 from .fusion import FusedModel, feature_width
 from .model import GPT
 from .router import CausalRouter, check_router_kind, make_router, router_code_fingerprint, train_router
-from .router_pool import LatestPool, RouterPool, build_pool, pool_keeping_losses, train_router_on_pool
+from .router_pool import (KnownLosses, LatestPool, RouterPool, build_pool, experts_window_losses, pool_windows,
+                          train_router_on_pool)
 from .streams import DomainStreams, encode_stream, mixed_windows, random_windows, split_windows
 from .tokenizer import check_vocab, eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 from .train import train_lm
@@ -237,7 +238,7 @@ class Experiment:
         streams, n = req.streams or self.streams, req.pool_windows or self.profile.router_pool
         same = [[model_fingerprint(m) for m in req.experts], n, self.seed, self.corpus_fingerprint,
                 self.tokenizer_fingerprint, streams.domains("router")]
-        return self._pools.get(config_key("router-pool", *req.reads, *same), lambda: new_pool(self, req, streams, n, same))
+        return self._pools.get(config_key("router-pool", *req.reads, *same), lambda: new_pool(self, req, streams, n))
 
     def router_path(self, key_parts: list) -> Path:
         """Where :meth:`train_or_load_router` keeps the router of ``key_parts`` (its first part names it)."""
@@ -285,18 +286,17 @@ class Experiment:
         return FusedModel(self.specialists(k=k), k, self.router(kind, router_cfg, k), fusion=fusion)
 
 
-def new_pool(exp: Experiment, req: RouterRequest, streams: DomainStreams, n: int, same: list) -> RouterPool:
-    """:meth:`Experiment.router_pool`'s pool of ``n`` windows per domain, built; ``same`` keys the experts, the
-    pool and the data. How the experts run decides their losses, what the router reads does not: the first
-    pool keeps them on disk, and every later pool over the same experts only computes its router inputs."""
+def new_pool(exp: Experiment, req: RouterRequest, streams: DomainStreams, n: int) -> RouterPool:
+    """:meth:`Experiment.router_pool`'s pool of ``n`` windows per domain, built. What the router reads does not
+    decide the experts' losses, and each expert's losses are kept on disk (:func:`experts_window_losses`): a
+    pool then runs only its router inputs and the crowns no earlier pool ran, in whichever notebook."""
     p, fused = exp.profile, req.fused
-    losses = None if fused is None else cache_root() / "pool_losses" / (
-        config_key("pool-losses", fused.k, fused.shared, *same) + ".pt")
-    build = lambda known: build_pool(streams, known or req.inputs, n, T=p.model.block_size,  # noqa: E731
-                                     seed=derive_seed(exp.seed, "router-pool"), batch_size=p.eval_batch_size,
-                                     experts=req.experts)
-    features = None if fused is None else (lambda x: fused.router_input(x, fused.trunks(x)))
-    return pool_keeping_losses(losses, build, features)
+    T, seed, bs = p.model.block_size, derive_seed(exp.seed, "router-pool"), p.eval_batch_size
+    known = None
+    if fused is not None:  # every request the package makes; another caller's experts run with the pool
+        losses = experts_window_losses(list(fused.specialists), fused.k, fused.shared, pool_windows(streams, n, T, seed), bs)
+        known = KnownLosses(lambda x: fused.router_input(x, fused.trunks(x)), to_device(losses, resolve()))
+    return build_pool(streams, known or req.inputs, n, T=T, seed=seed, batch_size=bs, experts=req.experts)
 
 
 def train_new_router(exp: Experiment, req: RouterRequest, cfg: RouterConfig) -> tuple[nn.Module, dict]:

@@ -10,24 +10,30 @@ N crown forward passes. ``lm`` targets need the fused logits and keep the full p
 
 The pool is drawn from the router split with a seed of its own, so routers of the same seed read
 the same windows whoever the experts are; batches are drawn from it with the router's domain mix,
-as :func:`minigpt.streams.mixed_windows` draws from the streams.
+as :func:`minigpt.streams.mixed_windows` draws from the streams. The same windows for every set is
+also why each expert's losses can be kept on disk on their own (:func:`experts_window_losses`): a
+set that shares experts with an earlier one runs only its new crowns.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
-from .cache import cached
+from .cache import cache_root, cached, config_key
+from .checkpoint import model_fingerprint, tensors_hash, trunk_hash
 from .config import DOMAINS, RouterConfig
-from .device import autocast, resolve, to_device
+from .device import autocast, resolve, to_device, to_host
 from .heap import reuse_large_blocks
 from .progress import progress
 from .router import check_target, expert_window_losses, fit_router, router_loss, window_targets
 from .streams import DomainStreams, draw_labels, random_windows
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -76,23 +82,62 @@ class KnownLosses:
     losses: torch.Tensor  # (D * n, N), on the device
 
 
-def pool_keeping_losses(losses_path: Path | None, build: Callable[[KnownLosses | None], RouterPool],
-                        features: Callable[[torch.Tensor], torch.Tensor] | None) -> RouterPool:
-    """``build(known)`` a pool (``known=None``: run the experts), keeping the experts' losses at
-    ``losses_path`` (a few kB): the next pool
-    over the same experts and windows, whatever the router reads and in whichever notebook, runs only
-    ``features``. The crowns are most of a pool's cost (Break 1's four inputs, its control on the
-    chapter's specialists, Break 2's healthy routers all reuse losses computed once)."""
-    if losses_path is None or features is None:
-        return build(None)
-    built = []
+def pool_windows(streams: DomainStreams, per_domain: int, T: int, seed: int) -> dict[str, Batch]:
+    """The pool's windows, ``{domain: (ids (n, T), targets (n, T))}``: ``per_domain`` random router-split
+    windows of each domain, drawn with ``seed`` in the order of ``streams.domains("router")``."""
+    gen = torch.Generator().manual_seed(seed)
+    return {d: random_windows(streams.get(d, "router"), per_domain, T, gen) for d in streams.domains("router")}
 
-    def full() -> torch.Tensor:
-        built.append(build(None))
-        return built[0].losses.cpu()
 
-    losses = cached(losses_path, full, lambda t, tmp: torch.save(t, tmp), lambda q: torch.load(q, weights_only=True))
-    return built[0] if built else build(KnownLosses(features, to_device(losses, resolve())))
+def experts_window_losses(experts: Sequence[nn.Module], k: int, shared: bool, windows: Mapping[str, Batch],
+                          batch_size: int) -> torch.Tensor:
+    """Each expert's mean loss on every pool window, (D * n, N), domain by domain, kept on disk one expert and
+    one domain at a time (a few kB each). An expert's losses depend on its weights, the trunk it runs on and
+    the windows, not on the set it is in: a set that shares experts with an earlier one (Break 1's different
+    set and its controls, the joined set and the chapter's) runs only the crowns that are new."""
+    providers = [0 if shared else j for j in range(len(experts))]  # whose trunk each expert runs on
+    columns = []
+    for domain, (x, y) in windows.items():
+        paths = [_losses_path(m, experts[providers[j]], k, x, y, batch_size) for j, m in enumerate(experts)]
+        fresh: dict[int, torch.Tensor] = {}
+
+        def compute(j: int, x=x, y=y, paths=paths, fresh=fresh, domain=domain) -> torch.Tensor:
+            if j not in fresh:  # every expert still missing for this domain, in one pass over its windows
+                todo = [i for i, q in enumerate(paths) if i == j or not os.path.lexists(q)]
+                fresh.update(_domain_losses(experts, providers, todo, k, (x, y), batch_size, desc=f"expert losses on {domain}"))
+            return fresh[j]
+
+        columns.append(torch.stack([cached(q, lambda j=j: compute(j), lambda t, tmp: torch.save(t, tmp),
+                                           lambda f: torch.load(f, weights_only=True)) for j, q in enumerate(paths)], 1))
+    return torch.cat(columns)
+
+
+def _losses_path(expert: nn.Module, trunk_of: nn.Module, k: int, x: torch.Tensor, y: torch.Tensor,
+                 batch_size: int) -> Path:
+    key = config_key("expert-window-losses", model_fingerprint(expert), trunk_hash(trunk_of, k), k,
+                     tensors_hash({"x": x, "y": y}), batch_size, resolve().type)
+    return cache_root() / "pool_losses" / f"{key}.pt"
+
+
+@torch.no_grad()
+def _domain_losses(experts: Sequence[nn.Module], providers: Sequence[int], todo: Sequence[int], k: int,
+                   windows: Batch, batch_size: int, desc: str) -> dict[int, torch.Tensor]:
+    """``{j: (n,)}``, expert j's mean loss on each window, for every j in ``todo``: each trunk once per batch,
+    then every crown on it, as :meth:`minigpt.fusion.FusedModel.crowns` runs them (the same numbers)."""
+    (x, y), dev = windows, resolve()
+    to_device([experts[i] for i in {*todo, *(providers[j] for j in todo)}], dev)
+    out = {j: torch.empty(x.shape[0]) for j in todo}
+    with autocast(dev), reuse_large_blocks():
+        for i in progress(range(0, x.shape[0], batch_size), desc):
+            xb, yb = to_device((x[i:i + batch_size], y[i:i + batch_size]), dev)
+            trunks: dict[int, torch.Tensor] = {}
+            for j in todo:
+                p = providers[j]
+                if p not in trunks:
+                    trunks[p] = experts[p].trunk(xb, k)
+                logits = experts[j].lm_head(experts[j].crown_hidden(trunks[p], k))  # (B, T, V)
+                out[j][i:i + xb.shape[0]] = to_host(expert_window_losses(logits.unsqueeze(0), yb)[:, 0])
+    return out
 
 
 @torch.no_grad()
@@ -104,10 +149,9 @@ def build_pool(streams: DomainStreams, inputs: Callable[[torch.Tensor], tuple] |
     ``inputs``, only the router inputs are computed."""
     dev = resolve()
     to_device(list(experts), dev)
-    gen = torch.Generator().manual_seed(seed)
-    domains = tuple(streams.domains("router"))  # the chapter's three, then any domain that joined later
-    windows = [random_windows(streams.get(d, "router"), per_domain, T, gen) for d in domains]
-    x_all, y_all = torch.cat([w[0] for w in windows]), torch.cat([w[1] for w in windows])  # domain by domain
+    windows = pool_windows(streams, per_domain, T, seed)  # the chapter's three, then any domain that joined later
+    domains = tuple(windows)
+    x_all, y_all = (torch.cat([w[i] for w in windows.values()]) for i in (0, 1))  # domain by domain
     h = losses = None  # filled in place, allocated once: per-batch pieces kept between the large
     # transient logits would fragment glibc's heap (Break 1's pools grew past 13 GB that way); with
     # nothing kept, every batch can reuse the last one's memory (minigpt/heap.py)

@@ -298,6 +298,32 @@ def test_the_experts_losses_are_computed_once_for_every_input_and_notebook(mini_
     for feature in ("embeddings of base X", SHARED_TRUNK):  # another input of the same experts
         again.feature_router(experts, feature)
     assert crowns == []
-    other = FusedModel(again.specialists(), again.k, shared=False)  # the experts run another way: their own losses
+    other = FusedModel(again.specialists(), again.k, shared=False)  # each on its own trunk: the same trunk weights
     again.feature_router(other, SHARED_TRUNK)
-    assert crowns != []
+    assert crowns == []
+
+
+def test_a_pool_runs_only_the_crowns_no_earlier_pool_ran(mini_experiment, monkeypatch):
+    """Losses are kept per expert: a set sharing two experts with the chapter's runs one crown, and its losses
+    are the ones the full path (every crown in one pass, as before) gives, bit for bit, shared trunk or not."""
+    from minigpt.config import derive_seed
+    from minigpt.fusion import FusedModel
+    from minigpt.model import GPT
+    from minigpt.router_pool import build_pool, experts_window_losses, pool_windows
+
+    exp, other = mini_experiment(), mini_experiment(seed=1)
+    exp.router_pool(exp.router_request("per_token", exp.profile.router))  # the chapter's three experts
+    mixed = [exp.specialists()[0], *other.specialists()[1:]]  # two of them new, on another base
+    ran = []
+    real = GPT.crown_hidden
+    monkeypatch.setattr(GPT, "crown_hidden", lambda self, h, k: ran.append(id(self)) or real(self, h, k))
+    p = exp.profile
+    windows = pool_windows(exp.streams, p.router_pool, p.model.block_size, derive_seed(exp.seed, "router-pool"))
+    for models, shared in (([*exp.specialists()[:2], other.specialists()[2]], True), (mixed, False)):
+        ran.clear()
+        losses = experts_window_losses(models, exp.k, shared, windows, p.eval_batch_size)
+        new = {id(m) for m in models[2:]} if shared else {id(m) for m in models[1:]}
+        assert set(ran) == new  # the experts an earlier pool ran are read from disk
+        full = build_pool(exp.streams, FusedModel(models, exp.k, shared=shared).expert_logits, p.router_pool,
+                          T=p.model.block_size, seed=derive_seed(exp.seed, "router-pool"), batch_size=p.eval_batch_size)
+        assert torch.equal(losses, full.losses.cpu())
