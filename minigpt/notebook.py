@@ -71,9 +71,9 @@ EXTRA_MINUTES: dict[str, dict[str, float]] = {
     # ci: Break 2 measured at 0.7 min for 12 routers, scaled to its 28
     "ci": {"break1": 1.5, "break2": 1.6, "sweep": 0.7, "join": 1.0},
     # cpu: the book from an empty cache (results/reference/runtimes.json): each model's one-thread
-    # training time from the prefetch plus the notebook's own time. Break 1: a base 210 s, three crowns
-    # 249 s, notebook 6 134 s; Break 2: notebook 7 92 s; joining: a crown 83 s, notebook 9 109 s; the
-    # sweep (read from the reference in the book): six crowns ~515 s and its routers
+    # training time from the prefetch plus the notebook's own time in reading order. Break 1: a base
+    # 210 s, three crowns 249 s, notebook 6 122 s; Break 2: notebook 7 91 s; joining: a crown 83 s,
+    # notebook 9 75 s; the sweep (read from the reference in the book): six crowns ~515 s and its routers
     "cpu": {"break1": 10, "break2": 2, "sweep": 10, "join": 3},
 }
 
