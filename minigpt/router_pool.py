@@ -74,9 +74,9 @@ class LatestPool:
 
 @dataclass
 class KnownLosses:
-    """The experts' window losses on a pool's windows, already computed (for another router input of the
-    same experts, or in another process): a pool then runs only ``features`` (x -> router input), not
-    the crowns. The losses do not depend on what the router reads."""
+    """The experts' window losses on a pool's windows, already computed (:func:`experts_window_losses`
+    keeps them on disk): a pool then runs only ``features`` (x -> router input), not the crowns. The
+    losses do not depend on what the router reads."""
 
     features: Callable[[torch.Tensor], torch.Tensor]
     losses: torch.Tensor  # (D * n, N), on the device
@@ -126,7 +126,7 @@ def _domain_losses(experts: Sequence[nn.Module], providers: Sequence[int], todo:
     then every crown on it, as :meth:`minigpt.fusion.FusedModel.crowns` runs them (the same numbers)."""
     (x, y), dev = windows, resolve()
     to_device([experts[i] for i in {*todo, *(providers[j] for j in todo)}], dev)
-    out = {j: torch.empty(x.shape[0]) for j in todo}
+    out = {j: torch.empty(x.shape[0], device=dev) for j in todo}  # filled on the device, read back once
     with autocast(dev), reuse_large_blocks():
         for i in progress(range(0, x.shape[0], batch_size), desc):
             xb, yb = to_device((x[i:i + batch_size], y[i:i + batch_size]), dev)
@@ -136,8 +136,8 @@ def _domain_losses(experts: Sequence[nn.Module], providers: Sequence[int], todo:
                 if p not in trunks:
                     trunks[p] = experts[p].trunk(xb, k)
                 logits = experts[j].lm_head(experts[j].crown_hidden(trunks[p], k))  # (B, T, V)
-                out[j][i:i + xb.shape[0]] = to_host(expert_window_losses(logits.unsqueeze(0), yb)[:, 0])
-    return out
+                out[j][i:i + xb.shape[0]] = expert_window_losses(logits.unsqueeze(0), yb)[:, 0]
+    return to_host(out)
 
 
 @torch.no_grad()
