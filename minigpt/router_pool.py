@@ -96,20 +96,25 @@ def experts_window_losses(experts: Sequence[nn.Module], k: int, shared: bool, wi
     the windows, not on the set it is in: a set that shares experts with an earlier one (Break 1's different
     set and its controls, the joined set and the chapter's) runs only the crowns that are new."""
     providers = [0 if shared else j for j in range(len(experts))]  # whose trunk each expert runs on
-    columns = []
-    for domain, (x, y) in windows.items():
-        paths = [_losses_path(m, experts[providers[j]], k, x, y, batch_size) for j, m in enumerate(experts)]
-        fresh: dict[int, torch.Tensor] = {}
+    return torch.cat([_domain_columns(experts, providers, k, xy, batch_size, d) for d, xy in windows.items()])
 
-        def compute(j: int, x=x, y=y, paths=paths, fresh=fresh, domain=domain) -> torch.Tensor:
-            if j not in fresh:  # every expert still missing for this domain, in one pass over its windows
-                todo = [i for i, q in enumerate(paths) if i == j or not os.path.lexists(q)]
-                fresh.update(_domain_losses(experts, providers, todo, k, (x, y), batch_size, desc=f"expert losses on {domain}"))
-            return fresh[j]
 
-        columns.append(torch.stack([cached(q, lambda j=j: compute(j), lambda t, tmp: torch.save(t, tmp),
-                                           lambda f: torch.load(f, weights_only=True)) for j, q in enumerate(paths)], 1))
-    return torch.cat(columns)
+def _domain_columns(experts: Sequence[nn.Module], providers: Sequence[int], k: int, windows: Batch, batch_size: int,
+                    domain: str) -> torch.Tensor:
+    """(n, N): every expert's losses on one domain's windows, each read from disk or computed; the experts
+    still missing run together, in one pass over the windows."""
+    x, y = windows
+    paths = [_losses_path(m, experts[providers[j]], k, x, y, batch_size) for j, m in enumerate(experts)]
+    fresh: dict[int, torch.Tensor] = {}
+
+    def compute(j: int) -> torch.Tensor:
+        if j not in fresh:
+            todo = [i for i, q in enumerate(paths) if i == j or not os.path.lexists(q)]
+            fresh.update(_domain_losses(experts, providers, todo, k, windows, batch_size, f"expert losses on {domain}"))
+        return fresh[j]
+
+    return torch.stack([cached(q, lambda j=j: compute(j), lambda t, tmp: torch.save(t, tmp),
+                               lambda f: torch.load(f, weights_only=True)) for j, q in enumerate(paths)], 1)
 
 
 def _losses_path(expert: nn.Module, trunk_of: nn.Module, k: int, x: torch.Tensor, y: torch.Tensor,
